@@ -1,0 +1,202 @@
+"""The `mcrouter-trio` command: mcrouter's flag names where mcrouter has them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+import trio
+
+from mcrouter_trio import __version__
+from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
+from mcrouter_trio.router import RouterSettings
+from mcrouter_trio.server import ServerSettings, serve
+from mcrouter_trio.stats import ProxyStats
+
+log = logging.getLogger("mcrouter_trio")
+
+#: Used when neither -f nor --config-str is given: memcached on its default port.
+DEFAULT_CONFIG: Final = json.dumps(
+    {"pools": {"default": {"servers": ["127.0.0.1:11211"]}}, "route": "PoolRoute|default"}
+)
+EXIT_BAD_CONFIG: Final = 3
+
+
+def _ports(text: str) -> list[int]:
+    ports = []
+    for part in text.split(","):
+        port = int(part)
+        if not 0 <= port <= 65535:
+            raise argparse.ArgumentTypeError(f"port out of range: {part}")
+        ports.append(port)
+    return ports
+
+
+def _positive_ms(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError("must be an integer from 1 to 1000000 (milliseconds)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcrouter-trio",
+        description="A memcached protocol router with mcrouter's config and semantics.",
+        epilog="Sub-command: `mcrouter-trio certs init DIR` writes a CA and edge-pair certificates.",
+    )
+    add = parser.add_argument
+    add("-p", "--port", type=_ports, action="append", default=[], metavar="PORT[,PORT]",
+        help="TCP port(s) to listen on for plain-text clients (repeatable)")
+    add("--listen-addresses", default="", metavar="ADDR[,ADDR]",
+        help="addresses to listen on (default: every IPv4 and IPv6 interface)")
+    add("-f", "--config-file", metavar="FILE", help="mcrouter JSON config file")
+    add("--config-str", metavar="JSON", help="the config as a JSON string")
+    add("--config", metavar="file:PATH|JSON", help="mcrouter's combined form of the two above")
+    add("-t", "--server-timeout", type=_positive_ms, default=1000, metavar="MS",
+        help="reply timeout for servers whose pool sets no server_timeout (default 1000)")
+    add("-R", "--route-prefix", default="/././", metavar="/REGION/CLUSTER/",
+        help="default routing prefix (default /././)")
+    add("--enable-flush-cmd", action="store_true",
+        help="let flush_all reach every server (refused by default)")
+    add("--max-value-size", type=int, default=1024 * 1024, metavar="BYTES",
+        help="largest value accepted from clients (default 1048576)")
+    add("--max-line-length", type=int, default=1024 * 1024, metavar="BYTES",
+        help="longest multi-get command line accepted (default 1048576)")
+    add("--max-client-outstanding-reqs", type=int, default=34133, metavar="N",
+        help="requests routed per client before its replies must be written (default 34133)")
+    add("--max-conns", type=int, default=0, metavar="N",
+        help="client connections accepted at once; 0 = unlimited (default)")
+    add("--target-max-pending-requests", type=int, default=100_000, metavar="N",
+        help="requests queued per server before `SERVER_ERROR 307 busy` (default 100000)")
+    add("--graceful-shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
+        help="how long in-flight requests may finish after SIGTERM (default 5)")
+    add("--validate-config", nargs="?", const="exit", choices=["exit", "run"],
+        help="check the config; `exit` (default) exits 0 if valid and 3 if not")
+    add("-L", "--log-path", metavar="FILE", help="log to FILE instead of stderr")
+    add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
+    add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
+    return parser
+
+
+def _config_text(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(config text, file path or None)."""
+    if args.config:
+        if args.config.startswith("file:"):
+            path = args.config[len("file:") :]
+            with open(path, encoding="utf-8") as handle:
+                return handle.read(), path
+        return args.config, None
+    if args.config_file:
+        with open(args.config_file, encoding="utf-8") as handle:
+            return handle.read(), args.config_file
+    if args.config_str:
+        return args.config_str, None
+    return DEFAULT_CONFIG, None
+
+
+def load(args: argparse.Namespace) -> ProxyConfig:
+    text, path = _config_text(args)
+    if path is not None:
+        return load_config_file(path, default_timeout_ms=args.server_timeout)
+    return load_config(text, source="--config-str", default_timeout_ms=args.server_timeout)
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING - 10 * min(args.verbosity, 2) if args.verbosity else logging.INFO
+    logging.basicConfig(
+        level=level,
+        filename=args.log_path,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["certs"]:
+        from mcrouter_trio.certs import main_certs
+
+        return main_certs(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        config = load(args)
+    except (ConfigError, OSError) as exc:
+        print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if args.validate_config == "exit":
+        print("config is valid")
+        return 0
+    ports = tuple(port for group in args.port for port in group)
+    if not ports:
+        parser.error("at least one -p PORT is required")
+    settings = ServerSettings(
+        ports=ports,
+        listen_addresses=tuple(a for a in args.listen_addresses.split(",") if a),
+        max_value_size=args.max_value_size,
+        max_line_length=args.max_line_length,
+        max_outstanding=args.max_client_outstanding_reqs,
+        max_conns=args.max_conns,
+        max_pending_per_server=args.target_max_pending_requests,
+        grace_period=args.graceful_shutdown_timeout,
+    )
+    router_settings = RouterSettings(
+        default_route=_normalise_prefix(args.route_prefix), enable_flush_cmd=args.enable_flush_cmd
+    )
+    stats = ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv]))
+    try:
+        trio.run(_run, config, settings, router_settings, stats)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"mcrouter-trio: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _normalise_prefix(prefix: str) -> bytes:
+    parts = [part for part in prefix.strip("/").split("/") if part]
+    if len(parts) != 2:
+        raise SystemExit(f"mcrouter-trio: invalid --route-prefix {prefix!r}: want /region/cluster/")
+    return f"/{parts[0]}/{parts[1]}/".encode()
+
+
+async def _run(
+    config: ProxyConfig,
+    settings: ServerSettings,
+    router_settings: RouterSettings,
+    stats: ProxyStats,
+) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        proxy = await nursery.start(
+            lambda task_status: serve(
+                config, settings, router_settings, stats=stats, shutdown=shutdown,
+                task_status=task_status,
+            )
+        )  # fmt: skip
+        for listener in proxy.listeners:
+            host, port = listener.socket.getsockname()[:2]
+            log.info("listening on %s port %s", host, port)
+        log.info("mcrouter-trio %s routing to %d servers", __version__, len(config.servers))
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if shutdown.is_set():
+                    nursery.cancel_scope.cancel()  # second signal: stop now
+                    break
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                shutdown.set()
+                nursery.start_soon(_exit_when_done, nursery)
+
+
+async def _exit_when_done(nursery: trio.Nursery) -> None:
+    # The serve task ends after its graceful drain; then stop listening for signals.
+    while len(nursery.child_tasks) > 1:
+        await trio.sleep(0.05)
+    nursery.cancel_scope.cancel()

@@ -1,0 +1,246 @@
+"""Destinations: one shared, pipelined connection per backend server.
+
+Every client session sends through the same `Destination`. `send()` is
+synchronous: it appends the request's bytes to an output buffer and its `Pending`
+to a FIFO, and wakes the writer. The writer sends everything buffered with one
+`send_all`, so requests from many clients leave in one write (twemproxy-style
+batching). The reader frames replies and resolves the FIFO head in order.
+
+Failure handling keeps one invariant: a reply never reaches the wrong request.
+When the reply stream breaks (reset, EOF, garbage, or the head request timing out,
+which would leave a late reply in the stream) the connection is closed and every
+request still waiting on it gets an error reply. The next request reconnects.
+
+Task tree per destination (owned by the proxy's destination nursery):
+`run()` connects lazily and, per connection, runs a nursery with the reader, the
+writer and a timeout watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+import trio
+
+from mcrouter_trio.config._specs import ServerSpec
+from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
+from mcrouter_trio.protocol import ReplyStreamError, frame_reply
+
+log = logging.getLogger("mcrouter_trio.destination")
+
+RECEIVE_SIZE: Final = 65536
+DEFAULT_MAX_PENDING: Final = 100_000
+
+_TIMEOUT: Final = error_reply(Result.TIMEOUT, "Reply timeout")
+_BUSY: Final = error_reply(Result.BUSY, "307 busy")
+
+SSLContextSource = Callable[[], ssl.SSLContext]
+
+
+@attrs.define
+class DestinationStats:
+    requests: int = 0
+    replies: int = 0
+    errors: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    batches: int = 0
+
+
+class Destination:
+    """The pipelined connection to one server, shared by every client session."""
+
+    def __init__(
+        self,
+        server: ServerSpec,
+        *,
+        ssl_context: SSLContextSource | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        self.server = server
+        self.timeout = server.timeout_ms / 1000
+        self.connect_timeout = server.connect_timeout_ms / 1000
+        self.max_pending = max_pending
+        self.stats = DestinationStats()
+        self.state = "new"
+        self._ssl_context = ssl_context
+        # (op, pending, deadline) per request written or waiting to be written.
+        self._queue: deque[tuple[Op, Pending, float]] = deque()
+        self._out = bytearray()
+        self._wake: trio.Event | None = None
+        self._break_reply: Reply | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Destination {self.server.address} {self.state}>"
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._queue)
+
+    # -- called by route handles (synchronous, any task) ----------------------------
+
+    def send(self, request: Request) -> Pending:
+        if self._closed:
+            return Pending(error_reply(Result.LOCAL_ERROR, "destination closed"))
+        queue = self._queue
+        if len(queue) >= self.max_pending:
+            return Pending(_BUSY)
+        pending = Pending()
+        queue.append((request.op, pending, trio.current_time() + self.timeout))
+        self._out += request.to_wire()
+        self.stats.requests += 1
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+        return pending
+
+    # -- the destination's own tasks ------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect when there is work, serve the connection, repeat. Runs until cancelled."""
+        try:
+            while True:
+                while not self._queue:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                stream = await self._connect()
+                if stream is not None:
+                    await self._serve(stream)
+        finally:
+            self._closed = True
+            self._fail_all(error_reply(Result.LOCAL_ERROR, "proxy shutting down"))
+
+    async def _connect(self) -> trio.abc.Stream | None:
+        self.state = "connecting"
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(
+                    self.server.host, self.server.port
+                )
+                if self._ssl_context is not None:
+                    stream = await self._start_tls(stream)
+        except trio.TooSlowError:
+            self._connect_failed(error_reply(Result.CONNECT_TIMEOUT, "connection timeout"), None)
+            return None
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            self._connect_failed(error_reply(Result.CONNECT_ERROR, "connection error"), exc)
+            return None
+        self.stats.connects += 1
+        self.state = "up"
+        log.info("server %s up", self.server.address)
+        return stream
+
+    async def _start_tls(self, stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream]:
+        assert self._ssl_context is not None
+        hostname = self.server.server_name or self.server.host
+        tls = trio.SSLStream(
+            stream, self._ssl_context(), server_hostname=hostname, https_compatible=True
+        )
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return tls
+
+    def _connect_failed(self, reply: Reply, exc: BaseException | None) -> None:
+        self.stats.connect_failures += 1
+        self.state = "down"
+        log.warning("server %s: connect failed: %s", self.server.address, exc or "timeout")
+        self._fail_all(reply)
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        self._break_reply = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_loop, stream, nursery.cancel_scope)
+                nursery.start_soon(self._write_loop, stream, nursery.cancel_scope)
+                nursery.start_soon(self._watchdog, nursery.cancel_scope)
+        finally:
+            self.state = "closed"
+            await trio.aclose_forcefully(stream)
+            reason = self._break_reply or error_reply(Result.REMOTE_ERROR, "remote error")
+            self._fail_all(reason)
+
+    def _broken(self, scope: trio.CancelScope, reply: Reply, why: object) -> None:
+        if self._break_reply is None:
+            self._break_reply = reply
+            log.warning("server %s: closing connection: %s", self.server.address, why)
+        scope.cancel()
+
+    async def _write_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                if not self._out:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    continue
+                data, self._out = self._out, bytearray()
+                self.stats.batches += 1
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
+
+    async def _read_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        queue = self._queue
+        buf: bytes | bytearray = b""
+        pos = 0
+        try:
+            while True:
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), "EOF")
+                    return
+                if pos == len(buf):
+                    buf, pos = data, 0
+                else:
+                    if isinstance(buf, bytes):
+                        buf = bytearray(buf[pos:])
+                        pos = 0
+                    buf += data
+                while queue:
+                    framed = frame_reply(buf, pos, queue[0][0])
+                    if framed is None:
+                        break
+                    reply, pos = framed
+                    pending = queue.popleft()[1]
+                    self.stats.replies += 1
+                    pending.resolve(reply)
+                else:
+                    if pos < len(buf):
+                        raise ReplyStreamError("data received with no request pending")
+                if isinstance(buf, bytearray) and pos > RECEIVE_SIZE:
+                    del buf[:pos]
+                    pos = 0
+        except ReplyStreamError as exc:
+            self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
+
+    async def _watchdog(self, scope: trio.CancelScope) -> None:
+        # Requests on one connection share a timeout and are answered in order, so
+        # the head of the FIFO always has the earliest deadline.
+        queue = self._queue
+        while True:
+            if not queue:
+                await trio.sleep(self.timeout)
+                continue
+            deadline = queue[0][2]
+            if trio.current_time() >= deadline:
+                self._broken(scope, _TIMEOUT, "reply timeout")
+                return
+            await trio.sleep_until(deadline)
+
+    def _fail_all(self, reply: Reply) -> None:
+        self._out = bytearray()
+        queue = self._queue
+        while queue:
+            self.stats.errors += 1
+            queue.popleft()[1].resolve(reply)

@@ -1,0 +1,227 @@
+"""Requests, replies and result codes: the vocabulary every layer shares.
+
+A `Request` is one parsed client command, already validated the way memcached 1.6
+validates it, so that a route handle can forward it without re-checking anything.
+Numeric tokens (flags, exptime, cas) are kept as the bytes the client sent: the
+backend applies its own truncation rules to them, which keeps the proxy exact
+without re-implementing them.
+
+A `Reply` carries the exact bytes a backend (or the proxy) produced plus a
+`Result` classification that routing logic uses (hit or miss, worst of several,
+failover-worthy error).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+
+
+class Op(enum.IntEnum):
+    """Commands the proxy routes or answers itself."""
+
+    GET = enum.auto()
+    GETS = enum.auto()
+    GAT = enum.auto()
+    GATS = enum.auto()
+    SET = enum.auto()
+    ADD = enum.auto()
+    REPLACE = enum.auto()
+    APPEND = enum.auto()
+    PREPEND = enum.auto()
+    CAS = enum.auto()
+    DELETE = enum.auto()
+    INCR = enum.auto()
+    DECR = enum.auto()
+    TOUCH = enum.auto()
+    FLUSH_ALL = enum.auto()
+    VERSION = enum.auto()
+    VERBOSITY = enum.auto()
+    STATS = enum.auto()
+    QUIT = enum.auto()
+    SHUTDOWN = enum.auto()
+    MG = enum.auto()
+    MS = enum.auto()
+    MD = enum.auto()
+    MA = enum.auto()
+    MN = enum.auto()
+    ME = enum.auto()
+
+
+#: The command word as it appears on the wire.
+WIRE_NAME: Final[dict[Op, bytes]] = {op: op.name.lower().encode() for op in Op}
+
+GET_LIKE: Final = frozenset({Op.GET, Op.GETS, Op.GAT, Op.GATS})
+STORAGE: Final = frozenset({Op.SET, Op.ADD, Op.REPLACE, Op.APPEND, Op.PREPEND, Op.CAS})
+ARITHMETIC: Final = frozenset({Op.INCR, Op.DECR})
+META: Final = frozenset({Op.MG, Op.MS, Op.MD, Op.MA, Op.MN, Op.ME})
+#: Update-like operations get NOT_STORED as their default ("nothing happened") reply.
+UPDATE_LIKE: Final = STORAGE | {Op.MS}
+
+
+class Result(enum.IntEnum):
+    """Outcome classes, named after mcrouter's `mc_res_*` results."""
+
+    FOUND = enum.auto()
+    NOTFOUND = enum.auto()
+    STORED = enum.auto()
+    NOTSTORED = enum.auto()
+    EXISTS = enum.auto()
+    DELETED = enum.auto()
+    TOUCHED = enum.auto()
+    OK = enum.auto()
+    TIMEOUT = enum.auto()
+    CONNECT_ERROR = enum.auto()
+    CONNECT_TIMEOUT = enum.auto()
+    BUSY = enum.auto()
+    TKO = enum.auto()
+    REMOTE_ERROR = enum.auto()
+    LOCAL_ERROR = enum.auto()
+    CLIENT_ERROR = enum.auto()
+    #: A bare `ERROR` line (unknown command as far as the server is concerned).
+    ERROR = enum.auto()
+
+
+# mcrouter's `resultSeverity` (higher is worse), used by AllSync-style "worst reply"
+# logic. TOUCHED is deliberately left in mcrouter's catch-all bucket (10), which makes
+# an AllSync touch that got TOUCHED and NOT_FOUND report TOUCHED, as mcrouter does.
+_SEVERITY: Final[dict[Result, int]] = {
+    Result.FOUND: 1,
+    Result.STORED: 1,
+    Result.EXISTS: 1,
+    Result.DELETED: 1,
+    Result.OK: 1,
+    Result.NOTFOUND: 4,
+    Result.NOTSTORED: 4,
+    Result.TIMEOUT: 5,
+    Result.CONNECT_ERROR: 5,
+    Result.CONNECT_TIMEOUT: 5,
+    Result.BUSY: 5,
+    Result.TKO: 5,
+    Result.REMOTE_ERROR: 7,
+    Result.LOCAL_ERROR: 8,
+    Result.CLIENT_ERROR: 9,
+}
+
+
+def severity(result: Result) -> int:
+    return _SEVERITY.get(result, 10)
+
+
+#: Errors after which FailoverRoute tries the next child (mcrouter `isFailoverErrorResult`).
+FAILOVER_ERRORS: Final = frozenset(
+    {
+        Result.TIMEOUT,
+        Result.CONNECT_ERROR,
+        Result.CONNECT_TIMEOUT,
+        Result.BUSY,
+        Result.TKO,
+        Result.REMOTE_ERROR,
+        Result.LOCAL_ERROR,
+    }
+)
+ERRORS: Final = FAILOVER_ERRORS | {Result.CLIENT_ERROR, Result.ERROR}
+#: Results that count as a hit for warm-up and miss-failover logic.
+HITS: Final = frozenset({Result.FOUND, Result.DELETED, Result.TOUCHED, Result.OK})
+
+
+@attrs.define(slots=True, eq=False)
+class Request:
+    """One client command.
+
+    `key` is the key as the client sent it (for multi-key retrievals, the first
+    key); `keys` holds every key of a retrieval command. `args` are the validated
+    tokens that follow the key on the wire (for `gat`/`gats` the exptime, which the
+    wire puts before the keys, is in `args` too). `data` is the value block without
+    its trailing CRLF. `noreply` means the client asked for silence (classic
+    `noreply` or meta `q`); it is never forwarded, the proxy drops the answer.
+    """
+
+    op: Op
+    key: bytes = b""
+    keys: list[bytes] | None = None
+    args: tuple[bytes, ...] = ()
+    data: bytes | None = None
+    noreply: bool = False
+
+    def with_key(self, key: bytes) -> Request:
+        """The same request for another key (single-key commands)."""
+        return Request(self.op, key, None, self.args, self.data, self.noreply)
+
+    def with_keys(self, keys: list[bytes]) -> Request:
+        """The same retrieval for another list of keys."""
+        return Request(self.op, keys[0], keys, self.args, self.data, self.noreply)
+
+    def to_wire(self) -> bytes:
+        """The canonical bytes sent to a backend (never with noreply or meta `q`)."""
+        op = self.op
+        name = WIRE_NAME[op]
+        if self.keys is not None:
+            keys = b" ".join(self.keys)
+            if op is Op.GAT or op is Op.GATS:
+                return b"%s %s %s\r\n" % (name, self.args[0], keys)
+            return b"%s %s\r\n" % (name, keys)
+        if self.args:
+            line = b"%s %s %s\r\n" % (name, self.key, b" ".join(self.args))
+        elif self.key:
+            line = b"%s %s\r\n" % (name, self.key)
+        else:
+            line = name + b"\r\n"
+        if self.data is not None:
+            return line + self.data + b"\r\n"
+        return line
+
+
+@attrs.define(slots=True, eq=False)
+class Reply:
+    """A complete reply: its classification and the exact bytes for the client."""
+
+    result: Result
+    raw: bytes
+
+    @property
+    def is_error(self) -> bool:
+        return self.result in ERRORS
+
+
+def error_reply(result: Result, message: str) -> Reply:
+    """A proxy-generated error, rendered the way mcrouter renders it."""
+    kind = "CLIENT_ERROR" if result is Result.CLIENT_ERROR else "SERVER_ERROR"
+    return Reply(result, f"{kind} {message}\r\n".encode())
+
+
+class Pending:
+    """A reply that will arrive later: a minimal future driven by callbacks.
+
+    Route handles return one of these synchronously; a destination's reader task
+    resolves it when the backend's bytes arrive. Callbacks (not tasks) keep the
+    per-request cost at a few function calls: no task spawn, no channel hop.
+    """
+
+    __slots__ = ("_callbacks", "reply")
+
+    def __init__(self, reply: Reply | None = None) -> None:
+        self.reply = reply
+        self._callbacks: list[Callable[[Reply], None]] | None = None
+
+    def resolve(self, reply: Reply) -> None:
+        if self.reply is not None:
+            return
+        self.reply = reply
+        callbacks = self._callbacks
+        if callbacks:
+            self._callbacks = None
+            for callback in callbacks:
+                callback(reply)
+
+    def then(self, callback: Callable[[Reply], None]) -> None:
+        """Call `callback(reply)` once the reply is known (now, if it already is)."""
+        if self.reply is not None:
+            callback(self.reply)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)

@@ -1,0 +1,35 @@
+"""The memcached wire protocol, pure: bytes in, events out; no I/O and no Trio.
+
+`RequestParser` frames and validates what clients send; `frame_reply` frames what
+backends send back; `render_reply` (in `_render`) turns a routed reply into the
+bytes a client receives.
+"""
+
+from mcrouter_trio.protocol._numbers import strtol, strtoull
+from mcrouter_trio.protocol._replies import ReplyStreamError, frame_reply, values
+from mcrouter_trio.protocol._requests import (
+    KEY_MAX_LENGTH,
+    NEED_DATA,
+    CloseConnection,
+    Event,
+    ImmediateReply,
+    RequestParser,
+    TooLargeSet,
+    meta_routing_key,
+)
+
+__all__ = [
+    "KEY_MAX_LENGTH",
+    "NEED_DATA",
+    "CloseConnection",
+    "Event",
+    "ImmediateReply",
+    "ReplyStreamError",
+    "RequestParser",
+    "TooLargeSet",
+    "frame_reply",
+    "meta_routing_key",
+    "strtol",
+    "strtoull",
+    "values",
+]

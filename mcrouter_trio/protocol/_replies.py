@@ -1,0 +1,188 @@
+"""Backend-side reply framing: find where one reply ends and classify it.
+
+Replies on a pipelined connection are matched to requests strictly in order, so
+the framer is told which command the next reply answers and refuses anything that
+cannot be an answer to it. A refused reply means the stream is out of sync (a
+garbage-sending or confused server); the caller must close the connection and fail
+every request still waiting on it, because a reply must never reach the wrong
+request.
+
+Get-like replies keep the exact bytes from the server; `values()` walks the VALUE
+blocks of such a reply when a route needs them (multi-get merging, warm-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from mcrouter_trio.messages import ARITHMETIC, GET_LIKE, Op, Reply, Result
+
+#: The longest reply line accepted before the stream is declared broken.
+MAX_REPLY_LINE: Final = 64 * 1024
+#: A value length beyond this cannot come from memcached (its -I maximum is 1 GiB).
+MAX_REPLY_VALUE: Final = 1 << 30
+
+
+class ReplyStreamError(Exception):
+    """The backend sent something that is not a valid reply to the pending request."""
+
+
+_ERROR_PREFIXES: Final = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
+
+_SIMPLE: Final[dict[bytes, Result]] = {
+    b"STORED": Result.STORED,
+    b"NOT_STORED": Result.NOTSTORED,
+    b"EXISTS": Result.EXISTS,
+    b"NOT_FOUND": Result.NOTFOUND,
+    b"DELETED": Result.DELETED,
+    b"TOUCHED": Result.TOUCHED,
+    b"OK": Result.OK,
+}
+
+_ALLOWED: Final[dict[Op, frozenset[bytes]]] = {
+    Op.SET: frozenset({b"STORED", b"NOT_STORED"}),
+    Op.ADD: frozenset({b"STORED", b"NOT_STORED"}),
+    Op.REPLACE: frozenset({b"STORED", b"NOT_STORED"}),
+    Op.APPEND: frozenset({b"STORED", b"NOT_STORED"}),
+    Op.PREPEND: frozenset({b"STORED", b"NOT_STORED"}),
+    Op.CAS: frozenset({b"STORED", b"EXISTS", b"NOT_FOUND"}),
+    Op.DELETE: frozenset({b"DELETED", b"NOT_FOUND"}),
+    Op.TOUCH: frozenset({b"TOUCHED", b"NOT_FOUND"}),
+    Op.INCR: frozenset({b"NOT_FOUND"}),
+    Op.DECR: frozenset({b"NOT_FOUND"}),
+    Op.FLUSH_ALL: frozenset({b"OK"}),
+    Op.VERBOSITY: frozenset({b"OK"}),
+}
+
+_META_CODES: Final[dict[Op, dict[bytes, Result]]] = {
+    Op.MG: {b"HD": Result.FOUND, b"VA": Result.FOUND, b"EN": Result.NOTFOUND},
+    Op.MS: {
+        b"HD": Result.STORED,
+        b"NS": Result.NOTSTORED,
+        b"EX": Result.EXISTS,
+        b"NF": Result.NOTFOUND,
+    },
+    Op.MD: {b"HD": Result.DELETED, b"NF": Result.NOTFOUND, b"EX": Result.EXISTS},
+    Op.MA: {
+        b"HD": Result.FOUND,
+        b"VA": Result.FOUND,
+        b"NF": Result.NOTFOUND,
+        b"NS": Result.NOTSTORED,
+        b"EX": Result.EXISTS,
+    },
+    Op.ME: {b"ME": Result.FOUND, b"EN": Result.NOTFOUND},
+}
+
+
+def frame_reply(buf: bytes | bytearray, start: int, op: Op) -> tuple[Reply, int] | None:
+    """Frame the reply to `op` that starts at `buf[start]`.
+
+    Returns the reply and the index just past it, or None if more bytes are needed.
+    Raises ReplyStreamError if the bytes cannot be a reply to `op`.
+    """
+    end = buf.find(b"\r\n", start)
+    if end < 0:
+        if len(buf) - start > MAX_REPLY_LINE:
+            raise ReplyStreamError("reply line too long")
+        return None
+    if op in GET_LIKE:
+        return _frame_get(buf, start, end)
+    line = bytes(buf[start:end])
+    after = end + 2
+    if line.startswith(_ERROR_PREFIXES):
+        return _error(line, after)
+    meta = _META_CODES.get(op)
+    if meta is not None:
+        return _frame_meta(buf, start, line, after, meta)
+    allowed = _ALLOWED.get(op)
+    if allowed is not None and line in allowed:
+        return Reply(_SIMPLE[line], bytes(buf[start:after])), after
+    if op in ARITHMETIC and line.isdigit():
+        return Reply(Result.FOUND, bytes(buf[start:after])), after
+    if op is Op.VERSION and line.startswith(b"VERSION "):
+        return Reply(Result.OK, bytes(buf[start:after])), after
+    raise ReplyStreamError(f"unexpected reply {line[:80]!r} to {op.name.lower()}")
+
+
+def _error(line: bytes, after: int) -> tuple[Reply, int]:
+    if line.startswith(b"SERVER_ERROR"):
+        result = Result.REMOTE_ERROR
+    elif line.startswith(b"CLIENT_ERROR"):
+        result = Result.CLIENT_ERROR
+    else:
+        result = Result.ERROR
+    return Reply(result, line + b"\r\n"), after
+
+
+def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int] | None:
+    hits = 0
+    line_start = start
+    while True:
+        line = bytes(buf[line_start:end])
+        if line == b"END":
+            result = Result.FOUND if hits else Result.NOTFOUND
+            return Reply(result, bytes(buf[start : end + 2])), end + 2
+        if line.startswith(b"VALUE "):
+            data_end = end + 2 + _value_size(line)
+            if len(buf) < data_end + 2:
+                return None
+            if buf[data_end : data_end + 2] != b"\r\n":
+                raise ReplyStreamError("VALUE block not terminated by CRLF")
+            hits += 1
+            line_start = data_end + 2
+            end = buf.find(b"\r\n", line_start)
+            if end < 0:
+                if len(buf) - line_start > MAX_REPLY_LINE:
+                    raise ReplyStreamError("reply line too long")
+                return None
+            continue
+        if hits == 0 and line.startswith(_ERROR_PREFIXES):
+            return _error(line, end + 2)
+        if hits and line.startswith(b"SERVER_ERROR"):
+            # memcached can fail part-way through a multi-get (out of memory); the
+            # error line then ends the reply.
+            return Reply(Result.REMOTE_ERROR, bytes(buf[start : end + 2])), end + 2
+        raise ReplyStreamError(f"unexpected reply {line[:80]!r} to a get")
+
+
+def _value_size(line: bytes) -> int:
+    parts = line.split(b" ")
+    if len(parts) not in (4, 5) or not parts[3].isdigit():
+        raise ReplyStreamError(f"malformed VALUE line {line[:80]!r}")
+    size = int(parts[3])
+    if size > MAX_REPLY_VALUE:
+        raise ReplyStreamError("VALUE size out of range")
+    return size
+
+
+def _frame_meta(
+    buf: bytes | bytearray, start: int, line: bytes, after: int, codes: dict[bytes, Result]
+) -> tuple[Reply, int] | None:
+    code = line[:2]
+    result = codes.get(code)
+    if result is None or (len(line) > 2 and line[2] != 0x20):
+        raise ReplyStreamError(f"unexpected meta reply {line[:80]!r}")
+    if code != b"VA":
+        return Reply(result, bytes(buf[start:after])), after
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ReplyStreamError(f"malformed VA line {line[:80]!r}")
+    data_end = after + int(parts[1])
+    if len(buf) < data_end + 2:
+        return None
+    if buf[data_end : data_end + 2] != b"\r\n":
+        raise ReplyStreamError("VA block not terminated by CRLF")
+    return Reply(result, bytes(buf[start : data_end + 2])), data_end + 2
+
+
+def values(raw: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """Yield (key, header-line, whole VALUE block incl. data and CRLF) of a get reply."""
+    pos = 0
+    while raw.startswith(b"VALUE ", pos):
+        end = raw.index(b"\r\n", pos)
+        header = raw[pos:end]
+        size = int(header.split(b" ")[3])
+        block_end = end + 2 + size + 2
+        yield header.split(b" ", 2)[1], header, raw[pos:block_end]
+        pos = block_end

@@ -1,0 +1,192 @@
+"""The router: what the proxy does with one parsed request.
+
+Commands about the proxy itself (`version`, `verbosity`, `stats`) are answered
+here; `flush_all` is refused unless enabled and then sent to every server; a
+multi-key retrieval is split into one request per key (mcrouter routes each key
+independently) and merged back in key order; everything else goes down the route
+tree from the config.
+
+`ProxyContext` is the run-time side of routing: it owns the destinations (one per
+distinct server spec, shared by every client and kept across config reloads) and
+starts each destination's task in the destination nursery the first time it is
+needed.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import zlib
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+import trio
+
+from mcrouter_trio import __version__
+from mcrouter_trio.config import ProxyConfig
+from mcrouter_trio.config._specs import ServerSpec
+from mcrouter_trio.destination import DEFAULT_MAX_PENDING, Destination
+from mcrouter_trio.messages import (
+    GET_LIKE,
+    Op,
+    Pending,
+    Reply,
+    Request,
+    Result,
+    error_reply,
+)
+from mcrouter_trio.protocol import strtol
+from mcrouter_trio.routes import AllSyncRoute, DestinationRoute, Route, split_routing_prefix
+from mcrouter_trio.stats import ProxyStats
+
+VERSION_LINE: Final = f"VERSION {__version__} mcrouter-trio\r\n".encode()
+_NO_ROUTE: Final = error_reply(Result.LOCAL_ERROR, "RootRoute: No rh found")
+_FLUSH_DISABLED: Final = error_reply(Result.LOCAL_ERROR, "Command disabled")
+
+
+@attrs.frozen
+class RouterSettings:
+    default_route: bytes = b"/././"
+    enable_flush_cmd: bool = False
+
+
+class ProxyContext:
+    """Implements `RouteContext`: the destinations behind the route handles."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        ssl_context_for: Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None] | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        host_id: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.host_id = host_id
+        self.destinations: dict[ServerSpec, Destination] = {}
+        self._nursery = nursery
+        self._ssl_context_for = ssl_context_for
+        self._max_pending = max_pending
+
+    def destination(self, server: ServerSpec) -> Destination:
+        destination = self.destinations.get(server)
+        if destination is None:
+            tls = self._ssl_context_for(server) if self._ssl_context_for else None
+            destination = Destination(server, ssl_context=tls, max_pending=self._max_pending)
+            self.destinations[server] = destination
+            self._nursery.start_soon(destination.run, name=f"destination {server.address}")
+        return destination
+
+    def send(self, server: ServerSpec, request: Request) -> Pending:
+        destination = self.destinations.get(server)
+        if destination is None:
+            destination = self.destination(server)
+        return destination.send(request)
+
+
+class Router:
+    """Routes requests through the current config's tree."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        ctx: ProxyContext,
+        stats: ProxyStats,
+        settings: RouterSettings = RouterSettings(),
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.stats = stats
+        self.settings = settings
+        self._root: Route = config.route
+        for server in config.servers:
+            ctx.destination(server)
+        self._flush_route = AllSyncRoute(
+            tuple(DestinationRoute(server) for server in sorted(config.servers, key=repr))
+        )
+
+    def route(self, request: Request) -> Pending:
+        op = request.op
+        self.stats.count(op)
+        if op in GET_LIKE:
+            keys = request.keys
+            if keys is not None and len(keys) > 1:
+                return self._multiget(request, keys)
+        elif op is Op.VERSION:
+            return Pending(Reply(Result.OK, VERSION_LINE))
+        elif op is Op.VERBOSITY:
+            return Pending(Reply(Result.OK, b"OK\r\n"))
+        elif op is Op.STATS:
+            return Pending(self.stats.reply(request.args, self.ctx.destinations))
+        elif op is Op.FLUSH_ALL:
+            return self._flush_all(request)
+        return self._route_key(request)
+
+    def _route_key(self, request: Request) -> Pending:
+        key = request.key
+        if key[:1] == b"/":
+            prefix, _rest = split_routing_prefix(key)
+            if prefix and not _prefix_matches(prefix, self.settings.default_route):
+                return Pending(_NO_ROUTE)
+        return self._root.route(request, self.ctx)
+
+    def _multiget(self, request: Request, keys: list[bytes]) -> Pending:
+        unique = list(dict.fromkeys(keys))
+        replies: dict[bytes, Reply] = {}
+        out = Pending()
+
+        def collect(key: bytes) -> Callable[[Reply], None]:
+            def on_reply(reply: Reply) -> None:
+                replies[key] = reply
+                if len(replies) == len(unique):
+                    out.resolve(_merge(keys, replies))
+
+            return on_reply
+
+        for key in unique:
+            self._route_key(request.with_keys([key])).then(collect(key))
+        return out
+
+    def _flush_all(self, request: Request) -> Pending:
+        if not self.settings.enable_flush_cmd:
+            return Pending(_FLUSH_DISABLED)
+        if request.args and strtol(request.args[0]) is None:
+            return Pending(Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR invalid exptime argument\r\n"))
+        return self._flush_route.route(request, self.ctx)
+
+
+def _prefix_matches(prefix: bytes, default_route: bytes) -> bool:
+    """Whether a key's routing prefix selects the default route (`*` globs a part)."""
+    if prefix == default_route:
+        return True
+    wanted = prefix.strip(b"/").split(b"/")
+    have = default_route.strip(b"/").split(b"/")
+    return len(wanted) == len(have) and all(w == b"*" or w == h for w, h in zip(wanted, have))
+
+
+def _merge(keys: list[bytes], replies: dict[bytes, Reply]) -> Reply:
+    """One multi-get reply from per-key replies, in the client's key order.
+
+    Hits come first in key order (duplicates repeated, as memcached does); if any
+    key failed, the first error (in key order) takes the place of END, which is
+    mcrouter's rule for multi-get errors.
+    """
+    blocks = []
+    error: Reply | None = None
+    for key in keys:
+        reply = replies[key]
+        if reply.result is Result.FOUND:
+            blocks.append(reply.raw[:-5])  # drop the per-key "END\r\n"
+        elif reply.is_error and error is None:
+            error = reply
+    if error is not None:
+        return Reply(error.result, b"".join(blocks) + error.raw)
+    result = Result.FOUND if blocks else Result.NOTFOUND
+    return Reply(result, b"".join(blocks) + b"END\r\n")
+
+
+def host_id_for(name: str) -> int:
+    """A stable 32-bit id for this host (LatestRoute's per-host choice)."""
+    return zlib.crc32(name.encode())

@@ -1,0 +1,94 @@
+"""Hash-based selection: PoolRoute (a pool's servers) and HashRoute (any children)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from mcrouter_trio.config._specs import PoolSpec
+from mcrouter_trio.hashing import make_selector, routing_key
+from mcrouter_trio.messages import META, Pending, Request, Result, error_reply
+from mcrouter_trio.protocol import meta_routing_key
+from mcrouter_trio.routes._base import Route, RouteContext
+from mcrouter_trio.routes._destination import DestinationRoute
+
+
+@attrs.frozen
+class HashSpec:
+    """PoolRoute's `hash`: a function name, or an object with salt and weights."""
+
+    hash_func: str = "Ch3"
+    salt: str = ""
+    weights: tuple[float, ...] | None = None
+
+
+def hashed_key(request: Request) -> bytes:
+    key = meta_routing_key(request) if request.op in META else request.key
+    return routing_key(key)
+
+
+def _selector(hash_func: str, n: int, salt: str, weights: tuple[float, ...] | None) -> Callable[
+    [bytes], int
+]:
+    return make_selector(hash_func, n, salt=salt.encode(), weights=weights)
+
+
+@attrs.frozen
+class HashRoute:
+    """Picks one child by hashing the routing key (mcrouter HashRoute)."""
+
+    children_: tuple[Route, ...]
+    hash_func: str = "Ch3"
+    salt: str = ""
+    weights: tuple[float, ...] | None = None
+    name: str = "HashRoute"
+    _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.children_:
+            select = _selector(self.hash_func, len(self.children_), self.salt, self.weights)
+            object.__setattr__(self, "_select", select)
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        if not self.children_:
+            return Pending(
+                error_reply(Result.LOCAL_ERROR, f"HashRoute with empty children, name: {self.name}")
+            )
+        if len(self.children_) == 1:
+            return self.children_[0].route(request, ctx)
+        return self.children_[self._select(hashed_key(request))].route(request, ctx)
+
+    def children(self) -> list[Route]:
+        return list(self.children_)
+
+
+def pool_destinations(pool: PoolSpec) -> tuple[DestinationRoute, ...]:
+    """`Pool|A`: one destination route per server of the pool, in order."""
+    return tuple(DestinationRoute(server, pool.keep_routing_prefix) for server in pool.servers)
+
+
+@attrs.frozen
+class PoolRoute:
+    """Routes to one server of a pool chosen by a consistent hash (default Ch3)."""
+
+    pool: PoolSpec
+    hash: HashSpec = HashSpec()
+    _hash_route: HashRoute = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        weights = self.hash.weights if self.hash.weights is not None else self.pool.weights
+        hash_func = self.hash.hash_func
+        if weights is not None and self.hash.hash_func == "Ch3" and self.hash.weights is None:
+            # A pool with `weights` defaults to WeightedCh3, as in mcrouter.
+            hash_func = "WeightedCh3"
+        inner = HashRoute(
+            pool_destinations(self.pool), hash_func, self.hash.salt, weights, self.pool.name
+        )
+        object.__setattr__(self, "_hash_route", inner)
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        return self._hash_route.route(request, ctx)
+
+    def children(self) -> list[Route]:
+        return self._hash_route.children()

@@ -1,0 +1,73 @@
+"""WarmUpRoute: fill a cold (new or restarted) pool from a warm one on read misses."""
+
+from __future__ import annotations
+
+import attrs
+
+from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
+from mcrouter_trio.protocol import values
+from mcrouter_trio.routes._base import Route, RouteContext, chain
+
+_REFILLED = frozenset({Op.GET, Op.GETS, Op.GAT, Op.GATS})
+
+
+@attrs.frozen
+class WarmUpRoute:
+    """Reads try `cold`, then `warm`; a warm hit is copied into `cold` with `add`.
+
+    `get`: the warm value is returned at once and the `add` runs in the
+    background (its reply is dropped). `gets`/`gat`/`gats`: the `add` is waited
+    for and the request is sent to `cold` again, so the client gets cold's CAS
+    and touch semantics. Meta `mg`: cold, else warm, without a refill (the
+    reply may not carry the value). Every other command goes to `cold` only.
+    """
+
+    cold: Route
+    warm: Route
+    exptime: int = 0
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        op = request.op
+        if op not in _REFILLED and op is not Op.MG:
+            return self.cold.route(request, ctx)
+
+        def after_cold(cold_reply: Reply) -> Reply | Pending:
+            if cold_reply.result is Result.FOUND:
+                return cold_reply
+            return chain(
+                self.warm.route(request, ctx),
+                lambda warm_reply: self._after_warm(request, ctx, cold_reply, warm_reply),
+            )
+
+        return chain(self.cold.route(request, ctx), after_cold)
+
+    def _after_warm(
+        self, request: Request, ctx: RouteContext, cold_reply: Reply, warm_reply: Reply
+    ) -> Reply | Pending:
+        if warm_reply.result is not Result.FOUND:
+            return warm_reply if cold_reply.is_error else cold_reply
+        if request.op is Op.MG:
+            return warm_reply
+        adds = [self._add_for(request, header, block) for _key, header, block in values(warm_reply.raw)]
+        if not adds:
+            return warm_reply
+        if request.op is Op.GET:
+            for add in adds:
+                self.cold.route(add, ctx)  # background refill: the reply is not needed
+            return warm_reply
+        return chain(
+            self.cold.route(adds[0], ctx),
+            lambda _added: chain(
+                self.cold.route(request, ctx),
+                lambda again: again if again.result is Result.FOUND else warm_reply,
+            ),
+        )
+
+    def _add_for(self, request: Request, header: bytes, block: bytes) -> Request:
+        flags = header.split(b" ")[2]
+        data = block[len(header) + 2 : -2]
+        exptime = request.args[0] if request.op in (Op.GAT, Op.GATS) else b"%d" % self.exptime
+        return Request(Op.ADD, request.key, None, (flags, exptime, b"%d" % len(data)), data)
+
+    def children(self) -> list[Route]:
+        return [self.cold, self.warm]
