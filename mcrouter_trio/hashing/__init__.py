@@ -1,0 +1,35 @@
+"""Key hashing compatible with mcrouter: which pool member a key goes to.
+
+Pure computation (no Trio, no I/O), bit-compatible with mcrouter so that a mixed
+fleet of mcrouter and mcrouter-trio instances agrees on key placement:
+
+* :func:`routing_key` -- the part of a key that is hashed;
+* :func:`ch3` (furc_hash, mcrouter's default), :func:`crc32`, :func:`weighted_ch3`,
+  :func:`const_shard` -- the hash functions, ``(key, n) -> index``;
+* :func:`murmur64a`, :func:`spooky_hash32` -- the underlying hash primitives;
+* :func:`make_selector` -- a validated, memoised per-pool ``key -> index`` function
+  for the request path.
+"""
+
+from __future__ import annotations
+
+from ._const_shard import const_shard
+from ._crc32 import crc32
+from ._furc import ch3
+from ._keys import routing_key
+from ._murmur import murmur64a
+from ._selector import HashFunc, make_selector
+from ._spooky import spooky_hash32
+from ._weighted import weighted_ch3
+
+__all__ = [
+    "HashFunc",
+    "ch3",
+    "const_shard",
+    "crc32",
+    "make_selector",
+    "murmur64a",
+    "routing_key",
+    "spooky_hash32",
+    "weighted_ch3",
+]
