@@ -1,0 +1,197 @@
+"""Fixtures that start real processes: memcached servers and the proxy itself.
+
+Every server listens on a free loopback port and is killed after the test, even
+when the test fails. The proxy is started through its real command line
+(`python -m mcrouter_trio`), so the tests exercise what a user runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}: {process.args}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout} s: {process.args}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@attrs.define
+class Memcached:
+    port: int
+    process: subprocess.Popen[bytes]
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: an empty (cold) cache."""
+        self.stop()
+        self.process = _spawn_memcached(self.port, self.extra_args)
+        wait_for_port(self.port, self.process)
+
+
+def _spawn_memcached(port: int, extra_args: Sequence[str]) -> subprocess.Popen[bytes]:
+    binary = shutil.which("memcached")
+    if binary is None:
+        pytest.skip("memcached is not installed: apt-get install -y memcached")
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    command = [binary, *user, "-l", "127.0.0.1", "-p", str(port), "-U", "0", *extra_args]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def memcached_factory() -> Iterator[Any]:
+    started: list[Memcached] = []
+
+    def start(*extra_args: str) -> Memcached:
+        port = free_port()
+        server = Memcached(port, _spawn_memcached(port, extra_args), tuple(extra_args))
+        started.append(server)
+        wait_for_port(port, server.process)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def memcached(memcached_factory: Any) -> Memcached:
+    server: Memcached = memcached_factory()
+    return server
+
+
+@attrs.define
+class Proxy:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> int:
+        _stop(self.process)
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def proxy_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Proxy] = []
+
+    def start(config: dict[str, Any] | str, *extra_args: str) -> Proxy:
+        port = free_port()
+        text = config if isinstance(config, str) else json.dumps(config)
+        config_path = tmp_path / f"config-{port}.json"
+        config_path.write_text(text)
+        log_path = tmp_path / f"proxy-{port}.log"
+        command = [
+            sys.executable, "-m", "mcrouter_trio", "-p", str(port),
+            "--listen-addresses", "127.0.0.1", "-f", str(config_path), "-L", str(log_path),
+            *extra_args,
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proxy = Proxy(port, process, log_path)
+        started.append(proxy)
+        wait_for_port(port, process)
+        return proxy
+
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            proxy.stop()
+
+
+def pool_config(*servers: str, route: str = "PoolRoute|A", **pool: Any) -> dict[str, Any]:
+    """A one-pool config: `{"pools": {"A": {"servers": [...]}}, "route": route}`."""
+    return {"pools": {"A": {"servers": list(servers), **pool}}, "route": route}
+
+
+class Client:
+    """A raw-socket client that reads exactly what the server sends."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_until(self, terminator: bytes) -> bytes:
+        while terminator not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed; got {self.buffer!r}")
+            self.buffer += chunk
+        end = self.buffer.index(terminator) + len(terminator)
+        out, self.buffer = self.buffer[:end], self.buffer[end:]
+        return out
+
+    def read_for(self, seconds: float) -> bytes:
+        """Everything that arrives within `seconds` (b"<CLOSED>" appended on EOF)."""
+        deadline = time.monotonic() + seconds
+        out, self.buffer = self.buffer, b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return out
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                return out
+            if not chunk:
+                return out + b"<CLOSED>"
+            out += chunk
+
+    def call(self, data: bytes, terminator: bytes = b"\r\n") -> bytes:
+        self.send(data)
+        return self.read_until(terminator)
