@@ -150,14 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_route=_normalise_prefix(args.route_prefix), enable_flush_cmd=args.enable_flush_cmd
     )
     stats = ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv]))
+    status = 0
     try:
         trio.run(_run, config, settings, router_settings, stats)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"mcrouter-trio: cannot start: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    except* OSError as group:
+        for exc in group.exceptions:
+            print(f"mcrouter-trio: cannot start: {exc}", file=sys.stderr)
+        status = 2
+    return status
 
 
 def _normalise_prefix(prefix: str) -> bytes:

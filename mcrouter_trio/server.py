@@ -31,6 +31,7 @@ from typing import Final
 import attrs
 import trio
 
+from mcrouter_trio._fastio import FastSocketIO, wait_for
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
@@ -118,6 +119,9 @@ class ClientSession:
     def __init__(self, proxy: Proxy, stream: trio.abc.Stream) -> None:
         self.proxy = proxy
         self.stream = stream
+        self.io: FastSocketIO | trio.abc.Stream = (
+            FastSocketIO(stream) if type(stream) is trio.SocketStream else stream
+        )
         self.busy = False
         self.scope = trio.CancelScope()
         settings = proxy.settings
@@ -133,10 +137,11 @@ class ClientSession:
                 pass  # the client went away; nothing to answer
 
     async def _serve(self) -> None:
-        stream = self.stream
+        io = self.io
+        fast = io if isinstance(io, FastSocketIO) else None
         parser = self.parser
         while not self.proxy.terminating:
-            data = await stream.receive_some(RECEIVE_SIZE)
+            data = await io.receive_some(RECEIVE_SIZE)
             if not data:
                 return
             self.busy = True
@@ -144,6 +149,11 @@ class ClientSession:
             if not await self._process():
                 return
             self.busy = False
+            if fast is not None:
+                if not fast.parked:
+                    # Nothing blocked this round: let other tasks run.
+                    await trio.lowlevel.checkpoint()
+                fast.parked = False
 
     async def _process(self) -> bool:
         """Route and answer everything buffered; False when the connection must close."""
@@ -183,14 +193,16 @@ class ClientSession:
 
     async def _answer(self, batch: list[tuple[Request | None, Pending]]) -> None:
         out: list[bytes] = []
-        send_all = self.stream.send_all
+        send_all = self.io.send_all
         for request, pending in batch:
             reply = pending.reply
             if reply is None:
                 if out:
                     await send_all(b"".join(out))
                     out.clear()
-                reply = await _wait(pending)
+                if isinstance(self.io, FastSocketIO):
+                    self.io.parked = True
+                reply = await wait_for(pending)
             if request is None:
                 out.append(reply.raw)
             elif not request.noreply:
@@ -204,14 +216,6 @@ class ClientSession:
 def _quiet_hides(op: Op, raw: bytes) -> bool:
     """Meta `q` hides only the boring outcome: EN for mg, HD for the others."""
     return raw[:2] == (b"EN" if op is Op.MG else b"HD") and raw[2:3] in (b"\r", b" ")
-
-
-async def _wait(pending: Pending) -> Reply:
-    event = trio.Event()
-    pending.then(lambda _reply: event.set())
-    await event.wait()
-    assert pending.reply is not None
-    return pending.reply
 
 
 async def open_listeners(
@@ -241,7 +245,7 @@ async def serve(
 ) -> None:
     """Run the proxy until `shutdown` is set (then drain gracefully) or cancelled."""
     stats = stats or ProxyStats()
-    shutdown = shutdown or trio.Event()
+    shutdown = shutdown if shutdown is not None else trio.Event()
     async with trio.open_nursery() as destination_nursery:
         ctx = ProxyContext(
             destination_nursery,
