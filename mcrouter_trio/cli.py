@@ -48,63 +48,114 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcrouter-trio",
         description="A memcached protocol router with mcrouter's config and semantics.",
-        epilog="Sub-command: `mcrouter-trio certs init DIR` writes a CA and edge-pair certificates.",
+        epilog="Sub-command: `mcrouter-trio certs init DIR` writes a CA and edge-pair certs.",
     )
     add = parser.add_argument
-    add("-p", "--port", type=_ports, action="append", default=[], metavar="PORT[,PORT]",
-        help="TCP port(s) to listen on for plain-text clients (repeatable)")
-    add("--listen-addresses", default="", metavar="ADDR[,ADDR]",
-        help="addresses to listen on (default: every IPv4 and IPv6 interface)")
+    add(
+        "-p",
+        "--port",
+        type=_ports,
+        action="append",
+        default=[],
+        metavar="PORT[,PORT]",
+        help="TCP port(s) to listen on for plain-text clients (repeatable)",
+    )
+    add(
+        "--listen-addresses",
+        default="",
+        metavar="ADDR[,ADDR]",
+        help="addresses to listen on (default: every IPv4 and IPv6 interface)",
+    )
     add("-f", "--config-file", metavar="FILE", help="mcrouter JSON config file")
     add("--config-str", metavar="JSON", help="the config as a JSON string")
     add("--config", metavar="file:PATH|JSON", help="mcrouter's combined form of the two above")
-    add("-t", "--server-timeout", type=_positive_ms, default=1000, metavar="MS",
-        help="reply timeout for servers whose pool sets no server_timeout (default 1000)")
-    add("-R", "--route-prefix", default="/././", metavar="/REGION/CLUSTER/",
-        help="default routing prefix (default /././)")
-    add("--enable-flush-cmd", action="store_true",
-        help="let flush_all reach every server (refused by default)")
-    add("--max-value-size", type=int, default=1024 * 1024, metavar="BYTES",
-        help="largest value accepted from clients (default 1048576)")
-    add("--max-line-length", type=int, default=1024 * 1024, metavar="BYTES",
-        help="longest multi-get command line accepted (default 1048576)")
-    add("--max-client-outstanding-reqs", type=int, default=34133, metavar="N",
-        help="requests routed per client before its replies must be written (default 34133)")
-    add("--max-conns", type=int, default=0, metavar="N",
-        help="client connections accepted at once; 0 = unlimited (default)")
-    add("--target-max-pending-requests", type=int, default=100_000, metavar="N",
-        help="requests queued per server before `SERVER_ERROR 307 busy` (default 100000)")
-    add("--graceful-shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
-        help="how long in-flight requests may finish after SIGTERM (default 5)")
-    add("--validate-config", nargs="?", const="exit", choices=["exit", "run"],
-        help="check the config; `exit` (default) exits 0 if valid and 3 if not")
+    add(
+        "-t",
+        "--server-timeout",
+        type=_positive_ms,
+        default=1000,
+        metavar="MS",
+        help="reply timeout for servers whose pool sets no server_timeout (default 1000)",
+    )
+    add(
+        "-R",
+        "--route-prefix",
+        default="/././",
+        metavar="/REGION/CLUSTER/",
+        help="default routing prefix (default /././)",
+    )
+    add(
+        "--enable-flush-cmd",
+        action="store_true",
+        help="let flush_all reach every server (refused by default)",
+    )
+    add(
+        "--max-value-size",
+        type=int,
+        default=1024 * 1024,
+        metavar="BYTES",
+        help="largest value accepted from clients (default 1048576)",
+    )
+    add(
+        "--max-line-length",
+        type=int,
+        default=1024 * 1024,
+        metavar="BYTES",
+        help="longest multi-get command line accepted (default 1048576)",
+    )
+    add(
+        "--max-client-outstanding-reqs",
+        type=int,
+        default=34133,
+        metavar="N",
+        help="requests routed per client before its replies must be written (default 34133)",
+    )
+    add(
+        "--max-conns",
+        type=int,
+        default=0,
+        metavar="N",
+        help="client connections accepted at once; 0 = unlimited (default)",
+    )
+    add(
+        "--target-max-pending-requests",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="requests queued per server before `SERVER_ERROR 307 busy` (default 100000)",
+    )
+    add(
+        "--graceful-shutdown-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long in-flight requests may finish after SIGTERM (default 5)",
+    )
+    add(
+        "--validate-config",
+        nargs="?",
+        const="exit",
+        choices=["exit", "run"],
+        help="check the config; `exit` (default) exits 0 if valid and 3 if not",
+    )
     add("-L", "--log-path", metavar="FILE", help="log to FILE instead of stderr")
     add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
     return parser
 
 
-def _config_text(args: argparse.Namespace) -> tuple[str, str | None]:
-    """(config text, file path or None)."""
-    if args.config:
-        if args.config.startswith("file:"):
-            path = args.config[len("file:") :]
-            with open(path, encoding="utf-8") as handle:
-                return handle.read(), path
-        return args.config, None
-    if args.config_file:
-        with open(args.config_file, encoding="utf-8") as handle:
-            return handle.read(), args.config_file
-    if args.config_str:
-        return args.config_str, None
-    return DEFAULT_CONFIG, None
-
-
 def load(args: argparse.Namespace) -> ProxyConfig:
-    text, path = _config_text(args)
-    if path is not None:
-        return load_config_file(path, default_timeout_ms=args.server_timeout)
-    return load_config(text, source="--config-str", default_timeout_ms=args.server_timeout)
+    """The config from -f / --config / --config-str, or the default one."""
+    timeout = args.server_timeout
+    if args.config and args.config.startswith("file:"):
+        return load_config_file(args.config[len("file:") :], default_timeout_ms=timeout)
+    if args.config:
+        return load_config(args.config, source="--config", default_timeout_ms=timeout)
+    if args.config_file:
+        return load_config_file(args.config_file, default_timeout_ms=timeout)
+    if args.config_str:
+        return load_config(args.config_str, source="--config-str", default_timeout_ms=timeout)
+    return load_config(DEFAULT_CONFIG, source="default config", default_timeout_ms=timeout)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -156,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
-        for exc in group.exceptions:
-            print(f"mcrouter-trio: cannot start: {exc}", file=sys.stderr)
+        for error in group.exceptions:
+            print(f"mcrouter-trio: cannot start: {error}", file=sys.stderr)
         status = 2
     return status
 

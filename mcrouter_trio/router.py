@@ -94,17 +94,22 @@ class Router:
         config: ProxyConfig,
         ctx: ProxyContext,
         stats: ProxyStats,
-        settings: RouterSettings = RouterSettings(),
+        settings: RouterSettings | None = None,
     ) -> None:
         self.config = config
         self.ctx = ctx
         self.stats = stats
-        self.settings = settings
+        self.settings = settings or RouterSettings()
         self._root: Route = config.route
         for server in config.servers:
             ctx.destination(server)
+        # flush_all reaches every server of every pool, not only those this host's
+        # route tree would pick (LatestRoute, for one, uses a per-host subset).
+        every_server = set(config.servers)
+        for pool in config.pools.values():
+            every_server.update(pool.servers)
         self._flush_route = AllSyncRoute(
-            tuple(DestinationRoute(server) for server in sorted(config.servers, key=repr))
+            tuple(DestinationRoute(server) for server in sorted(every_server, key=repr))
         )
 
     def route(self, request: Request) -> Pending:
@@ -163,7 +168,9 @@ def _prefix_matches(prefix: bytes, default_route: bytes) -> bool:
         return True
     wanted = prefix.strip(b"/").split(b"/")
     have = default_route.strip(b"/").split(b"/")
-    return len(wanted) == len(have) and all(w == b"*" or w == h for w, h in zip(wanted, have))
+    return len(wanted) == len(have) and all(
+        w == b"*" or w == h for w, h in zip(wanted, have, strict=True)
+    )
 
 
 def _merge(keys: list[bytes], replies: dict[bytes, Reply]) -> Reply:

@@ -1,0 +1,554 @@
+"""Config text -> `ProxyConfig`: the top level and the route tree.
+
+The route tree is built by a cattrs converter whose single hook for the `Route`
+union is registered *before* any route class hook is generated: generated hooks
+capture their field types' hooks at generation time, so registering the union
+first is what makes nested `children` (and `"PoolRoute|A"` shorthands inside
+them) go through our hook (reference B3). The union hook reads mcrouter's three
+route forms: an object with `type`, a string `"Type|argument"`, and (where a
+list is expected) an array, flattened.
+
+Errors are cattrs exception groups annotated with field names and indexes;
+`cattrs.transform_error` turns them into `message @ $.route.children[1]`
+lines. Our own checks raise `Invalid` inside the same groups so their paths
+come out the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import operator
+import os
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+from mcrouter_trio.config._jsonc import (
+    ConfigError,
+    Invalid,
+    Problem,
+    check_bool,
+    check_float,
+    check_int,
+    check_str,
+    check_weights,
+    describe,
+    loads_jsonc,
+    render_problems,
+)
+from mcrouter_trio.config._servers import (
+    MECHS,
+    TIMEOUT_RANGE,
+    PoolDefaults,
+    parse_pool,
+    parse_pools,
+)
+from mcrouter_trio.config._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
+from mcrouter_trio.routes import (
+    OPERATION_NAMES,
+    AllSyncRoute,
+    DestinationRoute,
+    ErrorRoute,
+    FailoverRoute,
+    HashRoute,
+    HashSpec,
+    LatestRoute,
+    NullRoute,
+    OperationSelectorRoute,
+    PoolRoute,
+    RandomRoute,
+    Route,
+    WarmUpRoute,
+    pool_destinations,
+)
+
+log = logging.getLogger("mcrouter_trio.config")
+
+#: Hash function names (case-sensitive, as in mcrouter).
+HASH_FUNCS = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
+
+#: Every route `type` a config may use.
+ROUTE_TYPES: Mapping[str, type[Route]] = MappingProxyType(
+    {
+        "AllSyncRoute": AllSyncRoute,
+        "ErrorRoute": ErrorRoute,
+        "FailoverRoute": FailoverRoute,
+        "HashRoute": HashRoute,
+        "LatestRoute": LatestRoute,
+        "NullRoute": NullRoute,
+        "OperationSelectorRoute": OperationSelectorRoute,
+        "PoolRoute": PoolRoute,
+        "PrefixPolicyRoute": OperationSelectorRoute,  # mcrouter's older name
+        "RandomRoute": RandomRoute,
+        "WarmUpRoute": WarmUpRoute,
+    }
+)
+
+# What the argument of the string form `"Type|argument"` is, per type: the JSON
+# value of this field (None: no field, the argument is ignored).
+_STRING_ARGUMENT: Mapping[type[Route], str | None] = {
+    AllSyncRoute: "children",
+    ErrorRoute: "response",
+    FailoverRoute: "children",
+    HashRoute: "children",
+    LatestRoute: "children",
+    NullRoute: None,
+    PoolRoute: "pool",
+    RandomRoute: "children",
+}
+
+# Attribute names that differ from their config keys (`children` would shadow
+# the Route protocol's `children()` method). cattrs names paths by attribute.
+_CONFIG_KEYS = {"children_": "children"}
+
+# A root path no message contains, to cut paths off messages.
+_HERE = "\x00"
+
+_UNSUPPORTED_TOP_LEVEL = {
+    "routes": "'routes' is not supported yet; use 'route'",
+    "named_handles": "'named_handles' is not supported yet; write the routes inline",
+    "macros": "'macros' is not supported yet; expand the JSONM macros before loading",
+}
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class ProxyConfig:
+    """A loaded config: everything a proxy needs to start routing."""
+
+    pools: Mapping[str, PoolSpec]
+    route: Route
+    #: Every server the route tree can send to (one connection each).
+    servers: frozenset[ServerSpec]
+    #: Hex MD5 of the raw config text (mcrouter's `config_md5_digest`).
+    md5: str
+
+
+def load_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    default_timeout_ms: int = DEFAULT_SERVER_TIMEOUT_MS,
+    host_id: int = 0,
+    default_mech: str = "plain",
+) -> ProxyConfig:
+    """Parse and check a config; every problem found is in one `ConfigError`."""
+    try:
+        return _load(text, source, PoolDefaults(default_timeout_ms, default_mech), host_id)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        # A bug here must still read as "config not loaded", never as a crash.
+        log.exception("unexpected error loading %s", source)
+        raise ConfigError([f"internal error while loading the config: {exc!r}"], source) from exc
+
+
+def load_config_file(
+    path: str | os.PathLike[str],
+    *,
+    default_timeout_ms: int = DEFAULT_SERVER_TIMEOUT_MS,
+    host_id: int = 0,
+    default_mech: str = "plain",
+) -> ProxyConfig:
+    """`load_config` on a file's contents; errors name the file."""
+    source = os.fspath(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"cannot read the config: {exc.strerror or exc}"], source) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"the config is not UTF-8 (byte {exc.start})"], source) from None
+    return load_config(
+        text,
+        source=source,
+        default_timeout_ms=default_timeout_ms,
+        host_id=host_id,
+        default_mech=default_mech,
+    )
+
+
+def _load(text: str, source: str, defaults: PoolDefaults, host_id: int) -> ProxyConfig:
+    low, high = TIMEOUT_RANGE
+    if type(defaults.timeout_ms) is not int or not low <= defaults.timeout_ms <= high:
+        message = f"default server timeout must be {low}..{high} ms, not {defaults.timeout_ms!r}"
+        raise ConfigError([message], source)
+    if defaults.mech not in MECHS:
+        message = f"default security mech must be 'plain' or 'ssl', not {defaults.mech!r}"
+        raise ConfigError([message], source)
+    md5 = hashlib.md5(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+    document = loads_jsonc(text, source=source)
+    if not isinstance(document, dict):
+        raise ConfigError([f"expected an object, got {describe(document)} @ $"], source)
+
+    errors = [
+        f"{message} @ $.{key}" for key, message in _UNSUPPORTED_TOP_LEVEL.items() if key in document
+    ]
+    raw_pools = document.get("pools", {})
+    pools, problems = parse_pools(raw_pools, defaults)
+    errors.extend(render_problems("$.pools", problems))
+    library = raw_pools if isinstance(raw_pools, dict) else {}
+    builder = _RouteBuilder(pools, library, defaults, host_id)
+    route: Route | None = None
+    if "route" in document:
+        route, route_errors = builder.build(document["route"])
+        errors.extend(route_errors)
+    elif "routes" not in document:  # 'routes' already has its own error
+        errors.append("required field missing @ $.route")
+    if errors or route is None:
+        raise ConfigError(errors, source)
+    all_pools = MappingProxyType({**pools, **builder.inline_pools})
+    return ProxyConfig(all_pools, route, _reachable_servers(route), md5)
+
+
+def _reachable_servers(route: Route) -> frozenset[ServerSpec]:
+    servers = set()
+    stack = [route]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, DestinationRoute):
+            servers.add(node.server)
+        stack.extend(node.children())
+    return frozenset(servers)
+
+
+# ---------------------------------------------------------------------------
+# The route tree
+
+
+class _RouteBuilder:
+    """Builds one config's route tree; holds the pools routes may name.
+
+    One converter per load keeps the per-config state (pools, host id) out of
+    module globals; generating the hooks costs a few milliseconds per load.
+    """
+
+    def __init__(
+        self,
+        pools: Mapping[str, PoolSpec],
+        raw_pools: Mapping[str, object],
+        defaults: PoolDefaults,
+        host_id: int,
+    ) -> None:
+        self._pools = pools
+        self._raw_pools = raw_pools
+        self._defaults = defaults
+        self._host_id = host_id
+        #: Pools defined inside the route tree (`{"type": "Pool", ...}`, PoolRoute `pool`).
+        self.inline_pools: dict[str, PoolSpec] = {}
+
+        converter = cattrs.Converter(forbid_extra_keys=True)
+        # First: the union hook, so the hooks generated below pick it up.
+        converter.register_structure_hook(Route, self._route)
+        # Generic aliases cannot be registered directly; match them by equality.
+        for alias, hook in (
+            (tuple[Route, ...], self._route_list),
+            (Mapping[str, Route], self._policies),
+            (tuple[float, ...], _hook(check_weights)),
+        ):
+            converter.register_structure_hook_func(partial(operator.eq, alias), hook)
+        converter.register_structure_hook(PoolSpec, self._pool)
+        converter.register_structure_hook(HashSpec, self._hash)
+        # mcrouter's types are strict: no "100" for 100, no 1 for true.
+        converter.register_structure_hook(int, _hook(check_int))
+        converter.register_structure_hook(float, _hook(check_float))
+        converter.register_structure_hook(bool, _hook(check_bool))
+        converter.register_structure_hook(str, _hook(check_str))
+
+        def generate(cls: type[T], **overrides: Any) -> Callable[[Any, Any], T]:
+            for field in attrs.fields(cast(Any, cls)):
+                if field.name in _CONFIG_KEYS:
+                    overrides.setdefault(field.name, override(rename=_CONFIG_KEYS[field.name]))
+            return make_dict_structure_fn(cls, converter, **overrides)
+
+        hash_func = override(struct_hook=_hook(_check_hash_func))
+        self._hash_spec = generate(HashSpec, hash_func=hash_func)
+        self._hooks: dict[type[Route], Callable[[Any, Any], Route]] = {
+            AllSyncRoute: generate(AllSyncRoute),
+            ErrorRoute: generate(ErrorRoute),
+            FailoverRoute: generate(FailoverRoute),
+            HashRoute: generate(HashRoute, hash_func=hash_func),
+            LatestRoute: generate(
+                LatestRoute,
+                # The host id comes from the proxy, never from the config.
+                host_id=override(omit=True),
+                failover_count=override(struct_hook=_hook(lambda value: check_int(value, 1))),
+            ),
+            NullRoute: generate(NullRoute),
+            OperationSelectorRoute: generate(OperationSelectorRoute),
+            PoolRoute: generate(PoolRoute),
+            RandomRoute: generate(RandomRoute),
+            WarmUpRoute: generate(WarmUpRoute),
+        }
+
+    def build(self, value: object) -> tuple[Route | None, list[str]]:
+        """The tree for the top-level `route`, or the `message @ $.route...` errors."""
+        try:
+            return self._route(value), []
+        except Exception as exc:
+            return None, _messages(exc, "$.route")
+
+    # -- the Route union -----------------------------------------------------
+
+    def _route(self, value: object, _type: object = None) -> Route:
+        if isinstance(value, str):
+            return self._route_from_string(value)
+        if isinstance(value, dict):
+            return self._route_from_object(value)
+        if isinstance(value, list):
+            raise Invalid("expected a single route (object or string), got an array")
+        raise Invalid(f"expected a route (object or string), got {describe(value)}")
+
+    def _route_from_string(self, text: str) -> Route:
+        type_name, has_argument, argument = text.partition("|")
+        if not text:
+            raise Invalid("expected a route, got an empty string")
+        if type_name == "Pool":
+            raise Invalid(
+                f"'{text}' is a list of routes: use it where children are expected,"
+                f" or 'PoolRoute|{argument}' for one route"
+            )
+        cls = _route_type(type_name)
+        if cls is OperationSelectorRoute and has_argument:
+            return self._route(argument)  # not an object: mcrouter reads a plain route
+        if cls not in _STRING_ARGUMENT:
+            raise Invalid(f"{type_name} needs an object")
+        field = _STRING_ARGUMENT[cls]
+        if field is not None and not has_argument and cls is not ErrorRoute:
+            raise Invalid(f"{type_name} needs an argument: '{type_name}|<{field}>'")
+        data: dict[str, object] = {field: argument} if field is not None and has_argument else {}
+        try:
+            return self._structure(cls, data)
+        except Exception as exc:
+            # The whole string is one JSON value: report its problems right here,
+            # without the paths inside the object it stands for.
+            messages = [line.partition(f" @ {_HERE}")[0] for line in _messages(exc, _HERE)]
+            raise _group([Invalid(message) for message in messages]) from None
+
+    def _route_from_object(self, value: dict[str, object]) -> Route:
+        data = dict(value)
+        if "type" not in data:
+            raise _problems_error([(("type",), "required field missing")])
+        type_name = data.pop("type")
+        if not isinstance(type_name, str):
+            raise _problems_error([(("type",), f"expected a string, got {describe(type_name)}")])
+        if type_name == "Pool":
+            raise Invalid("a Pool is a list of routes: use it where children are expected")
+        cls = _route_type(type_name)
+        if "name" in data and "name" not in attrs.fields_dict(cls):  # type: ignore[arg-type]
+            # mcrouter registers named handles by `name`; naming alone changes nothing.
+            data.pop("name")
+        return self._structure(cls, data)
+
+    def _structure(self, cls: type[Route], data: dict[str, object]) -> Route:
+        route = self._hooks[cls](data, cls)
+        if isinstance(route, LatestRoute):
+            route = attrs.evolve(route, host_id=self._host_id)
+        if (
+            isinstance(route, OperationSelectorRoute)
+            and not route.operation_policies
+            and route.default_policy is None
+        ):
+            raise Invalid("needs 'operation_policies' or 'default_policy'")
+        return route
+
+    # -- field types ---------------------------------------------------------
+
+    def _route_list(self, value: object, _type: object = None) -> tuple[Route, ...]:
+        """`children`: a route, a string such as `"Pool|A"`, or an array (flattened)."""
+        if isinstance(value, list):
+            routes: list[Route] = []
+            errors: list[Exception] = []
+            for index, item in enumerate(value):
+                try:
+                    routes.extend(self._route_list(item))
+                except Exception as exc:
+                    exc.add_note(IterableValidationNote(f"@ index {index}", index, Route))
+                    errors.append(exc)
+            if errors:
+                raise IterableValidationError("invalid routes", errors, tuple)
+            return tuple(routes)
+        if isinstance(value, str):
+            type_name, has_argument, argument = value.partition("|")
+            if not value:
+                return ()  # mcrouter: an empty string is an empty list
+            if type_name == "Pool":
+                if not has_argument:
+                    raise Invalid("Pool needs a pool name: 'Pool|<name>'")
+                return pool_destinations(self._named_pool(argument))
+        if isinstance(value, dict) and value.get("type") == "Pool":
+            body = {key: item for key, item in value.items() if key != "type"}
+            return pool_destinations(self._inline_pool(body))
+        return (self._route(value),)
+
+    def _policies(self, value: object, _type: object = None) -> dict[str, Route]:
+        """OperationSelectorRoute's `operation_policies`: operation name -> route."""
+        if not isinstance(value, dict):
+            raise Invalid(f"expected an object of operation: route, got {describe(value)}")
+        policies: dict[str, Route] = {}
+        errors: list[Exception] = []
+        for operation, policy in value.items():
+            try:
+                if operation not in OPERATION_NAMES:
+                    raise Invalid(f"unknown operation '{operation}'")
+                policies[operation] = self._route(policy)
+            except Exception as exc:
+                exc.add_note(AttributeValidationNote(f"@ {operation}", operation, Route))
+                errors.append(exc)
+        if errors:
+            raise ClassValidationError("invalid operation policies", errors, dict)
+        return policies
+
+    def _pool(self, value: object, _type: object = None) -> PoolSpec:
+        """PoolRoute's `pool`: a pool name, or a pool object with a `name`."""
+        if isinstance(value, str):
+            return self._named_pool(value)
+        if isinstance(value, dict):
+            return self._inline_pool(value)
+        raise Invalid(f"expected a pool name or a pool object, got {describe(value)}")
+
+    def _hash(self, value: object, _type: object = None) -> HashSpec:
+        """PoolRoute's `hash`: a function name or `{hash_func, salt, weights}`."""
+        if isinstance(value, str):
+            return HashSpec(_check_hash_func(value))
+        if isinstance(value, dict):
+            return self._hash_spec(value, HashSpec)
+        raise Invalid(f"expected a hash function name or an object, got {describe(value)}")
+
+    # -- pools ---------------------------------------------------------------
+
+    def _named_pool(self, name: str) -> PoolSpec:
+        pool = self._pools.get(name) or self.inline_pools.get(name)
+        if pool is None:
+            raise Invalid(f"unknown pool '{name}'")
+        return pool
+
+    def _inline_pool(self, body: dict[str, object]) -> PoolSpec:
+        name = body.get("name")
+        if not isinstance(name, str):
+            problem = "required field missing"
+            if name is not None:
+                problem = f"expected a string, got {describe(name)}"
+            raise _problems_error([(("name",), problem)])
+        existing = self._pools.get(name) or self.inline_pools.get(name)
+        if existing is not None:
+            # mcrouter: the first definition of a pool name wins; `{"name": ...}`
+            # alone is just a reference.
+            if set(body) - {"name"}:
+                log.warning("pool %r is defined more than once; using the first definition", name)
+            return existing
+        pool, problems = parse_pool(name, body, self._defaults, self._raw_pools)
+        if problems:
+            raise _problems_error(problems)
+        self.inline_pools[name] = pool
+        return pool
+
+
+def _route_type(type_name: str) -> type[Route]:
+    cls = ROUTE_TYPES.get(type_name)
+    if cls is None:
+        raise Invalid(f"unknown route type '{type_name}'")
+    return cls
+
+
+def _check_hash_func(value: object) -> str:
+    name = check_str(value)
+    if name not in HASH_FUNCS:
+        raise Invalid(f"unknown hash function '{name}' (known: {', '.join(sorted(HASH_FUNCS))})")
+    return name
+
+
+def _hook(check: Callable[[object], T]) -> Callable[[object, object], T]:
+    """A cattrs structure hook from a one-argument checker."""
+
+    def hook(value: object, _type: object) -> T:
+        return check(value)
+
+    return hook
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+def _messages(exc: BaseException, root: str) -> list[str]:
+    """`message @ path` lines for an error raised while structuring at `root`."""
+    _rename_notes(exc)
+    return cattrs.transform_error(exc, path=root, format_exception=_format)
+
+
+def _format(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, Invalid):
+        return str(exc)
+    if isinstance(exc, (KeyError, ForbiddenExtraKeysError)):
+        return cattrs.v.format_exception(exc, type_)
+    # A route class rejecting its arguments (e.g. a hash function that cannot
+    # take this many children).
+    return f"cannot build route: {str(exc) or type(exc).__name__}"
+
+
+def _rename_notes(exc: BaseException) -> None:
+    """Rename attribute paths to config keys (`children_` -> `children`)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            _rename_notes(sub)
+    notes = getattr(exc, "__notes__", None)
+    if not notes:
+        return
+    renamed: list[str] = []
+    for note in notes:
+        if type(note) is AttributeValidationNote and note.name in _CONFIG_KEYS:
+            note = AttributeValidationNote(str(note), _CONFIG_KEYS[note.name], note.type)
+        renamed.append(note)
+    exc.__notes__ = renamed
+
+
+def _group(errors: Sequence[Exception]) -> Exception:
+    """One exception for several problems at the same place."""
+    if len(errors) == 1:
+        return errors[0]
+    return ClassValidationError("invalid route", list(errors), Route)
+
+
+def _problems_error(problems: Sequence[Problem]) -> Exception:
+    """cattrs' annotated exception groups for `(path, message)` problems.
+
+    So problems found by hand (pools defined inside routes) render through
+    `transform_error` with the same paths as everything else. A JSON node is
+    either an object (str keys) or an array (int indexes), so each level is one
+    kind of group.
+    """
+    here: list[Exception] = [Invalid(message) for path, message in problems if not path]
+    below: dict[str | int, list[Problem]] = {}
+    for path, message in problems:
+        if path:
+            below.setdefault(path[0], []).append((path[1:], message))
+    if not below:
+        return _group(here)
+    errors = here
+    for key, nested in below.items():
+        error = _problems_error(nested)
+        if isinstance(key, int):
+            error.add_note(IterableValidationNote(f"@ index {key}", key, object))
+        else:
+            error.add_note(AttributeValidationNote(f"@ {key}", key, object))
+        errors.append(error)
+    if any(isinstance(key, int) for key in below):
+        return IterableValidationError("invalid config", errors, list)
+    return ClassValidationError("invalid config", errors, dict)

@@ -1,0 +1,318 @@
+"""Server strings and pool objects: the `pools` section (mcrouter's PoolFactory).
+
+Pools are read by hand rather than with cattrs because a pool is more than a
+record: `inherit` merges in another pool first, defaults depend on other fields
+(`connect_timeout` defaults to the effective `server_timeout`, `use_ssl` to a
+mech) and the keys mcrouter accepts but we do not implement are let through with
+a warning instead of failing a config that works with mcrouter.
+
+Problems are returned, not raised, as `(path relative to the pool, message)`,
+so one pass reports all of them and the caller can place them in the document.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import attrs
+
+from mcrouter_trio.config._jsonc import (
+    Invalid,
+    Problem,
+    check_bool,
+    check_int,
+    check_str,
+    check_weights,
+    describe,
+)
+from mcrouter_trio.config._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
+
+log = logging.getLogger("mcrouter_trio.config")
+
+#: Security mechanisms we implement: "ssl" is TLS to the server.
+MECHS = frozenset({"plain", "ssl"})
+# mcrouter variants of TLS we do not implement; plain TLS ("ssl") serves their purpose.
+_OTHER_MECHS = frozenset({"tls_to_plain", "fizz", "ktls12"})
+_OTHER_PROTOCOLS = frozenset({"caret", "thrift", "xdp", "umbrella"})
+_COMPRESSIONS = frozenset({"compressed", "notcompressed"})
+#: mcrouter's timeout range (folly `parseTimeout`), in ms.
+TIMEOUT_RANGE = (1, 1_000_000)
+
+_PORT = re.compile(r"[0-9]{1,5}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_mech(value: object) -> str:
+    mech = check_str(value)
+    if mech in MECHS:
+        return mech
+    if mech in _OTHER_MECHS:
+        raise Invalid(f"security mech '{mech}' is not supported; use 'ssl'")
+    raise Invalid(f"unknown security mech '{mech}'")
+
+
+def _check_protocol(value: object) -> str:
+    protocol = check_str(value)
+    # Case-insensitive in a pool's `protocol`, as in mcrouter (server strings are not).
+    if protocol.lower() == "ascii":
+        return "ascii"
+    if protocol.lower() in _OTHER_PROTOCOLS:
+        raise Invalid(f"protocol '{protocol}' is not supported")
+    raise Invalid(f"unknown protocol '{protocol}'")
+
+
+def parse_server(
+    text: str,
+    *,
+    timeout_ms: int,
+    connect_timeout_ms: int,
+    default_mech: str = "plain",
+    server_name: str | None = None,
+) -> ServerSpec:
+    """`HOST:PORT[:PROTOCOL[:MECH[:COMPRESSION]]]`, IPv6 hosts in brackets.
+
+    Omitted parts take the pool's defaults. Raises `ValueError` (`Invalid`)
+    reading `invalid server '<text>' (<reason>)`.
+    """
+
+    def bad(reason: str) -> Invalid:
+        return Invalid(f"invalid server '{text}' ({reason})")
+
+    if text.startswith("unix:"):
+        raise bad("unix sockets are not supported")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise bad("missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"'{host}' is not an IPv6 address") from None
+        if rest and not rest.startswith(":"):
+            raise bad("expected ':' after ']'")
+        fields = rest[1:].split(":") if rest else []
+    else:
+        if _is_ipv6(text):
+            raise bad("IPv6 addresses must be in brackets, e.g. '[::1]:11211'")
+        host, _, rest = text.partition(":")
+        if not _HOSTNAME.fullmatch(host):
+            raise bad("missing host" if not host else f"invalid host '{host}'")
+        fields = rest.split(":") if rest else []
+    if not fields or not fields[0]:
+        raise bad("missing port")
+    if len(fields) > 4:
+        raise bad("too many ':' fields")
+    if not _PORT.fullmatch(fields[0]) or not 1 <= int(fields[0]) <= 65535:
+        raise bad(f"port must be 1..65535, got '{fields[0]}'")
+    port = int(fields[0])
+    if len(fields) > 1 and fields[1] != "ascii":
+        if fields[1] in _OTHER_PROTOCOLS:
+            raise bad(f"protocol '{fields[1]}' is not supported")
+        raise bad(f"unknown protocol '{fields[1]}'")
+    mech = default_mech
+    if len(fields) > 2:
+        try:
+            mech = check_mech(fields[2])
+        except Invalid as exc:
+            raise bad(str(exc)) from None
+    if len(fields) > 3 and fields[3] not in _COMPRESSIONS:
+        raise bad(f"unknown compression '{fields[3]}'")
+    # COMPRESSION only matters to caret, so a valid value is accepted and unused.
+    return ServerSpec(host, port, "ascii", mech, timeout_ms, connect_timeout_ms, server_name)
+
+
+def _is_ipv6(text: str) -> bool:
+    """True for an unbracketed IPv6 address, with or without a trailing `:port`."""
+    for candidate in (text, text.rpartition(":")[0]):
+        try:
+            ipaddress.IPv6Address(candidate)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Pools
+
+
+@attrs.frozen
+class PoolDefaults:
+    """Settings a pool gets when it does not say (mcrouter command-line flags)."""
+
+    timeout_ms: int = DEFAULT_SERVER_TIMEOUT_MS
+    mech: str = "plain"
+
+
+#: Pool keys we implement.
+_POOL_KEYS = frozenset(
+    {
+        "servers", "server_timeout", "connect_timeout", "keep_routing_prefix", "weights",
+        "protocol", "use_ssl", "security_mech", "server_name", "inherit", "name",
+    }
+)  # fmt: skip
+#: Keys mcrouter knows that do not change where or how we send (FB-specific,
+#: caret-only or tuning); a config using them still loads, with a warning.
+_IGNORED_POOL_KEYS = frozenset(
+    {
+        "region", "cluster", "pool_locality", "qos", "tko_tracker", "enable_compression",
+        "failure_domains", "hostnames", "services", "additional_fanout", "tags",
+        "error_on_empty", "service_id_override", "disable_request_deadline_check",
+        "security_mech_within_dc", "security_mech_cross_dc", "port_override_within_dc",
+        "port_override_cross_dc", "use_typed", "hash", "hash_salt", "hash_weights",
+    }
+)  # fmt: skip
+#: Keys we would route wrongly without, so they fail loudly instead.
+_UNSUPPORTED_POOL_KEYS = frozenset({"port_override"})
+
+T = TypeVar("T")
+
+
+def parse_pools(value: object, defaults: PoolDefaults) -> tuple[dict[str, PoolSpec], list[Problem]]:
+    """The top-level `pools` object; problem paths are relative to it."""
+    if not isinstance(value, dict):
+        return {}, [((), f"expected an object, got {describe(value)}")]
+    pools: dict[str, PoolSpec] = {}
+    problems: list[Problem] = []
+    for name, body in value.items():
+        pool, found = parse_pool(name, body, defaults, value)
+        pools[name] = pool
+        problems.extend(((name, *path), message) for path, message in found)
+    return pools, problems
+
+
+def parse_pool(
+    name: str, body: object, defaults: PoolDefaults, library: Mapping[str, object]
+) -> tuple[PoolSpec, list[Problem]]:
+    """One pool object; `library` holds the raw top-level pools for `inherit`.
+
+    Always returns a PoolSpec (with the servers that did parse) so that routes
+    naming a broken pool do not add "unknown pool" noise to its real problems.
+    """
+    if not isinstance(body, dict):
+        return PoolSpec(name, ()), [((), f"expected an object, got {describe(body)}")]
+    own = set(body) - {"inherit"}
+    merged, problems = _inherit(name, body, library)
+    problems.extend(_check_keys(name, own))
+    reader = _FieldReader(merged)
+    reader.read("name", check_str, name)
+    timeout = reader.read("server_timeout", _check_timeout, defaults.timeout_ms)
+    connect_timeout = reader.read("connect_timeout", _check_timeout, timeout)
+    keep_routing_prefix = reader.read("keep_routing_prefix", check_bool, False)
+    weights: tuple[float, ...] | None = reader.read("weights", check_weights, None)
+    reader.read("protocol", _check_protocol, "ascii")
+    use_ssl = reader.read("use_ssl", check_bool, False)
+    # `security_mech` wins over the deprecated `use_ssl`, as in mcrouter.
+    mech = reader.read("security_mech", check_mech, "ssl" if use_ssl else defaults.mech)
+    server_name: str | None = reader.read("server_name", _check_server_name, None)
+    servers: list[ServerSpec] = []
+    if "servers" not in merged:
+        reader.problems.append((("servers",), "required field missing"))
+    elif not isinstance(merged["servers"], list):
+        found = describe(merged["servers"])
+        reader.problems.append((("servers",), f"expected an array of servers, got {found}"))
+    else:
+        for index, entry in enumerate(merged["servers"]):
+            try:
+                if not isinstance(entry, str):
+                    raise Invalid(f"expected a server string, got {describe(entry)}")
+                server = parse_server(
+                    entry,
+                    timeout_ms=timeout,
+                    connect_timeout_ms=connect_timeout,
+                    default_mech=mech,
+                    server_name=server_name,
+                )
+            except Invalid as exc:
+                reader.problems.append((("servers", index), str(exc)))
+            else:
+                servers.append(server)
+    # Problems in inherited fields belong to (and are reported at) the parent;
+    # a field missing everywhere is this pool's.
+    problems.extend(
+        (path, message)
+        for path, message in reader.problems
+        if path[0] in own or path[0] not in merged
+    )
+    return PoolSpec(name, tuple(servers), keep_routing_prefix, weights), problems
+
+
+def _check_timeout(value: object) -> int:
+    return check_int(value, *TIMEOUT_RANGE)
+
+
+def _check_server_name(value: object) -> str:
+    server_name = check_str(value)
+    if not server_name:
+        raise Invalid("expected a host name, got an empty string")
+    return server_name
+
+
+def _check_keys(name: str, keys: set[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    unknown = keys - _POOL_KEYS - _IGNORED_POOL_KEYS - _UNSUPPORTED_POOL_KEYS
+    if unknown:
+        problems.append(((), f"extra fields found ({', '.join(sorted(unknown))})"))
+    for key in sorted(keys & _UNSUPPORTED_POOL_KEYS):
+        problems.append(((key,), f"'{key}' is not supported yet"))
+    ignored = keys & _IGNORED_POOL_KEYS
+    if ignored:
+        log.warning("pool %r: ignoring unsupported keys: %s", name, ", ".join(sorted(ignored)))
+    if ignored & {"hash", "hash_salt", "hash_weights"}:
+        log.warning("pool %r: mcrouter reads 'hash' from the PoolRoute, not the pool", name)
+    return problems
+
+
+def _inherit(
+    name: str, body: dict[str, object], library: Mapping[str, object]
+) -> tuple[dict[str, object], list[Problem]]:
+    """The pool's fields with missing ones copied from its `inherit` chain.
+
+    Only problems with this pool's own `inherit` are returned, plus cycles
+    anywhere in the chain (which no single pool would otherwise report).
+    """
+    merged = {key: value for key, value in body.items() if key != "inherit"}
+    chain = [name]
+    current = body
+    while "inherit" in current:
+        parent_name = current["inherit"]
+        first_hop = current is body
+        if not isinstance(parent_name, str):
+            problem = f"expected a pool name, got {describe(parent_name)}"
+            return merged, [(("inherit",), problem)] if first_hop else []
+        if parent_name in chain:
+            cycle = " -> ".join([*chain, parent_name])
+            return merged, [(("inherit",), f"cycle in pool inheritance ({cycle})")]
+        parent = library.get(parent_name)
+        if not isinstance(parent, dict):
+            # A parent that is not an object reports that itself.
+            unknown = parent is None and first_hop
+            return merged, [(("inherit",), f"unknown pool '{parent_name}'")] if unknown else []
+        chain.append(parent_name)
+        for key, value in parent.items():
+            if key != "inherit":
+                merged.setdefault(key, value)
+        current = parent
+    return merged, []
+
+
+class _FieldReader:
+    """Reads optional fields, recording problems and falling back to defaults."""
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        self.fields = fields
+        self.problems: list[Problem] = []
+
+    def read(self, key: str, check: Callable[[object], T], default: T) -> T:
+        if key not in self.fields:
+            return default
+        try:
+            return check(self.fields[key])
+        except Invalid as exc:
+            self.problems.append(((key,), str(exc)))
+            return default
