@@ -22,10 +22,10 @@ EXAMPLES = Path(__file__).resolve().parent
 SCENARIOS = ("replicated-pool", "random-two-pools", "warmup-ha")
 
 
-def wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
+def wait_for(port: int, process: subprocess.Popen[bytes], name: str) -> None:
     for _ in range(200):
         if process.poll() is not None:
-            sys.exit(f"demo: {process.args[0]} exited with {process.returncode}")
+            sys.exit(f"demo: {name} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -48,15 +48,17 @@ def main() -> int:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for port in ports:
-            server = subprocess.Popen([memcached, *user, "-l", "127.0.0.1", "-p", str(port), "-U", "0"])
+            server = subprocess.Popen(
+                [memcached, *user, "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
+            )
             processes.append(server)
-            wait_for(port, server)
+            wait_for(port, server, "memcached")
             print(f"memcached listening on 127.0.0.1:{port}")
         proxy = subprocess.Popen(
             [sys.executable, "-m", "mcrouter_trio", "-p", str(args.port), "-f", str(config)]
         )
         processes.append(proxy)
-        wait_for(args.port, proxy)
+        wait_for(args.port, proxy, "mcrouter-trio")
         print(f"\nmcrouter-trio is routing with {config.relative_to(EXAMPLES.parent)}")
         print(f"connect with:  telnet 127.0.0.1 {args.port}   (or: nc 127.0.0.1 {args.port})")
         print("then try:      set greeting 0 0 5 / hello / get greeting / stats")

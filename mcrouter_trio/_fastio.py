@@ -63,8 +63,10 @@ async def wait_for(pending: Pending) -> Reply:
         return pending.reply
     task = trio.lowlevel.current_task()
     waiting = [True]
+    result: list[Reply] = []
 
-    def wake(_reply: Reply) -> None:
+    def wake(reply: Reply) -> None:
+        result.append(reply)
         if waiting[0]:
             waiting[0] = False
             trio.lowlevel.reschedule(task)
@@ -75,5 +77,4 @@ async def wait_for(pending: Pending) -> Reply:
 
     pending.then(wake)
     await trio.lowlevel.wait_task_rescheduled(abort)
-    assert pending.reply is not None
-    return pending.reply
+    return result[0]

@@ -21,11 +21,12 @@ Ownership (the nursery tree in `serve`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
-from functools import partial
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final
 
 import attrs
@@ -107,11 +108,8 @@ class Proxy:
 
 
 async def _reject(stream: trio.abc.Stream) -> None:
-    with trio.move_on_after(1):
-        try:
-            await stream.send_all(_TOO_MANY_CONNECTIONS)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+    with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
+        await stream.send_all(_TOO_MANY_CONNECTIONS)
     await trio.aclose_forcefully(stream)
 
 
@@ -130,11 +128,9 @@ class ClientSession:
         )
 
     async def run(self) -> None:
-        with self.scope:
-            try:
-                await self._serve()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the client went away; nothing to answer
+        # A client that goes away mid-request has nothing left to be answered.
+        with self.scope, contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._serve()
 
     async def _serve(self) -> None:
         io = self.io
@@ -203,11 +199,11 @@ class ClientSession:
                 if isinstance(self.io, FastSocketIO):
                     self.io.parked = True
                 reply = await wait_for(pending)
-            if request is None:
-                out.append(reply.raw)
-            elif not request.noreply:
-                out.append(reply.raw)
-            elif request.op in META and not _quiet_hides(request.op, reply.raw):
+            if (
+                request is None
+                or not request.noreply
+                or (request.op in META and not _quiet_hides(request.op, reply.raw))
+            ):
                 out.append(reply.raw)
         if out:
             await send_all(b"".join(out))
@@ -234,7 +230,7 @@ async def open_listeners(
 async def serve(
     config: ProxyConfig,
     settings: ServerSettings,
-    router_settings: RouterSettings = RouterSettings(),
+    router_settings: RouterSettings | None = None,
     *,
     stats: ProxyStats | None = None,
     shutdown: trio.Event | None = None,
@@ -253,7 +249,7 @@ async def serve(
             max_pending=settings.max_pending_per_server,
             host_id=host_id if host_id is not None else host_id_for(socket.gethostname()),
         )
-        router = Router(config, ctx, stats, router_settings)
+        router = Router(config, ctx, stats, router_settings or RouterSettings())
         proxy = Proxy(router, settings, stats)
         plain = await open_listeners(settings.ports, settings.listen_addresses)
         secure = await open_listeners(settings.ssl_ports, settings.listen_addresses)

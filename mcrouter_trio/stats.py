@@ -60,9 +60,7 @@ class ProxyStats:
         self.total_connections = self.curr_connections
         self.rejected_connections = 0
 
-    def reply(
-        self, args: Sequence[bytes], destinations: Mapping[ServerSpec, Destination]
-    ) -> Reply:
+    def reply(self, args: Sequence[bytes], destinations: Mapping[ServerSpec, Destination]) -> Reply:
         group = args[0] if args else b""
         if len(args) > 1:
             return _BAD_GROUP
@@ -107,7 +105,10 @@ class ProxyStats:
     def servers(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, object]]:
         lines: list[tuple[str, object]] = []
         for server, dest in sorted(destinations.items(), key=lambda item: item[0].address):
-            key = f"{server.address}:{server.protocol}:{server.mech}:notcompressed-{server.timeout_ms}"
+            key = (
+                f"{server.address}:{server.protocol}:{server.mech}:notcompressed-"
+                f"{server.timeout_ms}"
+            )
             s = dest.stats
             lines.append(
                 (

@@ -33,13 +33,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}: {process.args}")
+            raise RuntimeError(f"process exited with {process.returncode}: {process.args!r}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout} s: {process.args}")
+    raise RuntimeError(f"nothing listening on port {port} after {timeout} s: {process.args!r}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -28,9 +28,9 @@ def hashed_key(request: Request) -> bytes:
     return routing_key(key)
 
 
-def _selector(hash_func: str, n: int, salt: str, weights: tuple[float, ...] | None) -> Callable[
-    [bytes], int
-]:
+def _selector(
+    hash_func: str, n: int, salt: str, weights: tuple[float, ...] | None
+) -> Callable[[bytes], int]:
     return make_selector(hash_func, n, salt=salt.encode(), weights=weights)
 
 

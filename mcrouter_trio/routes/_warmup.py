@@ -48,7 +48,9 @@ class WarmUpRoute:
             return warm_reply if cold_reply.is_error else cold_reply
         if request.op is Op.MG:
             return warm_reply
-        adds = [self._add_for(request, header, block) for _key, header, block in values(warm_reply.raw)]
+        adds = [
+            self._add_for(request, header, block) for _key, header, block in values(warm_reply.raw)
+        ]
         if not adds:
             return warm_reply
         if request.op is Op.GET:
