@@ -444,10 +444,11 @@ class McrouterTrio:
 
 
 def proxy_argv(command: Sequence[str], port: int, conf: Path) -> list[str]:
-    """Append ``-p PORT -f CONFIG`` unless the command places them via {port}/{config}."""
+    """Append the standard arguments unless the command places {port}/{config} itself."""
     if any("{port}" in part or "{config}" in part for part in command):
         return [part.format(port=port, config=conf) for part in command]
-    return [*command, "-p", str(port), "-f", str(conf)]
+    # mcrouter-trio listens on every interface by default; keep it on loopback.
+    return [*command, "-p", str(port), "-f", str(conf), "--listen-addresses", LOOPBACK]
 
 
 def build_scenarios() -> list[Scenario]:
@@ -765,7 +766,8 @@ def parse_args(argv: Sequence[str] | None, keys: Sequence[str]) -> argparse.Name
     parser.add_argument("--threads", type=int, default=2, help="memcaslap -T")
     parser.add_argument(
         "--proxy-cmd",
-        help="mcrouter-trio command (shell-quoted); '-p PORT -f CONFIG' is appended unless "
+        help="mcrouter-trio command (shell-quoted); '-p PORT -f CONFIG --listen-addresses "
+        "127.0.0.1' is appended unless "
         "it contains {port} / {config}. Default: mcrouter-trio, else python -m mcrouter_trio",
     )
     parser.add_argument(

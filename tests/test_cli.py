@@ -73,7 +73,7 @@ def test_validate_config_rejects_broken_json(tmp_path: Path) -> None:
     assert str(path) in result.stderr
 
 
-def test_validate_config_run_mode_is_not_an_exit(tmp_path: Path) -> None:
+def test_validate_config_run_mode_still_rejects_an_invalid_config(tmp_path: Path) -> None:
     path = tmp_path / "typo.json"
     path.write_text('{"route": "PoolRute|A"}')
     result = run("--validate-config=run", "-f", str(path))

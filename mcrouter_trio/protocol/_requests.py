@@ -18,8 +18,6 @@ index, so a slowly arriving line is never rescanned from its start.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Final
 
 import attrs
@@ -63,11 +61,11 @@ class CloseConnection:
 
 @attrs.frozen
 class TooLargeSet:
-    """A `set` whose value exceeded the limit: answer `raw` and invalidate `key`.
+    """A `set` or `ms` whose value exceeded the limit: answer `raw`, invalidate `key`.
 
-    memcached unlinks the old item when a `set` fails for size, so that a stale
-    value does not outlive a write the client believes it made; the proxy does the
-    same by routing a delete for the key.
+    memcached unlinks the old item when a `set` (or an `ms`, in any mode) fails for
+    size, so that a stale value does not outlive a write the client believes it
+    made; the proxy does the same by routing a delete for the key.
     """
 
     key: bytes
@@ -99,6 +97,10 @@ _RETRIEVAL_OPS: Final = {
     b"gats": Op.GATS,
 }
 _META_OPS: Final = {b"mg": Op.MG, b"ms": Op.MS, b"md": Op.MD, b"ma": Op.MA, b"me": Op.ME}
+#: memcached dispatches commands starting with these letters (and every two-letter
+#: `m?` command) in their own branch, which answers ERROR to an unknown one; only
+#: commands outside them reach the "looks like HTTP, close" check.
+_BRANCH_LETTERS: Final = b"acdgist"
 _META_TOO_MANY: Final = {
     Op.MG: b"CLIENT_ERROR options flags are too long\r\n",
     Op.MS: b"CLIENT_ERROR options flags too long\r\n",
@@ -146,7 +148,7 @@ class RequestParser:
         """Bytes received but not yet consumed by an event."""
         return len(self._buf) - self._pos
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._pos:
             del self._buf[: self._pos]
             self._scanned -= self._pos
@@ -200,6 +202,11 @@ class RequestParser:
         self._pos = self._scanned = start + need
         request = state.request
         if self._buf[start + state.length : start + need] != b"\r\n":
+            if request.op is Op.MS:
+                # The backend never sees this request, so answer what memcached
+                # would: a flag error is found before the data is read (and the
+                # block swallowed), and meta errors ignore `q`.
+                return ImmediateReply(_ms_flag_error(request.key, request.args[1:]) or BAD_CHUNK)
             return _reply(BAD_CHUNK, request.noreply)
         request.data = bytes(self._buf[start : start + state.length])
         return request
@@ -266,7 +273,11 @@ class RequestParser:
             return _verbosity(words, ntokens)
         if command == b"shutdown":
             return ImmediateReply(b"ERROR: shutdown not enabled\r\n")
-        if words[ntokens - 2].startswith(b"HTTP/"):
+        if (
+            words[ntokens - 2].startswith(b"HTTP/")
+            and command[0] not in _BRANCH_LETTERS
+            and not (command[0] == 0x6D and len(command) == 2)  # `m?`
+        ):
             # memcached drops connections that look like HTTP requests.
             return self._close("HTTP request on the memcached port")
         return ImmediateReply(ERROR)
@@ -312,7 +323,7 @@ class RequestParser:
             event = TooLargeSet(key, raw) if op is Op.SET else ImmediateReply(raw)
             self._state = _Swallowing(length + 2, event)
             return self.next_event()
-        args = (words[2], words[3], b"%d" % length)
+        args: tuple[bytes, ...] = (words[2], words[3], b"%d" % length)
         if is_cas:
             args += (words[5],)
         request = Request(op, key, None, args, None, noreply)
@@ -354,7 +365,7 @@ class RequestParser:
         args = tuple(flags)
         if op is Op.MS:
             if length > self.max_value_size:
-                self._state = _Swallowing(length + 2, ImmediateReply(TOO_LARGE))
+                self._state = _Swallowing(length + 2, _ms_too_large(key, flags))
                 return self.next_event()
             request = Request(op, key, None, (words[2], *args), None, noreply)
             self._state = _AwaitingData(request, length)
@@ -433,11 +444,117 @@ def _verbosity(words: list[bytes], ntokens: int) -> Event:
     return Request(Op.VERBOSITY, b"", None, (words[1],), None, noreply)
 
 
+def _ms_too_large(key: bytes, flags: list[bytes]) -> ImmediateReply | TooLargeSet:
+    """What memcached does with an `ms` whose value is over the limit.
+
+    Flag errors are found first; otherwise the reply is `object too large` (even
+    with `q`) and, in every mode, the existing item is unlinked. The proxy deletes
+    it with a classic `delete`, so a base64 key whose real form cannot be written
+    on a classic command line is left alone.
+    """
+    error = _ms_flag_error(key, flags)
+    if error is not None:
+        return ImmediateReply(error)
+    if any(flag[:1] == b"b" for flag in flags):
+        key = _memcached_b64decode(key)
+        if not key or any(c in key for c in b" \n\0") or key.endswith(b"\r"):
+            return ImmediateReply(TOO_LARGE)
+    return TooLargeSet(key, TOO_LARGE)
+
+
+_MS_BAD_TOKEN: Final = b"CLIENT_ERROR bad token in command line format\r\n"
+_MS_NUMERIC_FLAGS: Final = {
+    # flag letter: (parser of the rest of the token, error if it fails)
+    0x4E: (strtol, _MS_BAD_TOKEN),  # N
+    0x54: (strtol, _MS_BAD_TOKEN),  # T
+    0x52: (strtol, _MS_BAD_TOKEN),  # R
+    0x43: (strtoull, _MS_BAD_TOKEN),  # C
+    0x4A: (strtoull, b"CLIENT_ERROR invalid numeric initial value\r\n"),  # J
+    0x44: (strtoull, b"CLIENT_ERROR invalid numeric delta value\r\n"),  # D
+}
+#: Flags 1.6.18's `_meta_flag_preparse` accepts without looking at their token.
+_MS_PLAIN_FLAGS: Final = frozenset(b"lOPLkstcfvhuqI")
+
+
+def _ms_flag_error(key: bytes, flags: list[bytes] | tuple[bytes, ...]) -> bytes | None:
+    """The error memcached 1.6.18 answers for an `ms` line's flags, or None if valid.
+
+    Only needed when the backend cannot be asked (the proxy rejects the data block
+    itself). Mirrors `_meta_flag_preparse` then `process_mset_command`: an unknown
+    or repeated flag stops at once; other errors are remembered and parsing goes
+    on, the last message winning (a bad `F` keeps the previous one, by default the
+    generic format error); then over-long opaques, then the `M` mode.
+    """
+    error = BAD_FORMAT
+    failed = False
+    seen: set[int] = set()
+    mode = 0
+    for flag in flags:
+        letter = flag[0]
+        if letter >= 127 or letter in seen:
+            return b"CLIENT_ERROR duplicate flag\r\n"
+        seen.add(letter)
+        numeric = _MS_NUMERIC_FLAGS.get(letter)
+        if numeric is not None:
+            parse, message = numeric
+            if parse(flag[1:]) is None:
+                error, failed = message, True
+        elif letter == 0x62:  # b
+            if not _memcached_b64decode(key):
+                error, failed = b"CLIENT_ERROR error decoding key\r\n", True
+        elif letter == 0x46:  # F
+            failed = failed or strtoull(flag[1:]) is None
+        elif letter == 0x4D:  # M
+            if len(flag) != 2:
+                error, failed = b"CLIENT_ERROR incorrect length for M token\r\n", True
+            else:
+                mode = flag[1]
+        elif letter not in _MS_PLAIN_FLAGS:
+            return b"CLIENT_ERROR invalid flag\r\n"
+    if failed:
+        return error
+    if any(flag[:1] == b"O" and len(flag) > 32 for flag in flags):
+        error, failed = b"CLIENT_ERROR opaque token too long\r\n", True
+    if mode and mode not in b"EAPRS":
+        return b"CLIENT_ERROR invalid mode for ms M token\r\n"
+    return error if failed else None
+
+
+_B64_VALUES: Final = {
+    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
+
+
+def _memcached_b64decode(data: bytes) -> bytes:
+    """memcached's `base64_decode`: the decoded key, or b"" where memcached fails.
+
+    More lenient than `base64.b64decode`: bytes outside the alphabet are skipped,
+    decoding stops after the first padded group, and `=` counts as a zero digit
+    (so "Zm9v!" is "foo"). Keys must decode the way the backend decodes them.
+    """
+    digits = [c for c in data if c in _B64_VALUES or c == 0x3D]
+    if not digits or len(digits) % 4:
+        return b""
+    out = bytearray()
+    for i in range(0, len(digits), 4):
+        group = digits[i : i + 4]
+        pad = group.count(0x3D)
+        a, b, c, d = (_B64_VALUES.get(x, 0) for x in group)
+        out += bytes(((a << 2 | b >> 4) & 0xFF, (b << 4 | c >> 2) & 0xFF, (c << 6 | d) & 0xFF))
+        if pad:
+            if pad > 2:
+                return b""
+            del out[-pad:]
+            break
+    return bytes(out)
+
+
 def meta_routing_key(request: Request) -> bytes:
-    """The key to hash for a meta request: base64-decoded when the `b` flag is set."""
-    if b"b" in request.args:
-        try:
-            return base64.b64decode(request.key, validate=True)
-        except (binascii.Error, ValueError):
-            return request.key
+    """The key to hash for a meta request: base64-decoded when the `b` flag is set.
+
+    Decoded as memcached decodes it, so that a key routes to the same server in
+    either form; a key memcached cannot decode is hashed as sent.
+    """
+    if any(flag[:1] == b"b" for flag in request.args):
+        return _memcached_b64decode(request.key) or request.key
     return request.key

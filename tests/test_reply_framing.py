@@ -1,0 +1,240 @@
+"""Tests of `frame_reply`: where one backend reply ends, and what cannot be a reply.
+
+Each complete reply is also fed as every one of its proper prefixes, which must
+all ask for more bytes (a reply is never framed early, however the stream is cut).
+"""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from mcrouter_trio.messages import Op, Result
+from mcrouter_trio.protocol import ReplyStreamError, frame_reply, values
+from mcrouter_trio.protocol._replies import MAX_REPLY_LINE
+
+
+@attrs.frozen
+class Complete:
+    id: str
+    op: Op
+    raw: bytes
+    result: Result
+
+
+OK = Complete
+COMPLETE: list[Complete] = [
+    # storage
+    OK("set-stored", Op.SET, b"STORED\r\n", Result.STORED),
+    OK("add-not-stored", Op.ADD, b"NOT_STORED\r\n", Result.NOTSTORED),
+    OK("replace-not-stored", Op.REPLACE, b"NOT_STORED\r\n", Result.NOTSTORED),
+    OK("append-stored", Op.APPEND, b"STORED\r\n", Result.STORED),
+    OK("prepend-stored", Op.PREPEND, b"STORED\r\n", Result.STORED),
+    OK("cas-stored", Op.CAS, b"STORED\r\n", Result.STORED),
+    OK("cas-exists", Op.CAS, b"EXISTS\r\n", Result.EXISTS),
+    OK("cas-not-found", Op.CAS, b"NOT_FOUND\r\n", Result.NOTFOUND),
+    OK(
+        "set-too-large", Op.SET, b"SERVER_ERROR object too large for cache\r\n", Result.REMOTE_ERROR
+    ),
+    OK("set-bad-chunk", Op.SET, b"CLIENT_ERROR bad data chunk\r\n", Result.CLIENT_ERROR),
+    OK("set-error", Op.SET, b"ERROR\r\n", Result.ERROR),
+    # delete, touch, arithmetic, admin
+    OK("delete-deleted", Op.DELETE, b"DELETED\r\n", Result.DELETED),
+    OK("delete-not-found", Op.DELETE, b"NOT_FOUND\r\n", Result.NOTFOUND),
+    OK(
+        "delete-usage",
+        Op.DELETE,
+        b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+        Result.CLIENT_ERROR,
+    ),
+    OK("touch-touched", Op.TOUCH, b"TOUCHED\r\n", Result.TOUCHED),
+    OK("touch-not-found", Op.TOUCH, b"NOT_FOUND\r\n", Result.NOTFOUND),
+    OK("incr-value", Op.INCR, b"42\r\n", Result.FOUND),
+    OK("incr-wrapped", Op.INCR, b"0\r\n", Result.FOUND),
+    OK("decr-u64-max", Op.DECR, b"18446744073709551615\r\n", Result.FOUND),
+    OK("incr-not-found", Op.INCR, b"NOT_FOUND\r\n", Result.NOTFOUND),
+    OK(
+        "incr-non-numeric",
+        Op.INCR,
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        Result.CLIENT_ERROR,
+    ),
+    OK("flush-all", Op.FLUSH_ALL, b"OK\r\n", Result.OK),
+    OK("verbosity", Op.VERBOSITY, b"OK\r\n", Result.OK),
+    OK("version", Op.VERSION, b"VERSION 1.6.18\r\n", Result.OK),
+    # retrieval
+    OK("get-miss", Op.GET, b"END\r\n", Result.NOTFOUND),
+    OK("get-hit", Op.GET, b"VALUE k 0 3\r\nabc\r\nEND\r\n", Result.FOUND),
+    OK("get-empty-value", Op.GET, b"VALUE k 5 0\r\n\r\nEND\r\n", Result.FOUND),
+    OK("get-crlf-in-value", Op.GET, b"VALUE k 0 8\r\na\r\nEND\r\n\r\nEND\r\n", Result.FOUND),
+    OK("get-value-like-header", Op.GET, b"VALUE k 0 11\r\nVALUE k 0 1\r\nEND\r\n", Result.FOUND),
+    OK("gets-hit", Op.GETS, b"VALUE k 0 1 77\r\nx\r\nEND\r\n", Result.FOUND),
+    OK("gat-hit", Op.GAT, b"VALUE k 1 1\r\nx\r\nEND\r\n", Result.FOUND),
+    OK("gats-two", Op.GATS, b"VALUE a 0 1 5\r\nx\r\nVALUE b 0 2 6\r\nyz\r\nEND\r\n", Result.FOUND),
+    OK("get-tab-in-key", Op.GET, b"VALUE a\tb 0 1\r\nx\r\nEND\r\n", Result.FOUND),
+    OK(
+        "get-client-error", Op.GET, b"CLIENT_ERROR bad command line format\r\n", Result.CLIENT_ERROR
+    ),
+    OK("get-error", Op.GET, b"ERROR\r\n", Result.ERROR),
+    OK(
+        "get-oom-after-hit",
+        Op.GET,
+        b"VALUE a 0 1\r\nx\r\nSERVER_ERROR out of memory writing get response\r\n",
+        Result.REMOTE_ERROR,
+    ),
+    # meta
+    OK("mg-miss", Op.MG, b"EN\r\n", Result.NOTFOUND),
+    OK("mg-miss-flags", Op.MG, b"EN knokey Oabc\r\n", Result.NOTFOUND),
+    OK("mg-hit", Op.MG, b"HD\r\n", Result.FOUND),
+    OK("mg-hit-flags", Op.MG, b"HD f0 s3 t-1\r\n", Result.FOUND),
+    OK("mg-value", Op.MG, b"VA 3 f42 s3 kh1 Oxyz\r\nabc\r\n", Result.FOUND),
+    OK("mg-value-crlf", Op.MG, b"VA 4\r\na\r\nb\r\n", Result.FOUND),
+    OK("mg-value-empty", Op.MG, b"VA 0 W\r\n\r\n", Result.FOUND),
+    OK("mg-invalid-flag", Op.MG, b"CLIENT_ERROR invalid flag\r\n", Result.CLIENT_ERROR),
+    OK("ms-stored", Op.MS, b"HD c53 ks1 Oop\r\n", Result.STORED),
+    OK("ms-not-stored", Op.MS, b"NS\r\n", Result.NOTSTORED),
+    OK("ms-exists", Op.MS, b"EX\r\n", Result.EXISTS),
+    OK("ms-not-found", Op.MS, b"NF\r\n", Result.NOTFOUND),
+    OK("ms-too-large", Op.MS, b"SERVER_ERROR object too large for cache\r\n", Result.REMOTE_ERROR),
+    OK("md-deleted", Op.MD, b"HD\r\n", Result.DELETED),
+    OK("md-not-found", Op.MD, b"NF kd2 O99\r\n", Result.NOTFOUND),
+    OK("md-exists", Op.MD, b"EX\r\n", Result.EXISTS),
+    OK("ma-hit", Op.MA, b"HD\r\n", Result.FOUND),
+    OK("ma-value", Op.MA, b"VA 2 t-1 c66\r\n13\r\n", Result.FOUND),
+    OK("ma-not-found", Op.MA, b"NF\r\n", Result.NOTFOUND),
+    OK("ma-not-stored", Op.MA, b"NS\r\n", Result.NOTSTORED),
+    OK("ma-exists", Op.MA, b"EX\r\n", Result.EXISTS),
+    OK("me-hit", Op.ME, b"ME k exp=-1 la=0 cas=1 fetch=no cls=1 size=63\r\n", Result.FOUND),
+    OK("me-miss", Op.ME, b"EN\r\n", Result.NOTFOUND),
+]
+
+
+@pytest.mark.parametrize("case", COMPLETE, ids=[case.id for case in COMPLETE])
+def test_complete_reply(case: Complete) -> None:
+    for buf in (case.raw, bytearray(case.raw)):
+        framed = frame_reply(buf, 0, case.op)
+        assert framed is not None
+        reply, end = framed
+        assert (reply.result, reply.raw, end) == (case.result, case.raw, len(case.raw))
+
+
+@pytest.mark.parametrize("case", COMPLETE, ids=[case.id for case in COMPLETE])
+def test_every_prefix_needs_more(case: Complete) -> None:
+    for cut in range(len(case.raw)):
+        assert frame_reply(case.raw[:cut], 0, case.op) is None, case.raw[:cut]
+
+
+@pytest.mark.parametrize("case", COMPLETE, ids=[case.id for case in COMPLETE])
+def test_framed_inside_a_stream(case: Complete) -> None:
+    # Replies are framed in place: after a previous reply, and with the next one's
+    # first bytes already buffered.
+    stream = b"junk-before" + case.raw + b"NEXT"
+    framed = frame_reply(stream, len(b"junk-before"), case.op)
+    assert framed is not None
+    reply, end = framed
+    assert reply.raw == case.raw
+    assert stream[end:] == b"NEXT"
+
+
+@attrs.frozen
+class Garbage:
+    id: str
+    op: Op
+    raw: bytes
+
+
+BAD = Garbage
+GARBAGE: list[Garbage] = [
+    BAD("value-answering-set", Op.SET, b"VALUE k 0 1\r\nx\r\nEND\r\n"),
+    BAD("end-answering-set", Op.SET, b"END\r\n"),
+    BAD("exists-answering-set", Op.SET, b"EXISTS\r\n"),
+    BAD("deleted-answering-set", Op.SET, b"DELETED\r\n"),
+    BAD("stored-answering-delete", Op.DELETE, b"STORED\r\n"),
+    BAD("stored-answering-get", Op.GET, b"STORED\r\n"),
+    BAD("hd-answering-get", Op.GET, b"HD\r\n"),
+    BAD("touched-answering-incr", Op.INCR, b"TOUCHED\r\n"),
+    BAD("negative-incr", Op.INCR, b"-1\r\n"),
+    BAD("text-incr", Op.DECR, b"abc\r\n"),
+    BAD("lowercase-stored", Op.SET, b"stored\r\n"),
+    BAD("trailing-space", Op.SET, b"STORED \r\n"),
+    BAD("version-answering-touch", Op.TOUCH, b"VERSION 1.6.18\r\n"),
+    BAD("value-not-crlf-terminated", Op.GET, b"VALUE k 0 3\r\nabcXYEND\r\n"),
+    BAD("value-too-short", Op.GET, b"VALUE k 0 3\r\nab\r\nEND\r\n"),
+    BAD("value-line-3-words", Op.GET, b"VALUE k 0\r\n"),
+    BAD("value-line-6-words", Op.GET, b"VALUE k 0 1 2 3\r\n"),
+    BAD("value-size-not-digits", Op.GET, b"VALUE k 0 x\r\n"),
+    BAD("value-size-negative", Op.GET, b"VALUE k 0 -1\r\n"),
+    BAD("value-size-over-1g", Op.GET, b"VALUE k 0 1073741825\r\n"),
+    BAD("garbage-after-value", Op.GET, b"VALUE k 0 1\r\nx\r\nSTORED\r\n"),
+    BAD("client-error-after-value", Op.GET, b"VALUE k 0 1\r\nx\r\nCLIENT_ERROR x\r\n"),
+    BAD("hd-bad-suffix", Op.MG, b"HDX\r\n"),
+    BAD("en-bad-suffix", Op.MG, b"ENfoo\r\n"),
+    BAD("nf-answering-mg", Op.MG, b"NF\r\n"),
+    BAD("en-answering-ms", Op.MS, b"EN\r\n"),
+    BAD("va-answering-ms", Op.MS, b"VA 1\r\nx\r\n"),
+    BAD("va-answering-md", Op.MD, b"VA 1\r\nx\r\n"),
+    BAD("va-no-size", Op.MG, b"VA\r\n"),
+    BAD("va-bad-size", Op.MG, b"VA x\r\n"),
+    BAD("va-not-crlf-terminated", Op.MG, b"VA 2\r\nabc\r\n"),
+    BAD("classic-answering-mg", Op.MG, b"END\r\n"),
+    BAD("mn-answering-ma", Op.MA, b"MN\r\n"),
+    BAD("value-answering-me", Op.ME, b"VALUE k 0 1\r\nx\r\nEND\r\n"),
+]
+
+
+@pytest.mark.parametrize("case", GARBAGE, ids=[case.id for case in GARBAGE])
+def test_garbage_breaks_the_stream(case: Garbage) -> None:
+    with pytest.raises(ReplyStreamError):
+        frame_reply(case.raw, 0, case.op)
+
+
+@pytest.mark.parametrize("op", [Op.SET, Op.GET, Op.MG], ids=["set", "get", "mg"])
+def test_reply_line_over_the_limit(op: Op) -> None:
+    assert frame_reply(b"x" * MAX_REPLY_LINE, 0, op) is None
+    with pytest.raises(ReplyStreamError):
+        frame_reply(b"x" * (MAX_REPLY_LINE + 1), 0, op)
+
+
+def test_line_after_a_value_over_the_limit() -> None:
+    head = b"VALUE k 0 1\r\nx\r\n"
+    assert frame_reply(head + b"V" * MAX_REPLY_LINE, 0, Op.GET) is None
+    with pytest.raises(ReplyStreamError):
+        frame_reply(head + b"V" * (MAX_REPLY_LINE + 1), 0, Op.GET)
+
+
+def test_big_value_is_not_a_long_line() -> None:
+    data = b"v" * (4 * MAX_REPLY_LINE)
+    raw = b"VALUE big 0 %d\r\n%s\r\nEND\r\n" % (len(data), data)
+    assert frame_reply(raw[:-1], 0, Op.GET) is None
+    framed = frame_reply(raw, 0, Op.GET)
+    assert framed is not None and framed[0].raw == raw
+
+
+def test_pipelined_stream_byte_by_byte() -> None:
+    """A backend stream fed one byte at a time yields each reply exactly once."""
+    pending = [case for case in COMPLETE if case.op not in (Op.VERSION,)]
+    stream = b"".join(case.raw for case in pending)
+    buf = bytearray()
+    pos = 0
+    framed: list[bytes] = []
+    queue = list(pending)
+    for i in range(len(stream)):
+        buf += stream[i : i + 1]
+        while queue:
+            result = frame_reply(buf, pos, queue[0].op)
+            if result is None:
+                break
+            reply, pos = result
+            assert reply.result is queue.pop(0).result
+            framed.append(reply.raw)
+    assert framed == [case.raw for case in pending]
+    assert pos == len(buf)
+
+
+def test_values_walks_blocks() -> None:
+    raw = b"VALUE a 0 3\r\nabc\r\nVALUE b 7 4 99\r\nx\r\ny\r\nEND\r\n"
+    assert list(values(raw)) == [
+        (b"a", b"VALUE a 0 3", b"VALUE a 0 3\r\nabc\r\n"),
+        (b"b", b"VALUE b 7 4 99", b"VALUE b 7 4 99\r\nx\r\ny\r\n"),
+    ]
+    assert list(values(b"END\r\n")) == []
