@@ -202,14 +202,46 @@ class RequestParser:
         self._pos = self._scanned = start + need
         request = state.request
         if self._buf[start + state.length : start + need] != b"\r\n":
-            if request.op is Op.MS:
-                # The backend never sees this request, so answer what memcached
-                # would: a flag error is found before the data is read (and the
-                # block swallowed), and meta errors ignore `q`.
-                return ImmediateReply(_ms_flag_error(request.key, request.args[1:]) or BAD_CHUNK)
-            return _reply(BAD_CHUNK, request.noreply)
+            return self._bad_chunk(request, state.length)
         request.data = bytes(self._buf[start : start + state.length])
         return request
+
+    def _bad_chunk(self, request: Request, length: int) -> Event:
+        """Answer a data block not ended by CRLF: the backend never sees it.
+
+        memcached rejects `ms` flags and items too large for it before it reads
+        the data (then swallows the block unchecked), so those errors win over
+        `bad data chunk`. Meta errors are shown even with `q`.
+        """
+        if request.op is not Op.MS:
+            if self._item_too_large(request.key, request.args[0], length):
+                raw = b"" if request.noreply else TOO_LARGE
+                return (
+                    TooLargeSet(request.key, raw) if request.op is Op.SET else ImmediateReply(raw)
+                )
+            return _reply(BAD_CHUNK, request.noreply)
+        flags = list(request.args[1:])
+        error = _ms_flag_error(request.key, flags)
+        if error is not None:
+            return ImmediateReply(error)
+        key = request.key
+        if any(flag[:1] == b"b" for flag in flags):
+            key = _memcached_b64decode(key)
+        client_flags = next((flag[1:] for flag in flags if flag[:1] == b"F"), b"0")
+        if self._item_too_large(key, client_flags, length):
+            return _ms_too_large(request.key, flags)
+        return ImmediateReply(BAD_CHUNK)
+
+    def _item_too_large(self, key: bytes, client_flags: bytes, length: int) -> bool:
+        """memcached's `item_size_ok`, taking `max_value_size` as the backend's `-I`.
+
+        An item is a 48-byte header, the key and a NUL, the cas, the client flags
+        unless they are zero, and the value with its CRLF; both limits default to
+        1 MiB. Only used where the backend cannot be asked.
+        """
+        flags = (strtoull(client_flags) or 0) & 0xFFFFFFFF
+        size = 48 + len(key) + 1 + 8 + (4 if flags else 0) + length + 2
+        return size > self.max_value_size
 
     def _swallow(self, state: _Swallowing) -> Event:
         available = len(self._buf) - self._pos
