@@ -138,20 +138,30 @@ class Router:
         return self._root.route(request, self.ctx)
 
     def _multiget(self, request: Request, keys: list[bytes]) -> Pending:
-        unique = list(dict.fromkeys(keys))
-        replies: dict[bytes, Reply] = {}
+        # A plain get may answer a repeated key once; gat/gats must look each copy up
+        # again (memcached does: a gat that expires the item makes later copies miss).
+        touching = request.op is Op.GAT or request.op is Op.GATS
+        lookups = keys if touching else list(dict.fromkeys(keys))
+        replies: list[Reply | None] = [None] * len(lookups)
+        remaining = [len(lookups)]
         out = Pending()
 
-        def collect(key: bytes) -> Callable[[Reply], None]:
+        def collect(index: int) -> Callable[[Reply], None]:
             def on_reply(reply: Reply) -> None:
-                replies[key] = reply
-                if len(replies) == len(unique):
-                    out.resolve(_merge(keys, replies))
+                replies[index] = reply
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done = [r for r in replies if r is not None]
+                    if touching:
+                        out.resolve(_merge(done))
+                    else:
+                        by_key = dict(zip(lookups, done, strict=True))
+                        out.resolve(_merge([by_key[key] for key in keys]))
 
             return on_reply
 
-        for key in unique:
-            self._route_key(request.with_keys([key])).then(collect(key))
+        for index, key in enumerate(lookups):
+            self._route_key(request.with_keys([key])).then(collect(index))
         return out
 
     def _flush_all(self, request: Request) -> Pending:
@@ -173,7 +183,7 @@ def _prefix_matches(prefix: bytes, default_route: bytes) -> bool:
     )
 
 
-def _merge(keys: list[bytes], replies: dict[bytes, Reply]) -> Reply:
+def _merge(replies: list[Reply]) -> Reply:
     """One multi-get reply from per-key replies, in the client's key order.
 
     Hits come first in key order (duplicates repeated, as memcached does); if any
@@ -182,8 +192,7 @@ def _merge(keys: list[bytes], replies: dict[bytes, Reply]) -> Reply:
     """
     blocks = []
     error: Reply | None = None
-    for key in keys:
-        reply = replies[key]
+    for reply in replies:
         if reply.result is Result.FOUND:
             blocks.append(reply.raw[:-5])  # drop the per-key "END\r\n"
         elif reply.is_error and error is None:

@@ -210,8 +210,14 @@ class ClientSession:
 
 
 def _quiet_hides(op: Op, raw: bytes) -> bool:
-    """Meta `q` hides only the boring outcome: EN for mg, HD for the others."""
-    return raw[:2] == (b"EN" if op is Op.MG else b"HD") and raw[2:3] in (b"\r", b" ")
+    """Meta `q` hides only the boring outcome: EN for mg, HD for the others.
+
+    memcached 1.6.18 treats every successful `ma` as boring, its value (VA) too.
+    """
+    code = raw[:2]
+    if op is Op.MA and code == b"VA":
+        return True
+    return code == (b"EN" if op is Op.MG else b"HD") and raw[2:3] in (b"\r", b" ")
 
 
 async def open_listeners(
