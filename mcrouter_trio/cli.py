@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 import trio
@@ -15,8 +16,18 @@ import trio
 from mcrouter_trio import __version__
 from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
 from mcrouter_trio.router import RouterSettings
-from mcrouter_trio.server import ServerSettings, serve
+from mcrouter_trio.server import Proxy, ServerSettings, serve
 from mcrouter_trio.stats import ProxyStats
+from mcrouter_trio.tls_setup import (
+    TLSSetup,
+    TLSStartupError,
+    add_tls_arguments,
+    check_tls_arguments,
+    load_tls,
+    ssl_ports,
+    tls_warnings,
+    watch_tls_files,
+)
 
 log = logging.getLogger("mcrouter_trio")
 
@@ -25,6 +36,7 @@ DEFAULT_CONFIG: Final = json.dumps(
     {"pools": {"default": {"servers": ["127.0.0.1:11211"]}}, "route": "PoolRoute|default"}
 )
 EXIT_BAD_CONFIG: Final = 3
+EXIT_CANNOT_START: Final = 2
 
 
 def _ports(text: str) -> list[int]:
@@ -141,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-L", "--log-path", metavar="FILE", help="log to FILE instead of stderr")
     add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
+    add_tls_arguments(parser, _ports)
     return parser
 
 
@@ -175,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_certs(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_tls_arguments(parser, args)
     _setup_logging(args)
     try:
         config = load(args)
@@ -185,8 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("config is valid")
         return 0
     ports = tuple(port for group in args.port for port in group)
-    if not ports:
-        parser.error("at least one -p PORT is required")
+    if not ports and not ssl_ports(args):
+        parser.error("at least one -p PORT or --ssl-port PORT is required")
+    for warning in tls_warnings(args):
+        log.warning("%s", warning)
+    try:
+        tls = load_tls(args)
+    except TLSStartupError as exc:
+        print(f"mcrouter-trio: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     settings = ServerSettings(
         ports=ports,
         listen_addresses=tuple(a for a in args.listen_addresses.split(",") if a),
@@ -196,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_conns=args.max_conns,
         max_pending_per_server=args.target_max_pending_requests,
         grace_period=args.graceful_shutdown_timeout,
+        ssl_ports=ssl_ports(args),
+        server_ssl_context=tls.server_context(),
+        handshake_timeout=args.ssl_handshake_timeout,
     )
     router_settings = RouterSettings(
         default_route=_normalise_prefix(args.route_prefix), enable_flush_cmd=args.enable_flush_cmd
@@ -203,13 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv]))
     status = 0
     try:
-        trio.run(_run, config, settings, router_settings, stats)
+        trio.run(_run, config, settings, router_settings, stats, tls, args.tls_reload_interval)
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
         for error in group.exceptions:
             print(f"mcrouter-trio: cannot start: {error}", file=sys.stderr)
-        status = 2
+        status = EXIT_CANNOT_START
     return status
 
 
@@ -225,18 +249,32 @@ async def _run(
     settings: ServerSettings,
     router_settings: RouterSettings,
     stats: ProxyStats,
+    tls: TLSSetup,
+    tls_reload_interval: float,
 ) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        proxy = await nursery.start(
-            lambda task_status: serve(
-                config, settings, router_settings, stats=stats, shutdown=shutdown,
+
+        async def serve_then_stop(task_status: trio.TaskStatus[Proxy]) -> None:
+            await serve(
+                config,
+                settings,
+                router_settings,
+                stats=stats,
+                shutdown=shutdown,
+                client_ssl_context_for=tls.client_context_for,
                 task_status=task_status,
             )
-        )  # fmt: skip
+            # Drained after a signal: stop the signal loop and the file watcher too.
+            nursery.cancel_scope.cancel()
+
+        proxy = await nursery.start(serve_then_stop)
+        if tls_reload_interval > 0:
+            nursery.start_soon(partial(watch_tls_files, tls.holders(), tls_reload_interval))
+        tls_only = set(settings.ssl_ports) - set(settings.ports)
         for listener in proxy.listeners:
             host, port = listener.socket.getsockname()[:2]
-            log.info("listening on %s port %s", host, port)
+            log.info("listening on %s port %s%s", host, port, " (TLS)" if port in tls_only else "")
         log.info("mcrouter-trio %s routing to %d servers", __version__, len(config.servers))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -245,11 +283,3 @@ async def _run(
                     break
                 log.info("received %s: shutting down", signal.Signals(signum).name)
                 shutdown.set()
-                nursery.start_soon(_exit_when_done, nursery)
-
-
-async def _exit_when_done(nursery: trio.Nursery) -> None:
-    # The serve task ends after its graceful drain; then stop listening for signals.
-    while len(nursery.child_tasks) > 1:
-        await trio.sleep(0.05)
-    nursery.cancel_scope.cancel()

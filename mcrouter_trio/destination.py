@@ -30,6 +30,7 @@ import trio
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import ReplyStreamError, frame_reply
+from mcrouter_trio.tls import SessionCache, describe_ssl_error
 
 log = logging.getLogger("mcrouter_trio.destination")
 
@@ -40,6 +41,7 @@ _TIMEOUT: Final = error_reply(Result.TIMEOUT, "Reply timeout")
 _BUSY: Final = error_reply(Result.BUSY, "307 busy")
 
 SSLContextSource = Callable[[], ssl.SSLContext]
+_SessionSource = tuple[trio.SSLStream[trio.abc.Stream], ssl.SSLContext]
 
 
 @attrs.define
@@ -50,6 +52,9 @@ class DestinationStats:
     connects: int = 0
     connect_failures: int = 0
     batches: int = 0
+    #: TLS handshakes completed, and how many of them resumed an earlier session.
+    tls_handshakes: int = 0
+    tls_resumed: int = 0
 
 
 class Destination:
@@ -69,6 +74,9 @@ class Destination:
         self.stats = DestinationStats()
         self.state = "new"
         self._ssl_context = ssl_context
+        self._tls_sessions = SessionCache()
+        # The TLS connection whose session is not stored yet (see _remember_tls_session).
+        self._tls_session_source: _SessionSource | None = None
         # (op, pending, deadline) per request written or waiting to be written.
         self._queue: deque[tuple[Op, Pending, float]] = deque()
         self._out = bytearray()
@@ -125,7 +133,7 @@ class Destination:
                     self.server.host, self.server.port
                 )
                 if self._ssl_context is not None:
-                    stream = await self._start_tls(stream)
+                    stream = await self._start_tls(stream, self._ssl_context())
         except trio.TooSlowError:
             self._connect_failed(error_reply(Result.CONNECT_TIMEOUT, "connection timeout"), None)
             return None
@@ -137,23 +145,76 @@ class Destination:
         log.info("server %s up", self.server.address)
         return stream
 
-    async def _start_tls(self, stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream]:
-        assert self._ssl_context is not None
-        hostname = self.server.server_name or self.server.host
-        tls = trio.SSLStream(
-            stream, self._ssl_context(), server_hostname=hostname, https_compatible=True
+    async def _start_tls(
+        self, tcp: trio.abc.Stream, context: ssl.SSLContext
+    ) -> trio.SSLStream[trio.abc.Stream]:
+        """Handshake, offering the last session so a reconnect can skip the full handshake."""
+        host, port = self.server.host, self.server.port
+        offered = self._tls_sessions.get(host, port, context)
+        try:
+            tls = await self._handshake(tcp, context, offered)
+        except (trio.BrokenResourceError, OSError):
+            if offered is None:
+                raise
+            # Some servers fail a resumed handshake instead of falling back to a full one
+            # (memcached 1.6.18 with client verification but no session cache). Retry once
+            # without a session; only if that works was the session the problem.
+            self._tls_sessions.discard(host, port)
+            tcp = await trio.open_tcp_stream(host, port)
+            tls = await self._handshake(tcp, context, None)
+            self._tls_sessions.disable(host, port)
+            log.warning(
+                "server %s: a resumed TLS handshake failed but a full one worked; "
+                "no longer resuming TLS sessions with it",
+                self.server.address,
+            )
+        self.stats.tls_handshakes += 1
+        if tls.session_reused:
+            self.stats.tls_resumed += 1
+        log.info(
+            "server %s: %s handshake (%s)",
+            self.server.address,
+            tls.version(),
+            "resumed session" if tls.session_reused else "full",
         )
+        self._tls_session_source = (tls, context)
+        return tls
+
+    async def _handshake(
+        self, tcp: trio.abc.Stream, context: ssl.SSLContext, session: ssl.SSLSession | None
+    ) -> trio.SSLStream[trio.abc.Stream]:
+        hostname = self.server.server_name or self.server.host
+        tls = trio.SSLStream(tcp, context, server_hostname=hostname, https_compatible=True)
+        if session is not None:
+            tls.session = session  # must be set before the handshake starts
         try:
             await tls.do_handshake()
         except BaseException:
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(tcp)
             raise
         return tls
+
+    def _remember_tls_session(self) -> None:
+        """Store the connection's session for the next reconnect; once, after the first read.
+
+        Not right after the handshake: TLS 1.3 servers send their session tickets after it,
+        ahead of the first reply, and a session without a ticket cannot be resumed. A server
+        that sent none by then is not asked again, which keeps the read loop's cost at one
+        attribute test.
+        """
+        assert self._tls_session_source is not None
+        tls, context = self._tls_session_source
+        self._tls_session_source = None
+        session = tls.session
+        if session is None or (not session.has_ticket and tls.version() == "TLSv1.3"):
+            return
+        self._tls_sessions.put(self.server.host, self.server.port, context, session)
 
     def _connect_failed(self, reply: Reply, exc: BaseException | None) -> None:
         self.stats.connect_failures += 1
         self.state = "down"
-        log.warning("server %s: connect failed: %s", self.server.address, exc or "timeout")
+        why = "timeout" if exc is None else _describe(exc)
+        log.warning("server %s: connect failed: %s", self.server.address, why)
         self._fail_all(reply)
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
@@ -172,7 +233,7 @@ class Destination:
     def _broken(self, scope: trio.CancelScope, reply: Reply, why: object) -> None:
         if self._break_reply is None:
             self._break_reply = reply
-            log.warning("server %s: closing connection: %s", self.server.address, why)
+            log.warning("server %s: closing connection: %s", self.server.address, _describe(why))
         scope.cancel()
 
     async def _write_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
@@ -216,6 +277,8 @@ class Destination:
                 else:
                     if pos < len(buf):
                         raise ReplyStreamError("data received with no request pending")
+                if self._tls_session_source is not None:
+                    self._remember_tls_session()
                 if isinstance(buf, bytearray) and pos > RECEIVE_SIZE:
                     del buf[:pos]
                     pos = 0
@@ -244,3 +307,13 @@ class Destination:
         while queue:
             self.stats.errors += 1
             queue.popleft()[1].resolve(reply)
+
+
+def _describe(why: object) -> object:
+    # Trio reports TLS failures as a bare BrokenResourceError with the ssl error as its
+    # cause; with TLS 1.3 a refused client certificate only shows up on the first read.
+    if isinstance(why, trio.BrokenResourceError) and why.__cause__ is not None:
+        return describe_ssl_error(why.__cause__)
+    if isinstance(why, OSError):
+        return describe_ssl_error(why)
+    return why

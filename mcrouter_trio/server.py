@@ -275,7 +275,9 @@ async def serve(
                     from mcrouter_trio.tls_server import serve_tls_listener
 
                     for listener in secure:
-                        accept_nursery.start_soon(serve_tls_listener, proxy, listener)
+                        accept_nursery.start_soon(
+                            serve_tls_listener, proxy, listener, connection_nursery
+                        )
                 task_status.started(proxy)
                 await shutdown.wait()
                 accept_nursery.cancel_scope.cancel()

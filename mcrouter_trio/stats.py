@@ -110,12 +110,13 @@ class ProxyStats:
                 f"{server.timeout_ms}"
             )
             s = dest.stats
-            lines.append(
-                (
-                    key,
-                    f"pending_reqs:{dest.pending_count} {dest.state}; requests:{s.requests} "
-                    f"replies:{s.replies} errors:{s.errors} connects:{s.connects} "
-                    f"connect_failures:{s.connect_failures} batches:{s.batches}",
-                )
+            value = (
+                f"pending_reqs:{dest.pending_count} {dest.state}; requests:{s.requests} "
+                f"replies:{s.replies} errors:{s.errors} connects:{s.connects} "
+                f"connect_failures:{s.connect_failures} batches:{s.batches}"
             )
+            if server.mech == "ssl":
+                # A low resumed share means every reconnect pays a full handshake.
+                value += f" tls_handshakes:{s.tls_handshakes} tls_resumed:{s.tls_resumed}"
+            lines.append((key, value))
         return lines

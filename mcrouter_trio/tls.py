@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "SessionCache",
     "build_client_context",
     "build_server_context",
+    "describe_ssl_error",
 ]
 
 logger = logging.getLogger("mcrouter_trio.tls")
@@ -108,6 +110,12 @@ class ClientTLSSettings:
         return self.server_hostname if self.server_hostname is not None else host
 
 
+def _refuse_encrypted_key() -> str:
+    # Without a password callback OpenSSL prompts on the terminal for an encrypted key, which
+    # would hang a daemon at start or, worse, in the middle of a reload.
+    raise ValueError("the private key is encrypted; give the proxy an unencrypted key file")
+
+
 def _set_versions(ctx: ssl.SSLContext, tls13_only: bool) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls13_only else ssl.TLSVersion.TLSv1_2
 
@@ -122,7 +130,7 @@ def build_server_context(s: ServerTLSSettings) -> ssl.SSLContext:
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_versions(ctx, s.tls13_only)
-    ctx.load_cert_chain(certfile=s.cert_path, keyfile=s.key_path)
+    ctx.load_cert_chain(certfile=s.cert_path, keyfile=s.key_path, password=_refuse_encrypted_key)
     if s.ca_path is not None:
         ctx.load_verify_locations(cafile=s.ca_path)
         ctx.verify_mode = ssl.CERT_REQUIRED if s.require_peer_certs else ssl.CERT_OPTIONAL
@@ -134,7 +142,9 @@ def build_client_context(s: ClientTLSSettings) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _set_versions(ctx, s.tls13_only)
     if s.cert_path is not None:
-        ctx.load_cert_chain(certfile=s.cert_path, keyfile=s.key_path)
+        ctx.load_cert_chain(
+            certfile=s.cert_path, keyfile=s.key_path, password=_refuse_encrypted_key
+        )
     if s.verify_peers:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.check_hostname = s.check_hostname
@@ -147,6 +157,22 @@ def build_client_context(s: ClientTLSSettings) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+# "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1000)" -> "wrong version number"
+_OPENSSL_NOISE = re.compile(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+
+def describe_ssl_error(exc: BaseException) -> str:
+    """A one-line, human-readable reason for a failed TLS operation or file load."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        text = _OPENSSL_NOISE.sub("", str(exc.args[1] if len(exc.args) > 1 else exc))
+        return text or str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 class _WatchedSettings(Protocol):

@@ -3,6 +3,9 @@
 The handshake runs in the connection's own task with a timeout, so a silent or
 slow client cannot hold anything but its own task; every refused handshake is
 logged with its reason (no certificate, unknown CA, plaintext on a TLS port).
+
+Connections are served in the proxy's connection nursery, like plain ones, so a
+shutdown stops accepting first and lets TLS clients finish their batch too.
 """
 
 from __future__ import annotations
@@ -10,19 +13,28 @@ from __future__ import annotations
 import logging
 import ssl
 from functools import partial
+from typing import Final
 
 import trio
 
 from mcrouter_trio.server import Proxy
+from mcrouter_trio.tls import describe_ssl_error
 
 log = logging.getLogger("mcrouter_trio.tls")
 
+# OpenSSL's reasons for bytes that are not a TLS record at all.
+_NOT_TLS: Final = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL"}
+)
 
-async def serve_tls_listener(proxy: Proxy, listener: trio.SocketListener) -> None:
-    async with trio.open_nursery() as nursery:
-        while True:
-            stream = await listener.accept()
-            nursery.start_soon(partial(_handshake_then_serve, proxy, stream))
+
+async def serve_tls_listener(
+    proxy: Proxy, listener: trio.SocketListener, handler_nursery: trio.Nursery
+) -> None:
+    # serve_listeners also rides out EMFILE and friends instead of crashing the proxy.
+    await trio.serve_listeners(
+        partial(_handshake_then_serve, proxy), [listener], handler_nursery=handler_nursery
+    )
 
 
 async def _handshake_then_serve(proxy: Proxy, stream: trio.SocketStream) -> None:
@@ -30,19 +42,34 @@ async def _handshake_then_serve(proxy: Proxy, stream: trio.SocketStream) -> None
     assert context_source is not None
     peer = _peer(stream)
     tls = trio.SSLStream(stream, context_source(), server_side=True, https_compatible=True)
+    timeout = proxy.settings.handshake_timeout
     try:
-        with trio.fail_after(proxy.settings.handshake_timeout):
+        with trio.fail_after(timeout):
             await tls.do_handshake()
     except trio.TooSlowError:
-        log.warning("TLS handshake from %s refused: timed out", peer)
+        log.warning("TLS handshake from %s refused: not completed within %g s", peer, timeout)
         await trio.aclose_forcefully(stream)
         return
     except trio.BrokenResourceError as exc:
-        reason = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-        log.warning("TLS handshake from %s refused: %s", peer, reason)
+        log.warning("TLS handshake from %s refused: %s", peer, refusal_reason(exc.__cause__))
         await trio.aclose_forcefully(stream)
         return
     await proxy.handle(tls)
+
+
+def refusal_reason(cause: BaseException | None) -> str:
+    """Why a client's handshake failed, in words an operator can act on."""
+    if cause is None or isinstance(cause, ssl.SSLEOFError | ConnectionError):
+        return "the client closed the connection during the handshake"
+    text = describe_ssl_error(cause)
+    reason = getattr(cause, "reason", None)
+    if reason in _NOT_TLS:
+        return f"not a TLS client (plaintext on a TLS port?): {text}"
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return f"{text} (--ssl-require-peer-certs)"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"client certificate rejected: {text}"
+    return text
 
 
 def _peer(stream: trio.SocketStream) -> str:

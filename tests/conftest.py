@@ -42,6 +42,19 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise RuntimeError(f"nothing listening on port {port} after {timeout} s: {process.args!r}")
 
 
+def wait_for_log(
+    path: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 10.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}: {process.args!r}")
+        time.sleep(0.02)
+    raise RuntimeError(f"{text!r} not in {path} after {timeout} s")
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -107,9 +120,16 @@ def memcached(memcached_factory: Any) -> Memcached:
 
 @attrs.define
 class Proxy:
+    #: The plain-text port, or the TLS port for a proxy started with `plain=False`.
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    ssl_port: int | None = None
+
+    @property
+    def tls_port(self) -> int:
+        assert self.ssl_port is not None, "the proxy was started without tls=True"
+        return self.ssl_port
 
     def stop(self) -> int:
         _stop(self.process)
@@ -123,21 +143,34 @@ class Proxy:
 def proxy_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[Proxy] = []
 
-    def start(config: dict[str, Any] | str, *extra_args: str) -> Proxy:
+    def start(
+        config: dict[str, Any] | str, *extra_args: str, plain: bool = True, tls: bool = False
+    ) -> Proxy:
+        """Start a proxy; `tls` adds an --ssl-port (the TLS flags go in `extra_args`)."""
         port = free_port()
+        ssl_port = None
+        while tls and ssl_port in (None, port):
+            ssl_port = free_port()
         text = config if isinstance(config, str) else json.dumps(config)
         config_path = tmp_path / f"config-{port}.json"
         config_path.write_text(text)
         log_path = tmp_path / f"proxy-{port}.log"
+        ports = ["-p", str(port)] if plain else []
+        if ssl_port is not None:
+            ports += ["--ssl-port", str(ssl_port)]
         command = [
-            sys.executable, "-m", "mcrouter_trio", "-p", str(port),
+            sys.executable, "-m", "mcrouter_trio", *ports,
             "--listen-addresses", "127.0.0.1", "-f", str(config_path), "-L", str(log_path),
             *extra_args,
         ]  # fmt: skip
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        proxy = Proxy(port, process, log_path)
+        proxy = Proxy(port if plain or ssl_port is None else ssl_port, process, log_path, ssl_port)
         started.append(proxy)
-        wait_for_port(port, process)
+        if plain:
+            wait_for_port(port, process)
+        if ssl_port is not None:
+            # Not wait_for_port: a probe connection would be logged as a refused handshake.
+            wait_for_log(log_path, f"listening on 127.0.0.1 port {ssl_port} (TLS)", process)
         return proxy
 
     try:
@@ -191,6 +224,15 @@ class Client:
             if not chunk:
                 return out + b"<CLOSED>"
             out += chunk
+
+    def read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed; got {self.buffer!r}")
+            self.buffer += chunk
+        out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
 
     def call(self, data: bytes, terminator: bytes = b"\r\n") -> bytes:
         self.send(data)

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+
 from mcrouter_trio import __version__
 
 EXIT_BAD_CONFIG = 3
@@ -155,3 +159,129 @@ def test_non_utf8_config_file_is_rejected(tmp_path: Path) -> None:
     result = run("--validate-config", "-f", str(path))
     assert result.returncode == EXIT_BAD_CONFIG
     assert str(path) in result.stderr
+
+
+# --- TLS flags ---------------------------------------------------------------------------------
+
+TLS_FLAGS = (
+    "--ssl-port",
+    "--tls-cert",
+    "--server-pem-cert-path",
+    "--tls-key",
+    "--server-pem-key-path",
+    "--tls-ca",
+    "--server-pem-ca-path",
+    "--ssl-require-peer-certs",
+    "--tls13-only",
+    "--ssl-handshake-timeout",
+    "--pem-cert-path",
+    "--pem-key-path",
+    "--pem-ca-path",
+    "--ssl-verify-peers",
+    "--tls-reload-interval",
+)
+
+
+def test_help_lists_the_tls_flags() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for flag in TLS_FLAGS:
+        assert f" {flag}" in result.stdout, flag
+    text = " ".join(result.stdout.split())
+    assert "server_name" in text  # when the upstream host name is checked
+    assert "system trust store" in text  # what --ssl-verify-peers trusts without a CA
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, Path]:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    other = ca.issue_cert("other.example")
+    files = {
+        "cert": tmp_path / "server.crt",
+        "key": tmp_path / "server.key",
+        "other_key": tmp_path / "other.key",
+        "ca": tmp_path / "ca.crt",
+        "garbage": tmp_path / "garbage.pem",
+        "encrypted_key": tmp_path / "encrypted.key",
+    }
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    other.private_key_pem.write_to_path(str(files["other_key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    files["garbage"].write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    files["encrypted_key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return files
+
+
+def start(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Start a proxy that is expected to refuse to start."""
+    return run(
+        "-p", "0", "--listen-addresses", "127.0.0.1", "--config-str", NULL_ROUTE, *args,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+NULL_ROUTE = '{"route": "NullRoute"}'
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ssl-port", "0"], "--ssl-port needs --tls-cert FILE and --tls-key FILE"),
+        (["--ssl-port", "0", "--tls-cert", "c.pem"], "--ssl-port needs --tls-cert"),
+        (["--ssl-require-peer-certs"], "--ssl-require-peer-certs needs --tls-ca FILE"),
+        (["--pem-key-path", "k.pem"], "--pem-key-path needs --pem-cert-path"),
+        (["--ssl-handshake-timeout", "0"], "--ssl-handshake-timeout"),
+        (["--tls-reload-interval", "-1"], "--tls-reload-interval"),
+    ],
+)
+def test_tls_flag_combinations_that_cannot_work(args: list[str], message: str) -> None:
+    result = start(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ports_or_ssl_ports_are_required() -> None:
+    result = run("--listen-addresses", "127.0.0.1", "--config-str", NULL_ROUTE)
+    assert result.returncode == 2
+    assert "at least one -p PORT or --ssl-port PORT is required" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "culprit", "message"),
+    [
+        ({"--tls-cert": "missing", "--tls-key": "key"}, "--tls-cert", "No such file"),
+        ({"--tls-cert": "garbage", "--tls-key": "key"}, "--tls-cert", "no readable PEM"),
+        ({"--tls-cert": "cert", "--tls-key": "garbage"}, "--tls-key", "no PEM private key"),
+        ({"--tls-cert": "cert", "--tls-key": "encrypted_key"}, "--tls-key", "encrypted"),
+        ({"--tls-cert": "cert", "--tls-key": "key", "--tls-ca": "garbage"}, "--tls-ca", "PEM"),
+        ({"--tls-cert": "cert", "--tls-key": "other_key"}, "--tls-key", "does not belong"),
+        ({"--pem-cert-path": "missing"}, "--pem-cert-path", "No such file"),
+        ({"--pem-cert-path": "cert", "--pem-key-path": "encrypted_key"}, "--pem-key-path", ""),
+        ({"--pem-ca-path": "garbage", "--ssl-verify-peers": ""}, "--pem-ca-path", "PEM"),
+    ],
+)
+def test_unusable_tls_files_stop_the_proxy_and_name_the_file(
+    tls_files: dict[str, Path], flags: dict[str, str], culprit: str, message: str
+) -> None:
+    args: list[str] = []
+    paths = {**tls_files, "missing": tls_files["cert"].with_name("missing.pem")}
+    for flag, name in flags.items():
+        args += [flag, str(paths[name])] if name else [flag]
+    if "--tls-cert" in flags:
+        args += ["--ssl-port", "0"]
+    result = start(*args, timeout=10)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("mcrouter-trio: cannot start: ")
+    assert f"{culprit} {paths[flags[culprit]]}" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
