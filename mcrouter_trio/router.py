@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from mcrouter_trio import __version__
+from mcrouter_trio._fastio import ReplyFlusher
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.destination import DEFAULT_MAX_PENDING, Destination
@@ -69,12 +70,16 @@ class ProxyContext:
         self._nursery = nursery
         self._ssl_context_for = ssl_context_for
         self._max_pending = max_pending
+        #: Batches the client writes of replies resolved by destination readers.
+        self.flusher = ReplyFlusher()
 
     def destination(self, server: ServerSpec) -> Destination:
         destination = self.destinations.get(server)
         if destination is None:
             tls = self._ssl_context_for(server) if self._ssl_context_for else None
-            destination = Destination(server, ssl_context=tls, max_pending=self._max_pending)
+            destination = Destination(
+                server, ssl_context=tls, max_pending=self._max_pending, flusher=self.flusher
+            )
             self.destinations[server] = destination
             self._nursery.start_soon(destination.run, name=f"destination {server.address}")
         return destination
