@@ -28,7 +28,7 @@ import trio
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.router import ProxyContext, Router, RouterSettings, host_id_for
-from mcrouter_trio.session import PlainSession, StreamSession
+from mcrouter_trio.session import ClientReactor, PlainSession, StreamSession
 from mcrouter_trio.stats import ProxyStats
 
 log = logging.getLogger("mcrouter_trio.server")
@@ -62,6 +62,8 @@ class Proxy:
         self.terminating = False
         self.listeners: list[trio.SocketListener] = []
         self._sessions: set[PlainSession | StreamSession] = set()
+        #: Does the I/O of plain-TCP sessions; its task runs in `serve`.
+        self.reactor = ClientReactor()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one accepted connection; never lets an exception reach the listener."""
@@ -73,7 +75,7 @@ class Proxy:
         stats.curr_connections += 1
         stats.total_connections += 1
         session: PlainSession | StreamSession = (
-            PlainSession(self, stream, self.router.ctx.flusher)
+            PlainSession(self, stream, self.reactor, self.router.ctx.flusher)
             if type(stream) is trio.SocketStream
             else StreamSession(self, stream)
         )
@@ -93,6 +95,8 @@ class Proxy:
         for session in list(self._sessions):
             if not session.busy:
                 session.scope.cancel()
+            elif isinstance(session, PlainSession):
+                session.drain()
 
 
 async def _reject(stream: trio.abc.Stream) -> None:
@@ -138,6 +142,7 @@ async def serve(
         )
         router = Router(config, ctx, stats, router_settings or RouterSettings())
         proxy = Proxy(router, settings, stats)
+        destination_nursery.start_soon(proxy.reactor.run, name="client reactor")
         plain = await open_listeners(settings.ports, settings.listen_addresses)
         secure = await open_listeners(settings.ssl_ports, settings.listen_addresses)
         proxy.listeners = [*plain, *secure]
