@@ -5,11 +5,11 @@ for plain TCP, `StreamSession` for TLS.
 
 Ownership (the nursery tree in `serve`):
     serve
-    ├── destination nursery: one task per backend server (see destination.py)
+    ├── destination nursery: one task per backend server (see destination.py),
+    │                        and the client reactor (see session.py)
     └── connection nursery (graceful deadline on shutdown)
         ├── accept loops, one per listener (cancelled first on shutdown)
-        └── one session task per accepted connection (plus, only while its
-            client does not read its replies, that session's writer task)
+        └── one session task per accepted connection
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ Both kinds of session parse everything a read delivered, route all of it at once
 order, so requests pipelined by one client are routed concurrently with no task
 or channel per request.
 
-- `PlainSession` (plain TCP, the hot path) never waits for a reply. Whichever
-  task resolves the reply at the head of the session's queue appends the ready
-  replies to the session's output, and the `ReplyFlusher` writes every touched
-  session once per batch of backend replies. The session task itself only wakes
-  when its client sends something: one Trio wake-up per client request.
+- `PlainSession` (plain TCP, the hot path) is driven by the `ClientReactor`,
+  which reads every ready client after one Trio wake-up. Whichever task resolves
+  the reply at the head of a session's queue appends the ready replies to the
+  session's output, and the `ReplyFlusher` writes every touched session once per
+  batch of backend replies. No Trio wake-up is spent per request.
 - `StreamSession` (TLS and any other `trio.abc.Stream`) parks on the head reply
   and writes each run of ready replies with one `send_all`; a TLS stream cannot be
   written from another task synchronously.
