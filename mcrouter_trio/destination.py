@@ -27,6 +27,7 @@ from typing import Final
 import attrs
 import trio
 
+from mcrouter_trio._fastio import FastSocketIO, Parker, ReplyFlusher
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import ReplyStreamError, frame_reply
@@ -66,6 +67,7 @@ class Destination:
         *,
         ssl_context: SSLContextSource | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
+        flusher: ReplyFlusher | None = None,
     ) -> None:
         self.server = server
         self.timeout = server.timeout_ms / 1000
@@ -80,7 +82,8 @@ class Destination:
         # (op, pending, deadline) per request written or waiting to be written.
         self._queue: deque[tuple[Op, Pending, float]] = deque()
         self._out = bytearray()
-        self._wake: trio.Event | None = None
+        self._work = Parker()
+        self._flusher = flusher or ReplyFlusher()
         self._break_reply: Reply | None = None
         self._closed = False
 
@@ -103,10 +106,7 @@ class Destination:
         queue.append((request.op, pending, trio.current_time() + self.timeout))
         self._out += request.to_wire()
         self.stats.requests += 1
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            wake.set()
+        self._work.wake()
         return pending
 
     # -- the destination's own tasks ------------------------------------------------
@@ -116,8 +116,7 @@ class Destination:
         try:
             while True:
                 while not self._queue:
-                    self._wake = trio.Event()
-                    await self._wake.wait()
+                    await self._work.park()
                 stream = await self._connect()
                 if stream is not None:
                     await self._serve(stream)
@@ -219,10 +218,13 @@ class Destination:
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         self._break_reply = None
+        io: FastSocketIO | trio.abc.Stream = (
+            FastSocketIO(stream) if type(stream) is trio.SocketStream else stream
+        )
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_loop, stream, nursery.cancel_scope)
-                nursery.start_soon(self._write_loop, stream, nursery.cancel_scope)
+                nursery.start_soon(self._read_loop, io, nursery.cancel_scope)
+                nursery.start_soon(self._write_loop, io, nursery.cancel_scope)
                 nursery.start_soon(self._watchdog, nursery.cancel_scope)
         finally:
             self.state = "closed"
@@ -236,12 +238,13 @@ class Destination:
             log.warning("server %s: closing connection: %s", self.server.address, _describe(why))
         scope.cancel()
 
-    async def _write_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    async def _write_loop(
+        self, stream: FastSocketIO | trio.abc.Stream, scope: trio.CancelScope
+    ) -> None:
         try:
             while True:
                 if not self._out:
-                    self._wake = trio.Event()
-                    await self._wake.wait()
+                    await self._work.park()
                     continue
                 data, self._out = self._out, bytearray()
                 self.stats.batches += 1
@@ -249,8 +252,11 @@ class Destination:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
 
-    async def _read_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    async def _read_loop(
+        self, stream: FastSocketIO | trio.abc.Stream, scope: trio.CancelScope
+    ) -> None:
         queue = self._queue
+        flusher = self._flusher
         buf: bytes | bytearray = b""
         pos = 0
         try:
@@ -266,17 +272,22 @@ class Destination:
                         buf = bytearray(buf[pos:])
                         pos = 0
                     buf += data
-                while queue:
-                    framed = frame_reply(buf, pos, queue[0][0])
-                    if framed is None:
-                        break
-                    reply, pos = framed
-                    pending = queue.popleft()[1]
-                    self.stats.replies += 1
-                    pending.resolve(reply)
-                else:
-                    if pos < len(buf):
-                        raise ReplyStreamError("data received with no request pending")
+                # Sessions whose replies resolve here are written once, at the end.
+                flusher.hold()
+                try:
+                    while queue:
+                        framed = frame_reply(buf, pos, queue[0][0])
+                        if framed is None:
+                            break
+                        reply, pos = framed
+                        pending = queue.popleft()[1]
+                        self.stats.replies += 1
+                        pending.resolve(reply)
+                    else:
+                        if pos < len(buf):
+                            raise ReplyStreamError("data received with no request pending")
+                finally:
+                    flusher.release()
                 if self._tls_session_source is not None:
                     self._remember_tls_session()
                 if isinstance(buf, bytearray) and pos > RECEIVE_SIZE:

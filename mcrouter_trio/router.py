@@ -18,12 +18,14 @@ import random
 import ssl
 import zlib
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import attrs
 import trio
 
 from mcrouter_trio import __version__
+from mcrouter_trio._fastio import ReplyFlusher
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.destination import DEFAULT_MAX_PENDING, Destination
@@ -36,7 +38,7 @@ from mcrouter_trio.messages import (
     Result,
     error_reply,
 )
-from mcrouter_trio.protocol import strtol
+from mcrouter_trio.protocol import strtol, values
 from mcrouter_trio.routes import AllSyncRoute, DestinationRoute, Route, split_routing_prefix
 from mcrouter_trio.stats import ProxyStats
 
@@ -69,12 +71,17 @@ class ProxyContext:
         self._nursery = nursery
         self._ssl_context_for = ssl_context_for
         self._max_pending = max_pending
+        self._gathering: dict[Destination, list[tuple[bytes, Pending]]] | None = None
+        #: Batches the client writes of replies resolved by destination readers.
+        self.flusher = ReplyFlusher()
 
     def destination(self, server: ServerSpec) -> Destination:
         destination = self.destinations.get(server)
         if destination is None:
             tls = self._ssl_context_for(server) if self._ssl_context_for else None
-            destination = Destination(server, ssl_context=tls, max_pending=self._max_pending)
+            destination = Destination(
+                server, ssl_context=tls, max_pending=self._max_pending, flusher=self.flusher
+            )
             self.destinations[server] = destination
             self._nursery.start_soon(destination.run, name=f"destination {server.address}")
         return destination
@@ -83,7 +90,34 @@ class ProxyContext:
         destination = self.destinations.get(server)
         if destination is None:
             destination = self.destination(server)
+        gathering = self._gathering
+        if gathering is not None and (request.op is Op.GET or request.op is Op.GETS):
+            pending = Pending()
+            gathering.setdefault(destination, []).append((request.key, pending))
+            return pending
         return destination.send(request)
+
+    def gather_gets(self) -> None:
+        """Hold back single-key gets sent from now on, to batch them per server."""
+        self._gathering = {}
+
+    def send_gathered(self, op: Op) -> None:
+        """Send what `gather_gets` held back: one multi-key get per server.
+
+        mcrouter sends one request per key; batching a multi-get per server (as
+        twemproxy does) costs the backend one command and the proxy one reply to
+        frame instead of one per key.
+        """
+        gathering, self._gathering = self._gathering, None
+        if not gathering:
+            return
+        for destination, fragments in gathering.items():
+            keys = [key for key, _ in fragments]
+            request = Request(op, keys[0], keys)
+            if len(fragments) == 1:
+                destination.send(request).then(fragments[0][1].resolve)
+            else:
+                destination.send(request).then(partial(_split_multiget, fragments))
 
 
 class Router:
@@ -160,8 +194,14 @@ class Router:
 
             return on_reply
 
-        for index, key in enumerate(lookups):
-            self._route_key(request.with_keys([key])).then(collect(index))
+        if not touching:
+            self.ctx.gather_gets()
+        try:
+            for index, key in enumerate(lookups):
+                self._route_key(request.with_keys([key])).then(collect(index))
+        finally:
+            if not touching:
+                self.ctx.send_gathered(request.op)
         return out
 
     def _flush_all(self, request: Request) -> Pending:
@@ -201,6 +241,25 @@ def _merge(replies: list[Reply]) -> Reply:
         return Reply(error.result, b"".join(blocks) + error.raw)
     result = Result.FOUND if blocks else Result.NOTFOUND
     return Reply(result, b"".join(blocks) + b"END\r\n")
+
+
+def _split_multiget(fragments: list[tuple[bytes, Pending]], reply: Reply) -> None:
+    """Give each key of a batched get its own reply, as if it had been sent alone."""
+    if reply.result is not Result.FOUND and not reply.raw.startswith(b"VALUE "):
+        for _key, pending in fragments:  # a miss for every key, or one error for all
+            pending.resolve(reply if reply.is_error else Reply(Result.NOTFOUND, b"END\r\n"))
+        return
+    blocks: dict[bytes, bytes] = {}
+    end = 0
+    for key, _header, block in values(reply.raw):
+        blocks.setdefault(key, block)
+        end += len(block)
+    # After the blocks: END, or the error that cut the reply short.
+    rest = reply.raw[end:]
+    miss = Reply(Result.NOTFOUND, rest) if rest == b"END\r\n" else Reply(reply.result, rest)
+    for key, pending in fragments:
+        hit = blocks.get(key)
+        pending.resolve(miss if hit is None else Reply(Result.FOUND, hit + b"END\r\n"))
 
 
 def host_id_for(name: str) -> int:

@@ -386,3 +386,31 @@ def test_version_answered_by_the_proxy(memcached: Memcached, proxy_factory: Prox
     assert re.fullmatch(rb"VERSION \S[^\r\n]*\r\n", reply), reply
     assert __version__.encode() in reply
     assert reply != memcached_version
+
+
+def _requests_per_server(client: Client) -> dict[str, int]:
+    raw = client.call(b"stats servers\r\n", b"END\r\n")
+    counts: dict[str, int] = {}
+    for line in raw.split(b"\r\n"):
+        match = re.match(rb"STAT (\S+) .*requests:(\d+)", line)
+        if match:
+            counts[match[1].decode()] = int(match[2])
+    return counts
+
+
+def test_multiget_sends_one_get_per_server(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    servers = [memcached_factory() for _ in range(3)]
+    proxy = proxy_factory(pool_config(*(s.address for s in servers)))
+    keys = [b"batch%d" % i for i in range(30)]
+    with connect(proxy.port) as client:
+        for key in keys[::2]:  # every other key is a miss
+            assert client.call(b"set %s 0 0 %d\r\n%s\r\n" % (key, len(key), key)) == b"STORED\r\n"
+        before = _requests_per_server(client)
+        routed = b"get " + b" ".join(b"/././" + key for key in keys) + b"\r\n"
+        expected = b"".join(value_block(b"/././" + k, k) for k in keys[::2]) + b"END\r\n"
+        assert client.call(routed, b"END\r\n") == expected
+        after = _requests_per_server(client)
+    assert len(after) == 3
+    assert {server: after[server] - before[server] for server in after} == dict.fromkeys(after, 1)

@@ -164,16 +164,19 @@ class RequestParser:
                 return self._read_data(state)
             return self._swallow(state)
         buf = self._buf
-        if not self._first_byte_seen and len(buf) > self._pos:
+        start = self._pos
+        if start >= len(buf):
+            return NEED_DATA
+        if not self._first_byte_seen:
             self._first_byte_seen = True
-            if buf[self._pos] == 0x80:
+            if buf[start] == 0x80:
                 # The binary protocol is deprecated and no router speaks it.
                 return self._close("binary protocol is not supported")
-        newline = buf.find(b"\n", max(self._scanned, self._pos))
+        scanned = self._scanned
+        newline = buf.find(b"\n", scanned if scanned > start else start)
         if newline < 0:
             self._scanned = len(buf)
             return self._check_incomplete_line()
-        start = self._pos
         end = newline - 1 if newline > start and buf[newline - 1] == 0x0D else newline
         line = bytes(buf[start:end])
         self._pos = self._scanned = newline + 1

@@ -1,0 +1,411 @@
+"""Client sessions: the I/O around the pure parser and the router.
+
+Both kinds of session parse everything a read delivered, route all of it at once
+(routing is synchronous; replies arrive through `Pending`s) and answer in request
+order, so requests pipelined by one client are routed concurrently with no task
+or channel per request.
+
+- `PlainSession` (plain TCP, the hot path) is driven by the `ClientReactor`,
+  which reads every ready client after one Trio wake-up. Whichever task resolves
+  the reply at the head of a session's queue appends the ready replies to the
+  session's output, and the `ReplyFlusher` writes every touched session once per
+  batch of backend replies. No Trio wake-up is spent per request.
+- `StreamSession` (TLS and any other `trio.abc.Stream`) parks on the head reply
+  and writes each run of ready replies with one `send_all`; a TLS stream cannot be
+  written from another task synchronously.
+
+Both stop reading while `max_outstanding` requests are unanswered (and the plain
+session while its client does not read its replies), which bounds what one client
+can have in flight, as memcached does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import select
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from mcrouter_trio._fastio import Parker, ReplyFlusher, wait_for
+from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
+from mcrouter_trio.protocol import (
+    NEED_DATA,
+    CloseConnection,
+    ImmediateReply,
+    RequestParser,
+    TooLargeSet,
+)
+
+if TYPE_CHECKING:
+    from mcrouter_trio.server import Proxy
+
+log = logging.getLogger("mcrouter_trio.server")
+
+RECEIVE_SIZE: Final = 65536
+
+Entry = tuple[Request | None, Pending]
+
+
+class Status(enum.Enum):
+    NEED_DATA = enum.auto()
+    #: `max_outstanding` requests are unanswered: answer some before parsing on.
+    FULL = enum.auto()
+    #: `quit`, or input after which memcached closes the connection.
+    CLOSE = enum.auto()
+
+
+def route_buffered(
+    parser: RequestParser,
+    route: Callable[[Request], Pending],
+    entries: deque[Entry] | list[Entry],
+    limit: int,
+) -> Status:
+    """Route every complete request in `parser`, appending (request, reply) entries.
+
+    Replies the parser made itself (errors, `mn`) become entries with no request.
+    """
+    while len(entries) < limit:
+        event = parser.next_event()
+        if event is NEED_DATA:
+            return Status.NEED_DATA
+        if type(event) is Request:
+            if event.op is Op.QUIT:
+                return Status.CLOSE
+            entries.append((event, route(event)))
+        elif type(event) is ImmediateReply:
+            if event.raw:
+                entries.append((None, Pending(Reply(Result.OK, event.raw))))
+        elif type(event) is TooLargeSet:
+            route(Request(Op.DELETE, event.key))  # invalidate, as memcached does
+            if event.raw:
+                entries.append((None, Pending(Reply(Result.OK, event.raw))))
+        elif type(event) is CloseConnection:
+            log.info("closing client connection: %s", event.reason)
+            if event.raw:
+                entries.append((None, Pending(Reply(Result.OK, event.raw))))
+            return Status.CLOSE
+    return Status.FULL
+
+
+def shown(request: Request | None, reply: Reply) -> bool:
+    """Whether the client sees `reply`: not for `noreply`, and meta `q` hides success."""
+    if request is None or not request.noreply:
+        return True
+    return request.op in META and not _quiet_hides(request.op, reply.raw)
+
+
+def _quiet_hides(op: Op, raw: bytes) -> bool:
+    """Meta `q` hides only the boring outcome: EN for mg, HD for the others.
+
+    memcached 1.6.18 treats every successful `ma` as boring, its value (VA) too.
+    """
+    code = raw[:2]
+    if op is Op.MA and code == b"VA":
+        return True
+    return code == (b"EN" if op is Op.MG else b"HD") and raw[2:3] in (b"\r", b" ")
+
+
+def _parser_for(proxy: Proxy) -> RequestParser:
+    settings = proxy.settings
+    return RequestParser(
+        max_value_size=settings.max_value_size, max_line_length=settings.max_line_length
+    )
+
+
+class PlainSession:
+    """A plain-TCP client whose I/O the `ClientReactor` does, with no task per request.
+
+    The reactor calls `on_readable`/`on_writable`; replies resolved by destination
+    readers reach `_on_reply`, which moves the ready ones to the output and asks
+    the `ReplyFlusher` for a write. The session's own task only owns its lifetime:
+    it waits until the session is finished (or is cancelled at shutdown), then
+    unregisters from the reactor before the descriptor is closed.
+    """
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        stream: trio.SocketStream,
+        reactor: ClientReactor,
+        flusher: ReplyFlusher,
+    ) -> None:
+        self.proxy = proxy
+        self.scope = trio.CancelScope()
+        self.parser = _parser_for(proxy)
+        self.fd = stream.socket.fileno()
+        self._route = proxy.router.route
+        self._reactor = reactor
+        self._flusher = flusher
+        self._limit = proxy.settings.max_outstanding
+        self._waiting: deque[Entry] = deque()
+        #: The head reply `_on_reply` is registered on (at most one registration).
+        self._watched: Pending | None = None
+        self._out = bytearray()
+        self._flush_requested = False
+        #: The client does not read its replies: stop reading its requests.
+        self._write_blocked = False
+        #: `max_outstanding` requests are unanswered: stop reading until some are.
+        self._full = False
+        #: After `quit` (or input memcached closes on): answer what is left, then close.
+        self._closing = False
+        self._finished = False
+        self._done = Parker()
+        #: The epoll interest currently registered (None: not registered).
+        self.interest: int | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting or self._out)
+
+    async def run(self) -> None:
+        self._reactor.add(self)
+        try:
+            with self.scope:
+                while not self._finished:
+                    await self._done.park()
+        finally:
+            # From now on nothing may be written: the descriptor is about to close
+            # and its number may be reused by another client.
+            self._finished = True
+            self._reactor.remove(self)
+
+    def drain(self) -> None:
+        """Shutdown: read nothing more, finish once every reply is written."""
+        self._closing = True
+        self._check_done()
+        self._update_interest()
+
+    # -- called by the reactor -----------------------------------------------------
+
+    def on_readable(self) -> None:
+        try:
+            data = os.read(self.fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._finish()  # reset by the client: nobody is left to answer
+            return
+        if not data:
+            self._finish()
+            return
+        self.parser.feed(data)
+        self._route_input()
+
+    def on_writable(self) -> None:
+        self._write_blocked = False
+        self.flush()
+        if not self._write_blocked:
+            self._resume()
+
+    def on_hangup(self) -> None:
+        self._finish()
+
+    # -- routing and answering -------------------------------------------------------
+
+    def _route_input(self) -> None:
+        status = route_buffered(self.parser, self._route, self._waiting, self._limit)
+        if status is Status.FULL:
+            self._full = True
+        elif status is Status.CLOSE:
+            self._closing = True
+        self._advance()
+        if self._out:
+            self.flush()
+        self._check_done()
+        self._update_interest()
+
+    def _resume(self) -> None:
+        """Route input held back by `max_outstanding` once replies went out."""
+        if self._full and len(self._waiting) < self._limit and not self._closing:
+            self._full = False
+            self._route_input()
+        else:
+            self._check_done()
+            self._update_interest()
+
+    def _advance(self) -> None:
+        """Move the replies ready at the head of the queue to the output, in order."""
+        waiting = self._waiting
+        out = self._out
+        while waiting:
+            request, pending = waiting[0]
+            reply = pending.reply
+            if reply is None:
+                if self._watched is not pending:
+                    self._watched = pending
+                    pending.then(self._on_reply)
+                return
+            waiting.popleft()
+            if (
+                request is None
+                or not request.noreply
+                or (request.op in META and not _quiet_hides(request.op, reply.raw))
+            ):
+                out += reply.raw
+
+    def _on_reply(self, _reply: Reply) -> None:
+        self._watched = None
+        if self._finished:
+            return
+        self._advance()
+        if self._out and not self._flush_requested:
+            self._flush_requested = True
+            self._flusher.request(self)
+        elif self._full or self._closing:
+            self._resume()
+
+    def flush(self) -> None:
+        """Write the output; what the socket will not take waits for writability."""
+        self._flush_requested = False
+        out = self._out
+        if self._finished:
+            out.clear()
+            return
+        if out and not self._write_blocked:
+            try:
+                sent = os.write(self.fd, out)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._finish()
+                return
+            if sent == len(out):
+                out.clear()
+            else:
+                del out[:sent]
+                self._write_blocked = True
+                self._update_interest()
+                return
+        if self._full or self._closing:
+            self._resume()
+
+    def _check_done(self) -> None:
+        if self._closing and not self._waiting and not self._out and not self._finished:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._out.clear()
+        self._update_interest()
+        self._done.wake()
+
+    def _update_interest(self) -> None:
+        if self._finished:
+            wanted = 0
+        elif self._write_blocked:
+            wanted = select.EPOLLOUT
+        elif self._full or self._closing:
+            wanted = 0
+        else:
+            wanted = select.EPOLLIN
+        if wanted != self.interest and self.interest is not None:
+            self._reactor.modify(self, wanted)
+
+
+class ClientReactor:
+    """One task that does the reading and blocked writing of every plain-TCP session.
+
+    Trio parks a task per wait and re-arms its epoll registration each time: about
+    5 µs per client request. The reactor keeps the client sockets registered in an
+    epoll of its own (level-triggered, changed only when a session stops or starts
+    reading) and waits for that epoll's descriptor in Trio: one wake-up handles
+    every client that sent something, and their requests leave for each backend
+    in one write.
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._sessions: dict[int, PlainSession] = {}
+
+    def add(self, session: PlainSession) -> None:
+        self._epoll.register(session.fd, select.EPOLLIN)
+        session.interest = select.EPOLLIN
+        self._sessions[session.fd] = session
+
+    def modify(self, session: PlainSession, interest: int) -> None:
+        self._epoll.modify(session.fd, interest)
+        session.interest = interest
+
+    def remove(self, session: PlainSession) -> None:
+        if self._sessions.get(session.fd) is session:
+            del self._sessions[session.fd]
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(session.fd)
+        session.interest = None
+
+    async def run(self) -> None:
+        epoll = self._epoll
+        sessions = self._sessions
+        hangup = select.EPOLLHUP | select.EPOLLERR
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll.fileno())
+                for fd, events in epoll.poll(0):
+                    session = sessions.get(fd)
+                    if session is None or session._finished:
+                        continue
+                    if events & select.EPOLLIN:
+                        session.on_readable()
+                    elif events & select.EPOLLOUT:
+                        session.on_writable()
+                    elif events & hangup:
+                        session.on_hangup()
+        finally:
+            epoll.close()
+
+
+class StreamSession:
+    """Any `trio.abc.Stream` (TLS): the session task waits for its replies in order."""
+
+    def __init__(self, proxy: Proxy, stream: trio.abc.Stream) -> None:
+        self.proxy = proxy
+        self.stream = stream
+        self.busy = False
+        self.scope = trio.CancelScope()
+        self.parser = _parser_for(proxy)
+
+    async def run(self) -> None:
+        # A client that goes away mid-request has nothing left to be answered.
+        with self.scope, contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._serve()
+
+    async def _serve(self) -> None:
+        parser = self.parser
+        route = self.proxy.router.route
+        limit = self.proxy.settings.max_outstanding
+        while not self.proxy.terminating:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return
+            self.busy = True
+            parser.feed(data)
+            while True:
+                batch: list[Entry] = []
+                status = route_buffered(parser, route, batch, limit)
+                await self._answer(batch)
+                if status is not Status.FULL:
+                    break
+            if status is Status.CLOSE:
+                return
+            self.busy = False
+
+    async def _answer(self, batch: list[Entry]) -> None:
+        out: list[bytes] = []
+        send_all = self.stream.send_all
+        for request, pending in batch:
+            reply = pending.reply
+            if reply is None:
+                if out:
+                    await send_all(b"".join(out))
+                    out.clear()
+                reply = await wait_for(pending)
+            if shown(request, reply):
+                out.append(reply.raw)
+        if out:
+            await send_all(b"".join(out))
