@@ -28,6 +28,7 @@ import attrs
 import trio
 
 from mcrouter_trio._fastio import FastSocketIO, Parker, ReplyFlusher
+from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import ReplyStreamError, frame_reply
@@ -42,7 +43,7 @@ _TIMEOUT: Final = error_reply(Result.TIMEOUT, "Reply timeout")
 _BUSY: Final = error_reply(Result.BUSY, "307 busy")
 
 SSLContextSource = Callable[[], ssl.SSLContext]
-_SessionSource = tuple[trio.SSLStream[trio.abc.Stream], ssl.SSLContext]
+_SessionSource = tuple[TLSSocket, ssl.SSLContext]
 
 
 @attrs.define
@@ -144,15 +145,13 @@ class Destination:
         log.info("server %s up", self.server.address)
         return stream
 
-    async def _start_tls(
-        self, tcp: trio.abc.Stream, context: ssl.SSLContext
-    ) -> trio.SSLStream[trio.abc.Stream]:
+    async def _start_tls(self, tcp: trio.abc.Stream, context: ssl.SSLContext) -> TLSSocket:
         """Handshake, offering the last session so a reconnect can skip the full handshake."""
         host, port = self.server.host, self.server.port
         offered = self._tls_sessions.get(host, port, context)
         try:
             tls = await self._handshake(tcp, context, offered)
-        except (trio.BrokenResourceError, OSError):
+        except (ssl.SSLError, OSError):
             if offered is None:
                 raise
             # Some servers fail a resumed handshake instead of falling back to a full one
@@ -181,11 +180,10 @@ class Destination:
 
     async def _handshake(
         self, tcp: trio.abc.Stream, context: ssl.SSLContext, session: ssl.SSLSession | None
-    ) -> trio.SSLStream[trio.abc.Stream]:
+    ) -> TLSSocket:
+        assert isinstance(tcp, trio.SocketStream)
         hostname = self.server.server_name or self.server.host
-        tls = trio.SSLStream(tcp, context, server_hostname=hostname, https_compatible=True)
-        if session is not None:
-            tls.session = session  # must be set before the handshake starts
+        tls = TLSSocket(tcp, context, server_hostname=hostname, session=session)
         try:
             await tls.do_handshake()
         except BaseException:

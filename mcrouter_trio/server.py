@@ -25,6 +25,7 @@ from typing import Final
 import attrs
 import trio
 
+from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.router import ProxyContext, Router, RouterSettings, host_id_for
@@ -76,7 +77,7 @@ class Proxy:
         stats.total_connections += 1
         session: PlainSession | StreamSession = (
             PlainSession(self, stream, self.reactor, self.router.ctx.flusher)
-            if type(stream) is trio.SocketStream
+            if type(stream) is trio.SocketStream or type(stream) is TLSSocket
             else StreamSession(self, stream)
         )
         self._sessions.add(session)

@@ -26,6 +26,7 @@ import enum
 import logging
 import os
 import select
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from mcrouter_trio._fastio import Parker, ReplyFlusher, wait_for
+from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import (
     NEED_DATA,
@@ -131,7 +133,7 @@ class PlainSession:
     def __init__(
         self,
         proxy: Proxy,
-        stream: trio.SocketStream,
+        stream: trio.SocketStream | TLSSocket,
         reactor: ClientReactor,
         flusher: ReplyFlusher,
     ) -> None:
@@ -139,6 +141,8 @@ class PlainSession:
         self.scope = trio.CancelScope()
         self.parser = _parser_for(proxy)
         self.fd = stream.socket.fileno()
+        #: TLS clients: replies are encrypted into the TLS socket's raw buffer.
+        self._tls = stream if isinstance(stream, TLSSocket) else None
         self._route = proxy.router.route
         self._reactor = reactor
         self._flusher = flusher
@@ -161,7 +165,11 @@ class PlainSession:
 
     @property
     def busy(self) -> bool:
-        return bool(self._waiting or self._out)
+        return bool(self._waiting or self._unsent())
+
+    def _unsent(self) -> int:
+        unsent = len(self._out)
+        return unsent + self._tls.raw_pending if self._tls is not None else unsent
 
     async def run(self) -> None:
         self._reactor.add(self)
@@ -194,6 +202,18 @@ class PlainSession:
         if not data:
             self._finish()
             return
+        tls = self._tls
+        if tls is not None:
+            try:
+                data = tls.decrypt(data)
+            except ssl.SSLError:
+                self._finish()  # a corrupt stream: nothing more can be read from it
+                return
+            if tls.eof:
+                self._finish()
+                return
+            if tls.raw_pending:
+                self.flush()  # what TLS had to answer (a key update)
         self.parser.feed(data)
         self._route_input()
 
@@ -267,26 +287,49 @@ class PlainSession:
         if self._finished:
             out.clear()
             return
-        if out and not self._write_blocked:
-            try:
-                sent = os.write(self.fd, out)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._finish()
-                return
-            if sent == len(out):
-                out.clear()
-            else:
-                del out[:sent]
-                self._write_blocked = True
-                self._update_interest()
+        if not self._write_blocked:
+            if self._tls is None:
+                if out and not self._write_plain(out):
+                    return
+            elif (out or self._tls.raw_pending) and not self._write_tls(self._tls, out):
                 return
         if self._full or self._closing:
             self._resume()
 
+    def _write_plain(self, out: bytearray) -> bool:
+        try:
+            sent = os.write(self.fd, out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._finish()
+            return False
+        if sent == len(out):
+            out.clear()
+            return True
+        del out[:sent]
+        self._blocked()
+        return False
+
+    def _write_tls(self, tls: TLSSocket, out: bytearray) -> bool:
+        try:
+            if out:
+                tls.encrypt(out)
+                out.clear()
+            done = tls.write_some()
+        except (OSError, ssl.SSLError):
+            self._finish()
+            return False
+        if not done:
+            self._blocked()
+        return done
+
+    def _blocked(self) -> None:
+        self._write_blocked = True
+        self._update_interest()
+
     def _check_done(self) -> None:
-        if self._closing and not self._waiting and not self._out and not self._finished:
+        if self._closing and not self._waiting and not self._unsent() and not self._finished:
             self._finish()
 
     def _finish(self) -> None:

@@ -17,6 +17,7 @@ from typing import Final
 
 import trio
 
+from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.server import Proxy
 from mcrouter_trio.tls import describe_ssl_error
 
@@ -41,7 +42,7 @@ async def _handshake_then_serve(proxy: Proxy, stream: trio.SocketStream) -> None
     context_source = proxy.settings.server_ssl_context
     assert context_source is not None
     peer = _peer(stream)
-    tls = trio.SSLStream(stream, context_source(), server_side=True, https_compatible=True)
+    tls = TLSSocket(stream, context_source(), server_side=True)
     timeout = proxy.settings.handshake_timeout
     try:
         with trio.fail_after(timeout):
@@ -50,8 +51,8 @@ async def _handshake_then_serve(proxy: Proxy, stream: trio.SocketStream) -> None
         log.warning("TLS handshake from %s refused: not completed within %g s", peer, timeout)
         await trio.aclose_forcefully(stream)
         return
-    except trio.BrokenResourceError as exc:
-        log.warning("TLS handshake from %s refused: %s", peer, refusal_reason(exc.__cause__))
+    except (ssl.SSLError, OSError) as exc:
+        log.warning("TLS handshake from %s refused: %s", peer, refusal_reason(exc))
         await trio.aclose_forcefully(stream)
         return
     await proxy.handle(tls)

@@ -672,3 +672,45 @@ def test_openssl_s_client_gets_version(
         check=False,
     )  # fmt: skip
     assert re.match(rb"VERSION \S+ mcrouter-trio\r\n", result.stdout), result
+
+
+# --- TLS clients under back-pressure ---------------------------------------------------------
+
+
+def _value_reply(key: bytes, value: bytes) -> bytes:
+    return b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, len(value), value)
+
+
+def test_tls_client_that_stops_reading_gets_every_reply_later(
+    proxy_factory: ProxyFactory, memcached: Memcached, pki: Pki
+) -> None:
+    b = start_edge_b(proxy_factory, pki, memcached)
+    values = {b"tbig%d" % i: secrets.token_bytes(100_000) for i in range(4)}
+    with closing(TLSClient(b.tls_port, pki.client_context(), timeout=30)) as client:
+        for key, value in values.items():
+            assert set_(client, key, value) == STORED
+        keys = [b"tbig%d" % (i % 4) for i in range(200)]  # ~20 MB of replies
+        expected = b"".join(_value_reply(key, values[key]) for key in keys)
+        client.send(b"".join(b"get %s\r\n" % key for key in keys))
+        time.sleep(1.0)  # encrypted replies fill every buffer on the way back
+        with closing(TLSClient(b.tls_port, pki.client_context())) as other:
+            assert get(other, b"tbig1") == values[b"tbig1"]  # others are still served
+        assert client.read_exactly(len(expected)) == expected
+        assert client.call(b"version\r\n").startswith(b"VERSION ")
+
+
+def test_tls_pipeline_over_the_outstanding_limit_is_answered_in_order(
+    proxy_factory: ProxyFactory, memcached: Memcached, pki: Pki
+) -> None:
+    b = start_edge_b(proxy_factory, pki, memcached, "--max-client-outstanding-reqs", "4")
+    requests = []
+    replies = []
+    for i in range(300):
+        key, value = b"tp%d" % (i % 13), b"value-%d" % i
+        requests.append(b"set %s 0 0 %d\r\n%s\r\nget %s\r\n" % (key, len(value), value, key))
+        replies.append(b"STORED\r\n" + _value_reply(key, value))
+    with closing(TLSClient(b.tls_port, pki.client_context(), timeout=20)) as client:
+        client.send(b"".join(requests) + b"quit\r\n")
+        expected = b"".join(replies)
+        assert client.read_exactly(len(expected)) == expected
+        assert client.read_for(2) == b"<CLOSED>"
