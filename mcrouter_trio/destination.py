@@ -104,8 +104,13 @@ class Destination:
         if len(queue) >= self.max_pending:
             return Pending(_BUSY)
         pending = Pending()
-        queue.append((request.op, pending, trio.current_time() + self.timeout))
-        self._out += request.to_wire()
+        if request.quiet_forwarded:
+            # The backend may stay silent; `mn` always answers, keeping the FIFO aligned.
+            queue.append((Op.MA_QUIET, pending, trio.current_time() + self.timeout))
+            self._out += request.to_wire() + b"mn\r\n"
+        else:
+            queue.append((request.op, pending, trio.current_time() + self.timeout))
+            self._out += request.to_wire()
         self.stats.requests += 1
         self._work.wake()
         return pending

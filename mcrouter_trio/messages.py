@@ -49,6 +49,9 @@ class Op(enum.IntEnum):
     MA = enum.auto()
     MN = enum.auto()
     ME = enum.auto()
+    #: Framing only (never a request's op): an `ma` forwarded with its `q` flag and
+    #: followed by `mn`, so the backend's answer is either one reply and MN, or MN.
+    MA_QUIET = enum.auto()
 
 
 #: The command word as it appears on the wire.
@@ -138,6 +141,9 @@ class Request:
     wire puts before the keys, is in `args` too). `data` is the value block without
     its trailing CRLF. `noreply` means the client asked for silence (classic
     `noreply` or meta `q`); it is never forwarded, the proxy drops the answer.
+    The exception is `quiet_forwarded` (`ma` with `q`): memcached's answer there
+    depends on whether the item was created, which only the backend knows, so `q`
+    goes to the backend and the destination follows the request with `mn`.
     """
 
     op: Op
@@ -146,10 +152,11 @@ class Request:
     args: tuple[bytes, ...] = ()
     data: bytes | None = None
     noreply: bool = False
+    quiet_forwarded: bool = False
 
     def with_key(self, key: bytes) -> Request:
         """The same request for another key (single-key commands)."""
-        return Request(self.op, key, None, self.args, self.data, self.noreply)
+        return Request(self.op, key, None, self.args, self.data, self.noreply, self.quiet_forwarded)
 
     def with_keys(self, keys: list[bytes]) -> Request:
         """The same retrieval for another list of keys."""

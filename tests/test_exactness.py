@@ -698,10 +698,8 @@ CASES: list[Case] = [
 
 
 #: Differences still to fix; strict, so a fix makes the run fail until this entry goes.
-KNOWN_DIFFERENCES = {
-    "ma-vivify-q": "memcached shows HD when `ma q N` creates the item; the proxy strips q "
-    "and cannot tell creation from increment",
-}
+#: Cases where the proxy knowingly differs from memcached (strict xfail); none today.
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

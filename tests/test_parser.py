@@ -36,7 +36,9 @@ Described = tuple[object, ...]
 def describe(event: Event) -> Described:
     if isinstance(event, Request):
         keys = tuple(event.keys) if event.keys is not None else None
-        return ("request", event.op, event.key, keys, event.args, event.data, event.noreply)
+        request = ("request", event.op, event.key, keys, event.args, event.data, event.noreply)
+        # `ma` with q keeps its q for the backend (Request.quiet_forwarded).
+        return (*request, "q forwarded") if event.quiet_forwarded else request
     if isinstance(event, ImmediateReply):
         return ("reply", event.raw)
     if isinstance(event, TooLargeSet):
@@ -686,7 +688,7 @@ QUIETABLE |= {Op.MG, Op.MD, Op.MA, Op.MS}
 
 @st.composite
 def requests(draw: st.DrawFn) -> Request:
-    op = draw(st.sampled_from([op for op in Op if op is not Op.SHUTDOWN]))
+    op = draw(st.sampled_from([op for op in Op if op not in (Op.SHUTDOWN, Op.MA_QUIET)]))
     key = draw(KEY)
     if op in (Op.GET, Op.GETS, Op.GAT, Op.GATS):
         keys = draw(st.lists(KEY, min_size=1, max_size=30))
@@ -737,7 +739,11 @@ def test_round_trip(request: Request, noreply: bool, position: int, data: st.Dat
     wire = request.to_wire()
     if noreply and request.op in QUIETABLE:
         wire = with_noreply(request, wire, position)
-        request.noreply = True
+        if request.op is Op.MA:
+            flags = tuple(wire.partition(b"\r\n")[0].split(b" ")[2:])
+            request = Request(Op.MA, request.key, None, flags, None, False, True)
+        else:
+            request.noreply = True
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
     chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
     events = parse(chunks, Case("round-trip", wire, []))

@@ -238,3 +238,31 @@ def test_values_walks_blocks() -> None:
         (b"b", b"VALUE b 7 4 99", b"VALUE b 7 4 99\r\nx\r\ny\r\n"),
     ]
     assert list(values(b"END\r\n")) == []
+
+
+QUIET_MA = [
+    # (backend bytes for `ma ... q` + `mn`, what the client sees, result)
+    (b"MN\r\n", b"", Result.FOUND),
+    (b"HD\r\nMN\r\n", b"HD\r\n", Result.FOUND),
+    (b"NF\r\nMN\r\n", b"NF\r\n", Result.NOTFOUND),
+    (b"VA 2 c9\r\n13\r\nMN\r\n", b"VA 2 c9\r\n13\r\n", Result.FOUND),
+    (b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\nMN\r\n",
+     b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n", Result.CLIENT_ERROR),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "shown", "result"), QUIET_MA)
+def test_quiet_ma_is_framed_with_its_mn(raw: bytes, shown: bytes, result: Result) -> None:
+    stream = b"before" + raw + b"NEXT"
+    framed = frame_reply(stream, len(b"before"), Op.MA_QUIET)
+    assert framed is not None
+    reply, end = framed
+    assert (reply.raw, reply.result, stream[end:]) == (shown, result, b"NEXT")
+    for cut in range(len(raw)):
+        assert frame_reply(raw[:cut], 0, Op.MA_QUIET) is None, raw[:cut]
+
+
+@pytest.mark.parametrize("raw", [b"HD\r\nHD\r\n", b"NF\r\nEN\r\n", b"HD\r\nMX", b"EN\r\nMN\r\n"])
+def test_quiet_ma_without_its_mn_breaks_the_stream(raw: bytes) -> None:
+    with pytest.raises(ReplyStreamError):
+        frame_reply(raw, 0, Op.MA_QUIET)

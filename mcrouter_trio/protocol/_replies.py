@@ -88,6 +88,8 @@ def frame_reply(buf: bytes | bytearray, start: int, op: Op) -> tuple[Reply, int]
         return None
     if op in GET_LIKE:
         return _frame_get(buf, start, end)
+    if op is Op.MA_QUIET:
+        return _frame_quiet_ma(buf, start, end)
     line = bytes(buf[start:end])
     after = end + 2
     if line.startswith(_ERROR_PREFIXES):
@@ -103,6 +105,23 @@ def frame_reply(buf: bytes | bytearray, start: int, op: Op) -> tuple[Reply, int]
     if op is Op.VERSION and line.startswith(b"VERSION "):
         return Reply(Result.OK, bytes(buf[start:after])), after
     raise ReplyStreamError(f"unexpected reply {line[:80]!r} to {op.name.lower()}")
+
+
+def _frame_quiet_ma(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int] | None:
+    """`ma ... q` then `mn`: MN alone means the reply was suppressed (a success)."""
+    if buf[start:end] == b"MN":
+        return Reply(Result.FOUND, b""), end + 2
+    framed = frame_reply(buf, start, Op.MA)
+    if framed is None:
+        return None
+    reply, after = framed
+    if len(buf) < after + 4:
+        if buf[after:] != b"MN\r\n"[: len(buf) - after]:
+            raise ReplyStreamError("no MN after a quiet ma reply")
+        return None
+    if buf[after : after + 4] != b"MN\r\n":
+        raise ReplyStreamError("no MN after a quiet ma reply")
+    return reply, after + 4
 
 
 def _error(line: bytes, after: int) -> tuple[Reply, int]:

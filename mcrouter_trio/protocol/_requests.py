@@ -395,6 +395,10 @@ class RequestParser:
         # flag: forwarded untouched, the backend then always answers with an error.
         quiet_flags = [flag for flag in flags if flag[:1] == b"q"]
         noreply = len(quiet_flags) == 1
+        if noreply and op is Op.MA:
+            # Whether memcached shows `ma`'s reply under q depends on whether the
+            # item was created (N): let the backend decide (see Request).
+            return Request(op, key, None, tuple(flags), None, False, True)
         if noreply:
             flags = [flag for flag in flags if flag[:1] != b"q"]
         args = tuple(flags)
