@@ -208,27 +208,35 @@ class Pending:
     per-request cost at a few function calls: no task spawn, no channel hop.
     """
 
-    __slots__ = ("_callbacks", "reply")
+    __slots__ = ("_callback", "_more", "reply")
 
     def __init__(self, reply: Reply | None = None) -> None:
         self.reply = reply
-        self._callbacks: list[Callable[[Reply], None]] | None = None
+        # Almost every reply has exactly one listener: keep it without a list.
+        self._callback: Callable[[Reply], None] | None = None
+        self._more: list[Callable[[Reply], None]] | None = None
 
     def resolve(self, reply: Reply) -> None:
         if self.reply is not None:
             return
         self.reply = reply
-        callbacks = self._callbacks
-        if callbacks:
-            self._callbacks = None
-            for callback in callbacks:
-                callback(reply)
+        callback = self._callback
+        if callback is not None:
+            self._callback = None
+            callback(reply)
+            more = self._more
+            if more:
+                self._more = None
+                for callback in more:
+                    callback(reply)
 
     def then(self, callback: Callable[[Reply], None]) -> None:
         """Call `callback(reply)` once the reply is known (now, if it already is)."""
         if self.reply is not None:
             callback(self.reply)
-        elif self._callbacks is None:
-            self._callbacks = [callback]
+        elif self._callback is None:
+            self._callback = callback
+        elif self._more is None:
+            self._more = [callback]
         else:
-            self._callbacks.append(callback)
+            self._more.append(callback)

@@ -135,6 +135,7 @@ class Router:
         self.stats = stats
         self.settings = settings or RouterSettings()
         self._root: Route = config.route
+        self._op_counts = stats.ops
         for server in config.servers:
             ctx.destination(server)
         # flush_all reaches every server of every pool, not only those this host's
@@ -148,7 +149,7 @@ class Router:
 
     def route(self, request: Request) -> Pending:
         op = request.op
-        self.stats.count(op)
+        self._op_counts[op] += 1
         if op in GET_LIKE:
             keys = request.keys
             if keys is not None and len(keys) > 1:

@@ -56,7 +56,9 @@ class ProxyStats:
         self.ops[op] += 1
 
     def reset(self) -> None:
-        self.ops = dict.fromkeys(Op, 0)
+        ops = self.ops
+        for op in ops:  # in place: the router holds on to this dict
+            ops[op] = 0
         self.total_connections = self.curr_connections
         self.rejected_connections = 0
 

@@ -7,7 +7,7 @@ import attrs
 DEFAULT_SERVER_TIMEOUT_MS = 1000
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed per request to find its destination
 class ServerSpec:
     """One memcached server and how to talk to it.
 

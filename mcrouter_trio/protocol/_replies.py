@@ -138,12 +138,11 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
     hits = 0
     line_start = start
     while True:
-        line = bytes(buf[line_start:end])
-        if line == b"END":
+        if end - line_start == 3 and buf.startswith(b"END", line_start):
             result = Result.FOUND if hits else Result.NOTFOUND
             return Reply(result, bytes(buf[start : end + 2])), end + 2
-        if line.startswith(b"VALUE "):
-            data_end = end + 2 + _value_size(line)
+        if buf.startswith(b"VALUE ", line_start):
+            data_end = end + 2 + _value_size(bytes(buf[line_start:end]))
             if len(buf) < data_end + 2:
                 return None
             if buf[data_end : data_end + 2] != b"\r\n":
@@ -156,6 +155,7 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
                     raise ReplyStreamError("reply line too long")
                 return None
             continue
+        line = bytes(buf[line_start:end])
         if hits == 0 and line.startswith(_ERROR_PREFIXES):
             return _error(line, end + 2)
         if hits and line.startswith(b"SERVER_ERROR"):
