@@ -773,3 +773,18 @@ def test_byte_soup_never_raises_and_split_does_not_matter(soup: bytes, cuts: lis
         # No line can then be "incomplete for too long", so segmentation must not
         # change what the parser sees.
         assert split == whole
+
+
+PRINTABLE_KEYS = st.binary(min_size=245, max_size=256).map(
+    lambda raw: bytes(0x21 + byte % 0xDF for byte in raw)  # around the 250-byte limit
+)
+
+
+@given(st.one_of(st.binary(max_size=260), PRINTABLE_KEYS).filter(lambda key: b"\n" not in key))
+@settings(max_examples=500)
+def test_plain_get_shortcut_agrees_with_the_general_path(key: bytes) -> None:
+    line = b"get " + key
+    shortcut = RequestParser()
+    shortcut.feed(line + b"\r\n")
+    general = RequestParser()._parse_line(line)  # what the line would get without it
+    assert describe(shortcut.next_event()) == describe(general)

@@ -18,6 +18,7 @@ index, so a slowly arriving line is never rescanned from its start.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import attrs
@@ -33,6 +34,8 @@ READ_BUFFER_SIZE: Final = 16384
 DEFAULT_MAX_VALUE_SIZE: Final = 1024 * 1024
 DEFAULT_MAX_LINE_LENGTH: Final = 1024 * 1024
 _MAX_TOKENS: Final = 24
+#: `get <key>` with one key of printable, non-space bytes, at most 250 of them.
+_PLAIN_GET: Final = re.compile(rb"get ([\x21-\xff]{1,250})").fullmatch
 _INT_MAX: Final = (1 << 31) - 1
 
 BAD_FORMAT: Final = b"CLIENT_ERROR bad command line format\r\n"
@@ -182,6 +185,13 @@ class RequestParser:
         self._pos = self._scanned = newline + 1
         if newline - start > READ_BUFFER_SIZE and not _is_multiget(line):
             return self._close("command line too long")
+        if line[:4] == b"get ":
+            # The most common request by far: one plain key. Anything unusual (more
+            # keys, odd bytes, a long key) takes the general path below.
+            plain = _PLAIN_GET(line)
+            if plain is not None:
+                key = plain[1]
+                return Request(Op.GET, key, [key])
         return self._parse_line(line)
 
     # -- framing ---------------------------------------------------------------
