@@ -128,6 +128,11 @@ class TLSSocket(trio.abc.Stream):
         self._queue_outgoing()
 
     @property
+    def buffered(self) -> bool:
+        """Whether received bytes wait to be decrypted (read along with the handshake)."""
+        return bool(self._incoming.pending or self.ssl_object.pending())
+
+    @property
     def raw_pending(self) -> int:
         return len(self._raw_out)
 
@@ -174,6 +179,10 @@ class TLSSocket(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         try:
+            if self.buffered:
+                data = self.decrypt(b"")
+                if data or self.eof:
+                    return data
             while True:
                 if self._read_first:
                     await trio.lowlevel.checkpoint()

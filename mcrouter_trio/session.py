@@ -173,6 +173,10 @@ class PlainSession:
 
     async def run(self) -> None:
         self._reactor.add(self)
+        if self._tls is not None and self._tls.buffered:
+            # Requests that came in one segment with the end of the handshake were
+            # read with it: the socket will not signal them again.
+            self._take_tls(self._tls, b"")
         try:
             with self.scope:
                 while not self._finished:
@@ -202,20 +206,26 @@ class PlainSession:
         if not data:
             self._finish()
             return
-        tls = self._tls
-        if tls is not None:
-            try:
-                data = tls.decrypt(data)
-            except ssl.SSLError:
-                self._finish()  # a corrupt stream: nothing more can be read from it
-                return
-            if tls.eof:
-                self._finish()
-                return
-            if tls.raw_pending:
-                self.flush()  # what TLS had to answer (a key update)
-        self.parser.feed(data)
-        self._route_input()
+        if self._tls is not None:
+            self._take_tls(self._tls, data)
+        else:
+            self.parser.feed(data)
+            self._route_input()
+
+    def _take_tls(self, tls: TLSSocket, raw: bytes) -> None:
+        try:
+            data = tls.decrypt(raw)
+        except ssl.SSLError:
+            self._finish()  # a corrupt stream: nothing more can be read from it
+            return
+        if tls.eof:
+            self._finish()
+            return
+        if tls.raw_pending:
+            self.flush()  # what TLS had to answer (a key update)
+        if data:
+            self.parser.feed(data)
+            self._route_input()
 
     def on_writable(self) -> None:
         self._write_blocked = False

@@ -11,6 +11,7 @@ wire or break the connection without restarting anything.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import shutil
@@ -714,3 +715,30 @@ def test_tls_pipeline_over_the_outstanding_limit_is_answered_in_order(
         expected = b"".join(replies)
         assert client.read_exactly(len(expected)) == expected
         assert client.read_for(2) == b"<CLOSED>"
+
+
+def test_request_in_the_same_segment_as_the_handshake_end_is_answered(
+    proxy_factory: ProxyFactory, memcached: Memcached, pki: Pki
+) -> None:
+    # A TLS 1.3 client may send its first request right behind its Finished message;
+    # the proxy then reads both at once and must not wait for the socket to say more.
+    b = start_edge_b(proxy_factory, pki, memcached)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = pki.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", b.tls_port), timeout=5) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(b"version\r\n")
+        sock.sendall(outgoing.read())  # client Finished and the request: one segment
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            incoming.write(sock.recv(65536))
+            with contextlib.suppress(ssl.SSLWantReadError):
+                reply += tls.read(65536)
+    assert reply.startswith(b"VERSION ")
