@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
 from typing import Final
 
+import attrs
 import trio
 
 from mcrouter_trio import __version__
@@ -28,6 +30,7 @@ from mcrouter_trio.tls_setup import (
     tls_warnings,
     watch_tls_files,
 )
+from mcrouter_trio.workers import parent_watch, run_workers
 
 log = logging.getLogger("mcrouter_trio")
 
@@ -150,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["exit", "run"],
         help="check the config; `exit` (default) exits 0 if valid and 3 if not",
     )
+    add(
+        "--num-proxies",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the ports (SO_REUSEPORT), each a whole proxy with "
+        "its own server connections; use up to one per core (default 1)",
+    )
     add("-L", "--log-path", metavar="FILE", help="log to FILE instead of stderr")
     add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
@@ -171,12 +182,20 @@ def load(args: argparse.Namespace) -> ProxyConfig:
     return load_config(DEFAULT_CONFIG, source="default config", default_timeout_ms=timeout)
 
 
+def _workers(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("must be from 1 to 256")
+    return value
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING - 10 * min(args.verbosity, 2) if args.verbosity else logging.INFO
+    process = " [%(process)d]" if args.num_proxies > 1 else ""
     logging.basicConfig(
         level=level,
         filename=args.log_path,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s",
     )
 
 
@@ -225,16 +244,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_route=_normalise_prefix(args.route_prefix), enable_flush_cmd=args.enable_flush_cmd
     )
     stats = ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv]))
+    if args.num_proxies > 1:
+        settings = attrs.evolve(settings, reuse_port=True)
+    run = partial(
+        _serve_process, config, settings, router_settings, stats, tls, args.tls_reload_interval
+    )
+    if args.num_proxies == 1:
+        return run(None)
+    supervisor = os.getpid()
+    return run_workers(args.num_proxies, lambda _index: run(supervisor))
+
+
+def _serve_process(
+    config: ProxyConfig,
+    settings: ServerSettings,
+    router_settings: RouterSettings,
+    stats: ProxyStats,
+    tls: TLSSetup,
+    tls_reload_interval: float,
+    supervisor: int | None,
+) -> int:
+    """Run one proxy until it is stopped; its exit status."""
     status = 0
     try:
-        trio.run(_run, config, settings, router_settings, stats, tls, args.tls_reload_interval)
+        trio.run(
+            _run, config, settings, router_settings, stats, tls, tls_reload_interval, supervisor
+        )
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
-        for error in group.exceptions:
+        for error in _leaves(group):
             print(f"mcrouter-trio: cannot start: {error}", file=sys.stderr)
         status = EXIT_CANNOT_START
     return status
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def _normalise_prefix(prefix: str) -> bytes:
@@ -251,6 +300,7 @@ async def _run(
     stats: ProxyStats,
     tls: TLSSetup,
     tls_reload_interval: float,
+    supervisor: int | None = None,
 ) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -271,6 +321,8 @@ async def _run(
         proxy = await nursery.start(serve_then_stop)
         if tls_reload_interval > 0:
             nursery.start_soon(partial(watch_tls_files, tls.holders(), tls_reload_interval))
+        if supervisor is not None:
+            nursery.start_soon(parent_watch, supervisor, shutdown)
         tls_only = set(settings.ssl_ports) - set(settings.ports)
         for listener in proxy.listeners:
             host, port = listener.socket.getsockname()[:2]

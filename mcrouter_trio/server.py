@@ -51,6 +51,8 @@ class ServerSettings:
     ssl_ports: tuple[int, ...] = ()
     server_ssl_context: Callable[[], ssl.SSLContext] | None = None
     handshake_timeout: float = 5.0
+    #: Bind with SO_REUSEPORT, so that several worker processes share the ports.
+    reuse_port: bool = False
 
 
 class Proxy:
@@ -107,15 +109,38 @@ async def _reject(stream: trio.abc.Stream) -> None:
 
 
 async def open_listeners(
-    ports: Sequence[int], addresses: Sequence[str]
+    ports: Sequence[int], addresses: Sequence[str], *, reuse_port: bool = False
 ) -> list[trio.SocketListener]:
     listeners: list[trio.SocketListener] = []
     for port in ports:
-        if addresses:
-            for address in addresses:
+        hosts: Sequence[str | None] = addresses or [None]  # None: every interface
+        for address in hosts:
+            if reuse_port:
+                listeners += await _reuse_port_listeners(port, address)
+            else:
                 listeners += await trio.open_tcp_listeners(port, host=address)
-        else:
-            listeners += await trio.open_tcp_listeners(port)
+    return listeners
+
+
+async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.SocketListener]:
+    """Like `trio.open_tcp_listeners`, with SO_REUSEPORT: every worker binds the port."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners = []
+    for family, kind, proto, _name, sockaddr in addresses:
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind(sockaddr)
+            sock.listen(socket.SOMAXCONN)
+        except OSError:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
     return listeners
 
 
@@ -144,8 +169,11 @@ async def serve(
         router = Router(config, ctx, stats, router_settings or RouterSettings())
         proxy = Proxy(router, settings, stats)
         destination_nursery.start_soon(proxy.reactor.run, name="client reactor")
-        plain = await open_listeners(settings.ports, settings.listen_addresses)
-        secure = await open_listeners(settings.ssl_ports, settings.listen_addresses)
+        reuse = settings.reuse_port
+        plain = await open_listeners(settings.ports, settings.listen_addresses, reuse_port=reuse)
+        secure = await open_listeners(
+            settings.ssl_ports, settings.listen_addresses, reuse_port=reuse
+        )
         proxy.listeners = [*plain, *secure]
         async with trio.open_nursery() as connection_nursery:
             async with trio.open_nursery() as accept_nursery:

@@ -1,0 +1,108 @@
+"""`--num-proxies N`: N worker processes sharing the listening ports.
+
+mcrouter runs N proxy threads in one process; Python threads would share one
+interpreter lock, so mcrouter-trio runs N processes instead. Each worker is a
+whole proxy (its own client reactor and its own connection to every server) and
+binds the ports with SO_REUSEPORT, so the kernel spreads client connections over
+them. The parent only supervises:
+
+- SIGTERM or SIGINT to the parent becomes one SIGTERM to every worker, which then
+  drains gracefully; the parent exits when they all have (status: the worst one).
+  Workers run in their own process group, so Ctrl-C in a terminal reaches them
+  once, through the parent, and not twice.
+- A worker that dies on its own is restarted; one that dies within its first
+  seconds (a port in use, say) stops the whole proxy instead of looping.
+- A worker whose parent disappears shuts itself down (see `parent_watch`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+log = logging.getLogger("mcrouter_trio.workers")
+
+#: A worker that exits sooner than this after starting is not restarted: it failed
+#: to bind its ports or load what it needs, and would fail again.
+START_GRACE_SECONDS: Final = 1.0
+RESTART_DELAY_SECONDS: Final = 1.0
+
+
+def run_workers(count: int, run_worker: Callable[[int], int]) -> int:
+    """Fork `count` workers running `run_worker(index)`; supervise them; return a status."""
+    workers: dict[int, tuple[int, float]] = {}  # pid -> (index, start time)
+    stopping = False
+    status = 0
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.setpgid(0, 0)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = run_worker(index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        workers[pid] = (index, time.monotonic())
+        log.info("worker %d started (pid %d)", index, pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("received %s: stopping %d workers", signal.Signals(signum).name, len(workers))
+        stopping = True
+        for pid in workers:
+            _kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(count):
+        start(index)
+    while workers:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid not in workers:
+            continue
+        index, started = workers.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        status = max(status, code if code >= 0 else 1)
+        if stopping:
+            continue
+        log.warning("worker %d (pid %d) exited with status %d", index, pid, code)
+        if time.monotonic() - started < START_GRACE_SECONDS:
+            log.error("worker %d failed at start: stopping the proxy", index)
+            stop(signal.SIGTERM, None)
+            continue
+        time.sleep(RESTART_DELAY_SECONDS)
+        start(index)
+        status = 0
+    return status
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just exited
+        os.kill(pid, signum)
+
+
+async def parent_watch(parent_pid: int, shutdown: trio.Event, interval: float = 1.0) -> None:
+    """Shut this worker down once its supervising parent is gone."""
+    while not shutdown.is_set():
+        await trio.sleep(interval)
+        if os.getppid() != parent_pid:
+            log.warning("supervisor (pid %d) is gone: shutting down", parent_pid)
+            shutdown.set()
+            return

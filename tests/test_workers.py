@@ -1,0 +1,100 @@
+"""`--num-proxies N`: worker processes sharing the ports, supervised by the parent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import closing
+
+from conftest import Client, Memcached, Proxy, free_port, pool_config
+
+ProxyFactory = Callable[..., Proxy]
+
+
+def worker_pid(port: int) -> int:
+    """The pid of the worker that accepted a new connection (from `stats`)."""
+    with closing(Client(port)) as client:
+        stats = client.call(b"stats\r\n", b"END\r\n")
+    line = next(line for line in stats.split(b"\r\n") if line.startswith(b"STAT pid "))
+    return int(line.split()[2])
+
+
+def pids_seen(port: int, connections: int = 24) -> set[int]:
+    return {worker_pid(port) for _ in range(connections)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_connections_spread_over_workers_that_share_the_servers(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--num-proxies", "2")
+    workers = pids_seen(proxy.port)
+    assert len(workers) == 2, workers  # 24 connections: all on one worker is ~1e-7
+    assert proxy.process.pid not in workers  # the parent only supervises
+    with closing(Client(proxy.port)) as writer:
+        assert writer.call(b"set shared 0 0 2\r\nok\r\n") == b"STORED\r\n"
+    for _ in range(8):  # whichever worker answers, it reaches the same memcached
+        with closing(Client(proxy.port)) as reader:
+            assert reader.call(b"get shared\r\n", b"END\r\n") == (
+                b"VALUE shared 0 2\r\nok\r\nEND\r\n"
+            )
+
+
+def test_sigterm_stops_every_worker(memcached: Memcached, proxy_factory: ProxyFactory) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--num-proxies", "3")
+    workers = pids_seen(proxy.port, 36)
+    assert len(workers) >= 2
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(timeout=10) == 0
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", proxy.port)) != 0
+
+
+def test_a_worker_that_dies_is_replaced(memcached: Memcached, proxy_factory: ProxyFactory) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--num-proxies", "2")
+    before = pids_seen(proxy.port)
+    assert len(before) == 2
+    victim = min(before)
+    time.sleep(1.5)  # a worker dying in its first second counts as a failed start
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    after: set[int] = set()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = pids_seen(proxy.port, 12)
+        if len(after) == 2 and victim not in after:
+            break
+    assert victim not in after and len(after) == 2, (before, after)
+    assert "exited with status -9" in proxy.log()
+
+
+def test_a_port_in_use_stops_every_worker(memcached: Memcached, tmp_path: object) -> None:
+    port = free_port()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        command = [
+            sys.executable, "-m", "mcrouter_trio", "-p", str(port), "--listen-addresses",
+            "127.0.0.1", "--config-str", json.dumps(pool_config(memcached.address)),
+            "--num-proxies", "2",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, timeout=20)
+    assert result.returncode == 2
+    assert b"cannot start" in result.stderr
