@@ -162,6 +162,8 @@ class Router:
             return Pending(self.stats.reply(request.args, self.ctx.destinations))
         elif op is Op.FLUSH_ALL:
             return self._flush_all(request)
+        if request.key[:1] != b"/":
+            return self._root.route(request, self.ctx)
         return self._route_key(request)
 
     def _route_key(self, request: Request) -> Pending:

@@ -775,12 +775,26 @@ def test_byte_soup_never_raises_and_split_does_not_matter(soup: bytes, cuts: lis
         assert split == whole
 
 
+#: Bytes a key may hold without the parser treating them specially.
+KEY_BYTES = [byte for byte in range(1, 256) if byte not in b"\t\n\x0b\x0c\r "]
 PRINTABLE_KEYS = st.binary(min_size=245, max_size=256).map(
-    lambda raw: bytes(0x21 + byte % 0xDF for byte in raw)  # around the 250-byte limit
+    lambda raw: bytes(KEY_BYTES[byte % len(KEY_BYTES)] for byte in raw)  # near the limit
 )
 
 
-@given(st.one_of(st.binary(max_size=260), PRINTABLE_KEYS).filter(lambda key: b"\n" not in key))
+TRICKY_KEYS = st.lists(
+    st.sampled_from(
+        [b"k", b"\x10", b"\x1c", b"\xff", b"\t", b"\x00", b" ", b"\r", b"\x0b", b"\x0c"]
+    ),
+    max_size=12,
+).map(b"".join)
+
+
+@given(
+    st.one_of(st.binary(max_size=260), PRINTABLE_KEYS, TRICKY_KEYS).filter(
+        lambda key: b"\n" not in key
+    )
+)
 @settings(max_examples=500)
 def test_plain_get_shortcut_agrees_with_the_general_path(key: bytes) -> None:
     line = b"get " + key

@@ -34,8 +34,9 @@ READ_BUFFER_SIZE: Final = 16384
 DEFAULT_MAX_VALUE_SIZE: Final = 1024 * 1024
 DEFAULT_MAX_LINE_LENGTH: Final = 1024 * 1024
 _MAX_TOKENS: Final = 24
-#: `get <key>` with one key of printable, non-space bytes, at most 250 of them.
-_PLAIN_GET: Final = re.compile(rb"get ([\x21-\xff]{1,250})").fullmatch
+#: `get <key>` with one key of at most 250 bytes, none of which the general path
+#: treats specially (NUL ends a line; space and other white space split it).
+_PLAIN_GET: Final = re.compile(rb"get ([^\x00\t\n\x0b\x0c\r ]{1,250})").fullmatch
 _INT_MAX: Final = (1 << 31) - 1
 
 BAD_FORMAT: Final = b"CLIENT_ERROR bad command line format\r\n"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import attrs
 
-from mcrouter_trio.config._specs import PoolSpec
+from mcrouter_trio.config._specs import PoolSpec, ServerSpec
 from mcrouter_trio.hashing import make_selector, routing_key
 from mcrouter_trio.messages import META, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
@@ -43,12 +43,12 @@ class HashRoute:
     salt: str = ""
     weights: tuple[float, ...] | None = None
     name: str = "HashRoute"
-    _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
+    select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.children_:
             select = _selector(self.hash_func, len(self.children_), self.salt, self.weights)
-            object.__setattr__(self, "_select", select)
+            object.__setattr__(self, "select", select)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         if not self.children_:
@@ -57,7 +57,7 @@ class HashRoute:
             )
         if len(self.children_) == 1:
             return self.children_[0].route(request, ctx)
-        return self.children_[self._select(hashed_key(request))].route(request, ctx)
+        return self.children_[self.select(hashed_key(request))].route(request, ctx)
 
     def children(self) -> list[Route]:
         return list(self.children_)
@@ -75,6 +75,7 @@ class PoolRoute:
     pool: PoolSpec
     hash: HashSpec = HashSpec()
     _hash_route: HashRoute = attrs.field(init=False, repr=False, eq=False)
+    _servers: tuple[ServerSpec, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         weights = self.hash.weights if self.hash.weights is not None else self.pool.weights
@@ -86,8 +87,18 @@ class PoolRoute:
             pool_destinations(self.pool), hash_func, self.hash.salt, weights, self.pool.name
         )
         object.__setattr__(self, "_hash_route", inner)
+        object.__setattr__(self, "_servers", self.pool.servers)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
+        key = request.key
+        if key[:1] != b"/" and request.op not in META:
+            # The common case, without the HashRoute and DestinationRoute layers: a
+            # key with no routing prefix to strip, hashed as it is.
+            servers = self._servers
+            if len(servers) == 1:
+                return ctx.send(servers[0], request)
+            if servers:
+                return ctx.send(servers[self._hash_route.select(routing_key(key))], request)
         return self._hash_route.route(request, ctx)
 
     def children(self) -> list[Route]:
