@@ -243,33 +243,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     router_settings = RouterSettings(
         default_route=_normalise_prefix(args.route_prefix), enable_flush_cmd=args.enable_flush_cmd
     )
-    stats = ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv]))
-    if args.num_proxies > 1:
-        settings = attrs.evolve(settings, reuse_port=True)
-    run = partial(
-        _serve_process, config, settings, router_settings, stats, tls, args.tls_reload_interval
+    plan = ProxyPlan(
+        config=config,
+        settings=attrs.evolve(settings, reuse_port=args.num_proxies > 1),
+        router_settings=router_settings,
+        stats=ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv])),
+        tls=tls,
+        tls_reload_interval=args.tls_reload_interval,
     )
     if args.num_proxies == 1:
-        return run(None)
+        return _serve_process(plan, None)
     supervisor = os.getpid()
-    return run_workers(args.num_proxies, lambda _index: run(supervisor))
+    return run_workers(args.num_proxies, lambda _index: _serve_process(plan, supervisor))
 
 
-def _serve_process(
-    config: ProxyConfig,
-    settings: ServerSettings,
-    router_settings: RouterSettings,
-    stats: ProxyStats,
-    tls: TLSSetup,
-    tls_reload_interval: float,
-    supervisor: int | None,
-) -> int:
+@attrs.frozen(kw_only=True)
+class ProxyPlan:
+    """Everything one proxy process needs, decided before any worker starts."""
+
+    config: ProxyConfig
+    settings: ServerSettings
+    router_settings: RouterSettings
+    stats: ProxyStats
+    tls: TLSSetup
+    tls_reload_interval: float
+
+
+def _serve_process(plan: ProxyPlan, supervisor: int | None) -> int:
     """Run one proxy until it is stopped; its exit status."""
     status = 0
     try:
-        trio.run(
-            _run, config, settings, router_settings, stats, tls, tls_reload_interval, supervisor
-        )
+        trio.run(_run, plan, supervisor)
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
@@ -293,15 +297,8 @@ def _normalise_prefix(prefix: str) -> bytes:
     return f"/{parts[0]}/{parts[1]}/".encode()
 
 
-async def _run(
-    config: ProxyConfig,
-    settings: ServerSettings,
-    router_settings: RouterSettings,
-    stats: ProxyStats,
-    tls: TLSSetup,
-    tls_reload_interval: float,
-    supervisor: int | None = None,
-) -> None:
+async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
+    config, settings, tls = plan.config, plan.settings, plan.tls
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
 
@@ -309,8 +306,8 @@ async def _run(
             await serve(
                 config,
                 settings,
-                router_settings,
-                stats=stats,
+                plan.router_settings,
+                stats=plan.stats,
                 shutdown=shutdown,
                 client_ssl_context_for=tls.client_context_for,
                 task_status=task_status,
@@ -319,8 +316,8 @@ async def _run(
             nursery.cancel_scope.cancel()
 
         proxy = await nursery.start(serve_then_stop)
-        if tls_reload_interval > 0:
-            nursery.start_soon(partial(watch_tls_files, tls.holders(), tls_reload_interval))
+        if plan.tls_reload_interval > 0:
+            nursery.start_soon(partial(watch_tls_files, tls.holders(), plan.tls_reload_interval))
         if supervisor is not None:
             nursery.start_soon(parent_watch, supervisor, shutdown)
         tls_only = set(settings.ssl_ports) - set(settings.ports)
