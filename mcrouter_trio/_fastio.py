@@ -112,6 +112,8 @@ async def wait_for(pending: Pending) -> Reply:
 class Flushable(Protocol):
     def flush(self) -> None: ...
 
+    def fail(self) -> None: ...
+
 
 class ReplyFlusher:
     """Batches the writes of sessions whose replies become ready in another task.
@@ -133,7 +135,7 @@ class ReplyFlusher:
         if self._holds:
             self._requested.append(session)
         else:
-            session.flush()
+            _flush(session)
 
     def hold(self) -> None:
         self._holds += 1
@@ -144,4 +146,12 @@ class ReplyFlusher:
             requested = self._requested
             self._requested = []
             for session in requested:
-                session.flush()
+                _flush(session)
+
+
+def _flush(session: Flushable) -> None:
+    try:
+        session.flush()
+    except Exception:
+        # Called from a destination's reader: a bug must cost one client, not all.
+        session.fail()

@@ -283,12 +283,21 @@ class PlainSession:
         self._watched = None
         if self._finished:
             return
-        self._advance()
-        if self._out and not self._flush_requested:
-            self._flush_requested = True
-            self._flusher.request(self)
-        elif self._full or self._closing:
-            self._resume()
+        try:
+            self._advance()
+            if self._out and not self._flush_requested:
+                self._flush_requested = True
+                self._flusher.request(self)
+            elif self._full or self._closing:
+                self._resume()
+        except Exception:
+            # Runs in a destination's reader: a bug here must cost this client only.
+            self.fail()
+
+    def fail(self) -> None:
+        """A bug while serving this client: log it and close this connection only."""
+        log.exception("client session failed; closing its connection")
+        self._finish()
 
     def flush(self) -> None:
         """Write the output; what the socket will not take waits for writability."""
@@ -403,12 +412,15 @@ class ClientReactor:
                     session = sessions.get(fd)
                     if session is None or session._finished:
                         continue
-                    if events & select.EPOLLIN:
-                        session.on_readable()
-                    elif events & select.EPOLLOUT:
-                        session.on_writable()
-                    elif events & hangup:
-                        session.on_hangup()
+                    try:
+                        if events & select.EPOLLIN:
+                            session.on_readable()
+                        elif events & select.EPOLLOUT:
+                            session.on_writable()
+                        elif events & hangup:
+                            session.on_hangup()
+                    except Exception:
+                        session.fail()  # one client's failure must not stop the reactor
         finally:
             epoll.close()
 

@@ -1,0 +1,86 @@
+"""A bug while serving one client closes that client only: the proxy serves on.
+
+Client I/O and routing run in shared tasks (the client reactor, the destination
+readers), so an exception there must be caught per session. These tests run the
+proxy in-process and plant a failure with monkeypatch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from conftest import Memcached, free_port
+
+import mcrouter_trio.session
+from mcrouter_trio.config import load_config
+from mcrouter_trio.messages import Op, Pending, Request
+from mcrouter_trio.router import Router
+from mcrouter_trio.server import ServerSettings, serve
+
+
+async def exchange(port: int, data: bytes, *, until: bytes) -> bytes:
+    """Send `data`; read until `until` is seen or the proxy closes the connection."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        received = b""
+        with trio.fail_after(5):
+            while until not in received:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return received + b"<CLOSED>"
+                received += chunk
+        return received
+
+
+@pytest.fixture
+async def proxy_port(memcached: Memcached) -> AsyncIterator[int]:
+    config = load_config(
+        json.dumps({"pools": {"A": {"servers": [memcached.address]}}, "route": "PoolRoute|A"})
+    )
+    port = free_port()
+    settings = ServerSettings(ports=(port,), listen_addresses=("127.0.0.1",))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: serve(config, settings, task_status=task_status))
+        yield port
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failure_while_routing_closes_only_that_client(
+    proxy_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = Router.route
+
+    def broken_route(self: Router, request: Request) -> Pending:
+        if request.key == b"boom":
+            raise RuntimeError("planted bug")
+        return route(self, request)
+
+    monkeypatch.setattr(Router, "route", broken_route)
+    assert await exchange(proxy_port, b"get boom\r\n", until=b"END\r\n") == b"<CLOSED>"
+    assert await exchange(proxy_port, b"set k 0 0 1\r\nv\r\nget k\r\n", until=b"END\r\n") == (
+        b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+    )
+
+
+async def test_a_failure_while_answering_closes_only_that_client(
+    proxy_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hides = mcrouter_trio.session._quiet_hides
+
+    def broken_hides(op: Op, raw: bytes) -> bool:
+        if op is Op.MG:
+            raise RuntimeError("planted bug")
+        return hides(op, raw)
+
+    monkeypatch.setattr(mcrouter_trio.session, "_quiet_hides", broken_hides)
+    # The reply to a quiet mg is judged when the backend's answer arrives, in the
+    # destination's reader task.
+    assert await exchange(proxy_port, b"mg nokey q v\r\nmn\r\n", until=b"MN\r\n") == b"<CLOSED>"
+    assert await exchange(proxy_port, b"version\r\n", until=b"\r\n") == (
+        b"VERSION 0.1.0 mcrouter-trio\r\n"
+    )
+    assert await exchange(proxy_port, b"get k\r\n", until=b"END\r\n") == b"END\r\n"
