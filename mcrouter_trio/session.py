@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcrouter_trio.server")
 
 RECEIVE_SIZE: Final = 65536
+_READ: Final = select.EPOLLIN
 
 Entry = tuple[Request | None, Pending]
 
@@ -247,6 +248,8 @@ class PlainSession:
         self._advance()
         if self._out:
             self.flush()
+        if status is Status.NEED_DATA and self.interest == _READ and not self._closing:
+            return  # the usual case: still reading, nothing else changed
         self._check_done()
         self._update_interest()
 
