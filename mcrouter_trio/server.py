@@ -6,7 +6,7 @@ for plain TCP, `StreamSession` for TLS.
 Ownership (the nursery tree in `serve`):
     serve
     ├── destination nursery: one task per backend server (see destination.py),
-    │                        and the client reactor (see session.py)
+    │                        and the client reactor (see reactor.py)
     └── connection nursery (graceful deadline on shutdown)
         ├── accept loops, one per listener (cancelled first on shutdown)
         └── one session task per accepted connection
@@ -28,8 +28,9 @@ import trio
 from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
+from mcrouter_trio.reactor import ClientReactor
 from mcrouter_trio.router import ProxyContext, Router, RouterSettings, host_id_for
-from mcrouter_trio.session import ClientReactor, PlainSession, StreamSession
+from mcrouter_trio.session import PlainSession, StreamSession
 from mcrouter_trio.stats import ProxyStats
 
 log = logging.getLogger("mcrouter_trio.server")

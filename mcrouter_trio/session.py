@@ -43,6 +43,7 @@ from mcrouter_trio.protocol import (
     RequestParser,
     TooLargeSet,
 )
+from mcrouter_trio.reactor import ClientReactor
 
 if TYPE_CHECKING:
     from mcrouter_trio.server import Proxy
@@ -163,6 +164,10 @@ class PlainSession:
         self._done = Parker()
         #: The epoll interest currently registered (None: not registered).
         self.interest: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
 
     @property
     def busy(self) -> bool:
@@ -371,61 +376,6 @@ class PlainSession:
             wanted = select.EPOLLIN
         if wanted != self.interest and self.interest is not None:
             self._reactor.modify(self, wanted)
-
-
-class ClientReactor:
-    """One task that does the reading and blocked writing of every plain-TCP session.
-
-    Trio parks a task per wait and re-arms its epoll registration each time: about
-    5 µs per client request. The reactor keeps the client sockets registered in an
-    epoll of its own (level-triggered, changed only when a session stops or starts
-    reading) and waits for that epoll's descriptor in Trio: one wake-up handles
-    every client that sent something, and their requests leave for each backend
-    in one write.
-    """
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-        self._sessions: dict[int, PlainSession] = {}
-
-    def add(self, session: PlainSession) -> None:
-        self._epoll.register(session.fd, select.EPOLLIN)
-        session.interest = select.EPOLLIN
-        self._sessions[session.fd] = session
-
-    def modify(self, session: PlainSession, interest: int) -> None:
-        self._epoll.modify(session.fd, interest)
-        session.interest = interest
-
-    def remove(self, session: PlainSession) -> None:
-        if self._sessions.get(session.fd) is session:
-            del self._sessions[session.fd]
-            with contextlib.suppress(OSError):
-                self._epoll.unregister(session.fd)
-        session.interest = None
-
-    async def run(self) -> None:
-        epoll = self._epoll
-        sessions = self._sessions
-        hangup = select.EPOLLHUP | select.EPOLLERR
-        try:
-            while True:
-                await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, events in epoll.poll(0):
-                    session = sessions.get(fd)
-                    if session is None or session._finished:
-                        continue
-                    try:
-                        if events & select.EPOLLIN:
-                            session.on_readable()
-                        elif events & select.EPOLLOUT:
-                            session.on_writable()
-                        elif events & hangup:
-                            session.on_hangup()
-                    except Exception:
-                        session.fail()  # one client's failure must not stop the reactor
-        finally:
-            epoll.close()
 
 
 class StreamSession:
