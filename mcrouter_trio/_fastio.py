@@ -15,8 +15,6 @@ from typing import Protocol
 
 import trio
 
-from mcrouter_trio.messages import Pending, Reply
-
 
 class FastSocketIO:
     """`receive_some`/`send_all` on a connected non-blocking TCP socket."""
@@ -84,29 +82,6 @@ class Parker:
         if task is not None:
             self._task = None
             trio.lowlevel.reschedule(task)
-
-
-async def wait_for(pending: Pending) -> Reply:
-    """Park the current task until `pending` resolves (no Event, no channel)."""
-    if pending.reply is not None:
-        return pending.reply
-    task = trio.lowlevel.current_task()
-    waiting = [True]
-    result: list[Reply] = []
-
-    def wake(reply: Reply) -> None:
-        result.append(reply)
-        if waiting[0]:
-            waiting[0] = False
-            trio.lowlevel.reschedule(task)
-
-    def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-        waiting[0] = False
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    pending.then(wake)
-    await trio.lowlevel.wait_task_rescheduled(abort)
-    return result[0]
 
 
 class Flushable(Protocol):

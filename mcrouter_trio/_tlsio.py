@@ -68,9 +68,6 @@ class TLSSocket(trio.abc.Stream):
     def version(self) -> str | None:
         return self.ssl_object.version()
 
-    def getpeercert(self) -> dict[str, object] | None:
-        return self.ssl_object.getpeercert()  # type: ignore[return-value]
-
     # -- handshake -------------------------------------------------------------------------
 
     async def do_handshake(self) -> None:
@@ -86,7 +83,7 @@ class TLSSocket(trio.abc.Stream):
             except ssl.SSLError:
                 # Send our alert (if any) so the peer learns why, then give up.
                 self._queue_outgoing()
-                self._write_some()
+                self.write_some()
                 raise
             await self._send_pending()
             return
@@ -136,14 +133,11 @@ class TLSSocket(trio.abc.Stream):
     def raw_pending(self) -> int:
         return len(self._raw_out)
 
-    def write_some(self) -> bool:
-        """Write what the socket takes now; True when nothing is left. OSError if broken."""
-        return self._write_some()
-
     def _queue_outgoing(self) -> None:
         self._raw_out += self._outgoing.read()
 
-    def _write_some(self) -> bool:
+    def write_some(self) -> bool:
+        """Write what the socket takes now; True when nothing is left. OSError if broken."""
         out = self._raw_out
         if not out:
             return True
@@ -159,7 +153,7 @@ class TLSSocket(trio.abc.Stream):
 
     async def _send_pending(self) -> None:
         self._queue_outgoing()
-        while not self._write_some():
+        while not self.write_some():
             await trio.lowlevel.wait_writable(self.socket)
 
     async def _receive_raw(self) -> bool:
@@ -200,7 +194,7 @@ class TLSSocket(trio.abc.Stream):
                 if self._raw_out:
                     # Only the writer waits for writability; what the socket does
                     # not take now leaves with the next batch.
-                    self._write_some()
+                    self.write_some()
                 if data or self.eof:
                     return data
         except (ssl.SSLError, OSError) as exc:

@@ -1,7 +1,6 @@
 """Listeners, connection limits and the serving nursery tree.
 
-Each accepted connection gets a session task (see session.py): `PlainSession`
-for plain TCP, `StreamSession` for TLS.
+Each accepted connection, plain or TLS, gets a session task (see session.py).
 
 Ownership (the nursery tree in `serve`):
     serve
@@ -30,7 +29,7 @@ from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.reactor import ClientReactor
 from mcrouter_trio.router import ProxyContext, Router, RouterSettings, host_id_for
-from mcrouter_trio.session import PlainSession, StreamSession
+from mcrouter_trio.session import ClientSession
 from mcrouter_trio.stats import ProxyStats
 
 log = logging.getLogger("mcrouter_trio.server")
@@ -65,11 +64,11 @@ class Proxy:
         self.stats = stats
         self.terminating = False
         self.listeners: list[trio.SocketListener] = []
-        self._sessions: set[PlainSession | StreamSession] = set()
-        #: Does the I/O of plain-TCP sessions; its task runs in `serve`.
+        self._sessions: set[ClientSession] = set()
+        #: Does the I/O of every client session; its task runs in `serve`.
         self.reactor = ClientReactor()
 
-    async def handle(self, stream: trio.abc.Stream) -> None:
+    async def handle(self, stream: trio.SocketStream | TLSSocket) -> None:
         """Serve one accepted connection; never lets an exception reach the listener."""
         stats = self.stats
         if self.settings.max_conns and stats.curr_connections >= self.settings.max_conns:
@@ -78,11 +77,7 @@ class Proxy:
             return
         stats.curr_connections += 1
         stats.total_connections += 1
-        session: PlainSession | StreamSession = (
-            PlainSession(self, stream, self.reactor, self.router.ctx.flusher)
-            if type(stream) is trio.SocketStream or type(stream) is TLSSocket
-            else StreamSession(self, stream)
-        )
+        session = ClientSession(self, stream, self.reactor, self.router.ctx.flusher)
         self._sessions.add(session)
         try:
             await session.run()
@@ -94,12 +89,12 @@ class Proxy:
             await trio.aclose_forcefully(stream)
 
     def stop_idle_sessions(self) -> None:
-        """Shutdown: close sessions waiting for input; busy ones finish their batch."""
+        """Shutdown: close sessions waiting for input; busy ones answer what they have."""
         self.terminating = True
         for session in list(self._sessions):
             if not session.busy:
                 session.scope.cancel()
-            elif isinstance(session, PlainSession):
+            else:
                 session.drain()
 
 

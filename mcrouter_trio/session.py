@@ -1,27 +1,21 @@
 """Client sessions: the I/O around the pure parser and the router.
 
-Both kinds of session parse everything a read delivered, route all of it at once
-(routing is synchronous; replies arrive through `Pending`s) and answer in request
-order, so requests pipelined by one client are routed concurrently with no task
-or channel per request.
+A session parses everything a read delivered, routes all of it at once (routing is
+synchronous; replies arrive through `Pending`s) and answers in request order, so
+requests pipelined by one client are routed concurrently with no task or channel
+per request. The `ClientReactor` reads every ready client (plain TCP, or TLS over a
+`TLSSocket`) after one Trio wake-up. Whichever task resolves the reply at the head
+of a session's queue appends the ready replies to the session's output, and the
+`ReplyFlusher` writes every touched session once per batch of backend replies. No
+Trio wake-up is spent per request.
 
-- `PlainSession` (plain TCP, the hot path) is driven by the `ClientReactor`,
-  which reads every ready client after one Trio wake-up. Whichever task resolves
-  the reply at the head of a session's queue appends the ready replies to the
-  session's output, and the `ReplyFlusher` writes every touched session once per
-  batch of backend replies. No Trio wake-up is spent per request.
-- `StreamSession` (TLS and any other `trio.abc.Stream`) parks on the head reply
-  and writes each run of ready replies with one `send_all`; a TLS stream cannot be
-  written from another task synchronously.
-
-Both stop reading while `max_outstanding` requests are unanswered (and the plain
-session while its client does not read its replies), which bounds what one client
-can have in flight, as memcached does.
+A session stops reading while `max_outstanding` requests are unanswered or while
+its client does not read its replies, which bounds what one client can have in
+flight, as memcached does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import os
@@ -33,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from mcrouter_trio._fastio import Parker, ReplyFlusher, wait_for
+from mcrouter_trio._fastio import Parker, ReplyFlusher
 from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import (
@@ -67,7 +61,7 @@ class Status(enum.Enum):
 def route_buffered(
     parser: RequestParser,
     route: Callable[[Request], Pending],
-    entries: deque[Entry] | list[Entry],
+    entries: deque[Entry],
     limit: int,
 ) -> Status:
     """Route every complete request in `parser`, appending (request, reply) entries.
@@ -97,13 +91,6 @@ def route_buffered(
     return Status.FULL
 
 
-def shown(request: Request | None, reply: Reply) -> bool:
-    """Whether the client sees `reply`: not for `noreply`, and meta `q` hides success."""
-    if request is None or not request.noreply:
-        return True
-    return request.op in META and not _quiet_hides(request.op, reply.raw)
-
-
 def _quiet_hides(op: Op, raw: bytes) -> bool:
     """Meta `q` hides only the boring outcome: EN for mg, HD for the others.
 
@@ -122,8 +109,8 @@ def _parser_for(proxy: Proxy) -> RequestParser:
     )
 
 
-class PlainSession:
-    """A plain-TCP client whose I/O the `ClientReactor` does, with no task per request.
+class ClientSession:
+    """One client connection, whose I/O the `ClientReactor` does: no task per request.
 
     The reactor calls `on_readable`/`on_writable`; replies resolved by destination
     readers reach `_on_reply`, which moves the ready ones to the output and asks
@@ -376,54 +363,3 @@ class PlainSession:
             wanted = select.EPOLLIN
         if wanted != self.interest and self.interest is not None:
             self._reactor.modify(self, wanted)
-
-
-class StreamSession:
-    """Any `trio.abc.Stream` (TLS): the session task waits for its replies in order."""
-
-    def __init__(self, proxy: Proxy, stream: trio.abc.Stream) -> None:
-        self.proxy = proxy
-        self.stream = stream
-        self.busy = False
-        self.scope = trio.CancelScope()
-        self.parser = _parser_for(proxy)
-
-    async def run(self) -> None:
-        # A client that goes away mid-request has nothing left to be answered.
-        with self.scope, contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._serve()
-
-    async def _serve(self) -> None:
-        parser = self.parser
-        route = self.proxy.router.route
-        limit = self.proxy.settings.max_outstanding
-        while not self.proxy.terminating:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-            if not data:
-                return
-            self.busy = True
-            parser.feed(data)
-            while True:
-                batch: list[Entry] = []
-                status = route_buffered(parser, route, batch, limit)
-                await self._answer(batch)
-                if status is not Status.FULL:
-                    break
-            if status is Status.CLOSE:
-                return
-            self.busy = False
-
-    async def _answer(self, batch: list[Entry]) -> None:
-        out: list[bytes] = []
-        send_all = self.stream.send_all
-        for request, pending in batch:
-            reply = pending.reply
-            if reply is None:
-                if out:
-                    await send_all(b"".join(out))
-                    out.clear()
-                reply = await wait_for(pending)
-            if shown(request, reply):
-                out.append(reply.raw)
-        if out:
-            await send_all(b"".join(out))
