@@ -9,7 +9,6 @@ TLS 1.3 client only seeing a rejected certificate on its first read).
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import warnings
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-import trustme
+from _pki import Pki, leaf_serial, make_pki, replace_file
 from cryptography import x509
 
 from mcrouter_trio.tls import (
@@ -147,85 +146,25 @@ def server_error(server: EchoServer) -> str:
     return str(server.errors[-1]).lower()
 
 
-def replace_file(path: Path, data: bytes) -> None:
-    """Write a temp file and rename it over ``path``, as the README tells operators to.
-
-    Besides being what operators should do, the rename gives the file a new inode, so the
-    change is seen even if it lands in the same coarse mtime tick with the same size.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_leaf(leaf: trustme.LeafCert, cert_path: Path, key_path: Path) -> None:
-    replace_file(key_path, leaf.private_key_pem.bytes())
-    replace_file(cert_path, b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-
-
-def leaf_serial(leaf: trustme.LeafCert) -> int:
-    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
-
-
-@attrs.frozen
-class Material:
-    """Files for one CA: server cert/key, client cert/key, CA bundle."""
-
-    ca: trustme.CA
-    dir: Path
-    server_leaf: trustme.LeafCert
-
-    @property
-    def server_cert(self) -> Path:
-        return self.dir / "server.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.dir / "server.key"
-
-    @property
-    def client_cert(self) -> Path:
-        return self.dir / "client.crt"
-
-    @property
-    def client_key(self) -> Path:
-        return self.dir / "client.key"
-
-    @property
-    def ca_file(self) -> Path:
-        return self.dir / "ca.crt"
-
-
-def make_material(directory: Path) -> Material:
-    directory.mkdir()
-    ca = trustme.CA()
-    server_leaf = ca.issue_cert("localhost", "127.0.0.1")
-    material = Material(ca, directory, server_leaf)
-    write_leaf(server_leaf, material.server_cert, material.server_key)
-    write_leaf(ca.issue_cert("client.example"), material.client_cert, material.client_key)
-    ca.cert_pem.write_to_path(str(material.ca_file))
-    return material
+@pytest.fixture
+def mat(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "a")
 
 
 @pytest.fixture
-def mat(tmp_path: Path) -> Material:
-    return make_material(tmp_path / "a")
-
-
-@pytest.fixture
-def other(tmp_path: Path) -> Material:
+def other(tmp_path: Path) -> Pki:
     """An unrelated CA with its own server and client certificates."""
-    return make_material(tmp_path / "b")
+    return make_pki(tmp_path / "b")
 
 
-def server_settings(m: Material, **kw: bool) -> ServerTLSSettings:
+def server_settings(m: Pki, **kw: bool) -> ServerTLSSettings:
     return ServerTLSSettings(
         cert_path=m.server_cert, key_path=m.server_key, ca_path=m.ca_file, **kw
     )
 
 
 def client_ctx(
-    m: Material, *, cert: bool = True, check_hostname: bool = True, tls13_only: bool = False
+    m: Pki, *, cert: bool = True, check_hostname: bool = True, tls13_only: bool = False
 ) -> ssl.SSLContext:
     """A verifying client context trusting ``m``'s CA, with ``m``'s client cert if ``cert``."""
     settings = ClientTLSSettings(
@@ -247,7 +186,7 @@ def tls12_only(ctx: ssl.SSLContext) -> ssl.SSLContext:
 # --- server side: mutual TLS ---------------------------------------------------------------
 
 
-async def test_mtls_with_right_client_cert(nursery: trio.Nursery, mat: Material) -> None:
+async def test_mtls_with_right_client_cert(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(server_settings(mat, require_peer_certs=True))
     server = await start_server(nursery, lambda: ctx)
     result = await exchange(server.port, client_ctx(mat))
@@ -256,15 +195,13 @@ async def test_mtls_with_right_client_cert(nursery: trio.Nursery, mat: Material)
     assert server.errors == []
 
 
-async def test_mtls_over_tls12(nursery: trio.Nursery, mat: Material) -> None:
+async def test_mtls_over_tls12(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(server_settings(mat, require_peer_certs=True))
     server = await start_server(nursery, lambda: ctx)
     assert (await exchange(server.port, tls12_only(client_ctx(mat)))).version == "TLSv1.2"
 
 
-async def test_missing_client_cert_refused_when_required(
-    nursery: trio.Nursery, mat: Material
-) -> None:
+async def test_missing_client_cert_refused_when_required(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(server_settings(mat, require_peer_certs=True))
     server = await start_server(nursery, lambda: ctx)
     # TLS 1.3: the client's handshake completes; the failure arrives on its first read.
@@ -272,9 +209,7 @@ async def test_missing_client_cert_refused_when_required(
     assert "peer did not return a certificate" in server_error(server)
 
 
-async def test_missing_client_cert_accepted_when_optional(
-    nursery: trio.Nursery, mat: Material
-) -> None:
+async def test_missing_client_cert_accepted_when_optional(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(server_settings(mat))
     assert ctx.verify_mode == ssl.CERT_OPTIONAL
     server = await start_server(nursery, lambda: ctx)
@@ -284,7 +219,7 @@ async def test_missing_client_cert_accepted_when_optional(
 
 @pytest.mark.parametrize("require", [True, False], ids=["required", "optional"])
 async def test_client_cert_from_other_ca_refused(
-    nursery: trio.Nursery, mat: Material, other: Material, require: bool
+    nursery: trio.Nursery, mat: Pki, other: Pki, require: bool
 ) -> None:
     # Like mcrouter: a presented client certificate is verified even when it is optional.
     ctx = build_server_context(server_settings(mat, require_peer_certs=require))
@@ -301,7 +236,7 @@ async def test_client_cert_from_other_ca_refused(
     assert "certificate verify failed" in server_error(server)
 
 
-async def test_no_ca_means_no_client_verification(nursery: trio.Nursery, mat: Material) -> None:
+async def test_no_ca_means_no_client_verification(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(
         ServerTLSSettings(cert_path=mat.server_cert, key_path=mat.server_key)
     )
@@ -310,7 +245,7 @@ async def test_no_ca_means_no_client_verification(nursery: trio.Nursery, mat: Ma
     await exchange(server.port, client_ctx(mat))
 
 
-def test_require_peer_certs_needs_a_ca(mat: Material) -> None:
+def test_require_peer_certs_needs_a_ca(mat: Pki) -> None:
     with pytest.raises(ValueError, match="ca_path"):
         ServerTLSSettings(
             cert_path=mat.server_cert, key_path=mat.server_key, require_peer_certs=True
@@ -320,7 +255,7 @@ def test_require_peer_certs_needs_a_ca(mat: Material) -> None:
 # --- server side: protocol versions --------------------------------------------------------
 
 
-async def test_tls11_client_refused(nursery: trio.Nursery, mat: Material) -> None:
+async def test_tls11_client_refused(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(server_settings(mat))
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     server = await start_server(nursery, lambda: ctx)
@@ -337,7 +272,7 @@ async def test_tls11_client_refused(nursery: trio.Nursery, mat: Material) -> Non
     assert "unsupported protocol" in server_error(server)
 
 
-async def test_tls13_only_refuses_tls12_client(nursery: trio.Nursery, mat: Material) -> None:
+async def test_tls13_only_refuses_tls12_client(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(server_settings(mat, tls13_only=True))
     server = await start_server(nursery, lambda: ctx)
     await refused(server.port, tls12_only(client_ctx(mat)))
@@ -348,7 +283,7 @@ async def test_tls13_only_refuses_tls12_client(nursery: trio.Nursery, mat: Mater
 # --- client side ---------------------------------------------------------------------------
 
 
-async def test_client_verification(nursery: trio.Nursery, mat: Material, other: Material) -> None:
+async def test_client_verification(nursery: trio.Nursery, mat: Pki, other: Pki) -> None:
     ctx = build_server_context(
         ServerTLSSettings(cert_path=mat.server_cert, key_path=mat.server_key)
     )
@@ -363,7 +298,7 @@ async def test_client_verification(nursery: trio.Nursery, mat: Material, other: 
     assert "certificate verify failed" in await refused(server.port, system)
 
 
-async def test_client_hostname_check(nursery: trio.Nursery, mat: Material) -> None:
+async def test_client_hostname_check(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(
         ServerTLSSettings(cert_path=mat.server_cert, key_path=mat.server_key)
     )
@@ -380,14 +315,14 @@ async def test_client_hostname_check(nursery: trio.Nursery, mat: Material) -> No
     assert ClientTLSSettings().hostname_for(HOST) == HOST
 
 
-async def test_client_tls13_only(nursery: trio.Nursery, mat: Material) -> None:
+async def test_client_tls13_only(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = tls12_only(build_server_context(server_settings(mat)))
     server = await start_server(nursery, lambda: ctx)
     await refused(server.port, client_ctx(mat, tls13_only=True))
     assert "unsupported protocol" in server_error(server)
 
 
-def test_settings_accept_str_paths(mat: Material) -> None:
+def test_settings_accept_str_paths(mat: Pki) -> None:
     s = ServerTLSSettings(cert_path=str(mat.server_cert), key_path=str(mat.server_key))
     assert s.cert_path == mat.server_cert
     assert s.watched_paths() == (mat.server_cert, mat.server_key)
@@ -399,7 +334,7 @@ def test_settings_accept_str_paths(mat: Material) -> None:
 
 
 async def test_rotation_new_connections_get_new_cert(
-    nursery: trio.Nursery, mat: Material, caplog: pytest.LogCaptureFixture
+    nursery: trio.Nursery, mat: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     holder = ReloadingContext(server_settings(mat, require_peer_certs=True), build_server_context)
     server = await start_server(nursery, lambda: holder.context)
@@ -412,7 +347,7 @@ async def test_rotation_new_connections_get_new_cert(
     try:
         await echo_once(long_lived)
         new_leaf = mat.ca.issue_cert("localhost", "127.0.0.1")
-        write_leaf(new_leaf, mat.server_cert, mat.server_key)
+        mat.install_server_cert(new_leaf)
         with caplog.at_level(logging.INFO, logger="mcrouter_trio.tls"):
             assert holder.maybe_reload() is True
         assert holder.generation == 1
@@ -428,7 +363,7 @@ async def test_rotation_new_connections_get_new_cert(
 
 @pytest.mark.parametrize("damage", ["mismatched key", "half-written cert", "missing key"])
 async def test_broken_replacement_keeps_old_context(
-    nursery: trio.Nursery, mat: Material, caplog: pytest.LogCaptureFixture, damage: str
+    nursery: trio.Nursery, mat: Pki, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     holder = ReloadingContext(server_settings(mat), build_server_context)
     server = await start_server(nursery, lambda: holder.context)
@@ -456,19 +391,19 @@ async def test_broken_replacement_keeps_old_context(
     assert caplog.records == []
     # ...but a repaired set is picked up.
     new_leaf = mat.ca.issue_cert("localhost", "127.0.0.1")
-    write_leaf(new_leaf, mat.server_cert, mat.server_key)
+    mat.install_server_cert(new_leaf)
     assert holder.maybe_reload() is True
     assert holder.last_error is None
     assert (await exchange(server.port, client_ctx(mat))).server_serial == leaf_serial(new_leaf)
 
 
-def test_initial_build_errors_propagate(mat: Material) -> None:
+def test_initial_build_errors_propagate(mat: Pki) -> None:
     mat.server_key.unlink()
     with pytest.raises(FileNotFoundError):
         ReloadingContext(server_settings(mat), build_server_context)
 
 
-async def test_client_context_reload(mat: Material) -> None:
+async def test_client_context_reload(mat: Pki) -> None:
     holder = ReloadingContext(
         ClientTLSSettings(
             cert_path=mat.client_cert,
@@ -479,7 +414,7 @@ async def test_client_context_reload(mat: Material) -> None:
         build_client_context,
     )
     before = holder.context
-    write_leaf(mat.ca.issue_cert("client.example"), mat.client_cert, mat.client_key)
+    mat.install_client_cert(mat.ca.issue_cert("client.example"))
     assert holder.maybe_reload() is True
     assert holder.context is not before
 
@@ -488,7 +423,7 @@ async def test_client_context_reload(mat: Material) -> None:
 
 
 @pytest.mark.parametrize("tls12", [False, True], ids=["tls1.3", "tls1.2"])
-async def test_session_resumption(nursery: trio.Nursery, mat: Material, tls12: bool) -> None:
+async def test_session_resumption(nursery: trio.Nursery, mat: Pki, tls12: bool) -> None:
     ctx = build_server_context(server_settings(mat, require_peer_certs=True))
     server = await start_server(nursery, lambda: ctx)
     client = client_ctx(mat)
@@ -505,7 +440,7 @@ async def test_session_resumption(nursery: trio.Nursery, mat: Material, tls12: b
     assert server.errors == []
 
 
-async def test_session_cache_bookkeeping(nursery: trio.Nursery, mat: Material) -> None:
+async def test_session_cache_bookkeeping(nursery: trio.Nursery, mat: Pki) -> None:
     ctx = build_server_context(server_settings(mat))
     server = await start_server(nursery, lambda: ctx)
     client = client_ctx(mat)

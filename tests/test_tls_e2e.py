@@ -25,9 +25,8 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
-import trustme
+from _pki import Pki, leaf_serial, make_pki, replace_file
 from conftest import Client, Memcached, Proxy, pool_config
 from cryptography import x509
 
@@ -39,77 +38,6 @@ STORED = b"STORED\r\n"
 
 
 # --- certificates ----------------------------------------------------------------------------
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Write beside `path`, then rename over it: readers see the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-@attrs.frozen
-class Pki:
-    """One CA and the server/client certificates it issued, as files in `dir`."""
-
-    ca: trustme.CA
-    dir: Path
-
-    @property
-    def ca_file(self) -> Path:
-        return self.dir / "ca.crt"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.dir / "server.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.dir / "server.key"
-
-    @property
-    def client_cert(self) -> Path:
-        return self.dir / "client.crt"
-
-    @property
-    def client_key(self) -> Path:
-        return self.dir / "client.key"
-
-    def install_server_cert(self, leaf: trustme.LeafCert) -> None:
-        replace_file(self.server_key, leaf.private_key_pem.bytes())
-        replace_file(self.server_cert, b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-
-    def client_context(self, *, cert: bool = True) -> ssl.SSLContext:
-        """A verifying client trusting this CA, presenting this CA's client cert if `cert`."""
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        if cert:
-            ctx.load_cert_chain(self.client_cert, self.client_key)
-        return ctx
-
-    def server_flags(self) -> list[str]:
-        """Proxy B: TLS listener with mutual TLS against this CA."""
-        return [
-            "--tls-cert", str(self.server_cert), "--tls-key", str(self.server_key),
-            "--tls-ca", str(self.ca_file), "--ssl-require-peer-certs",
-        ]  # fmt: skip
-
-    def client_flags(self, *, verify: bool = True) -> list[str]:
-        """Proxy A: client certificate for upstream TLS, verifying servers against this CA."""
-        flags = ["--pem-cert-path", str(self.client_cert), "--pem-key-path", str(self.client_key)]
-        if verify:
-            flags += ["--pem-ca-path", str(self.ca_file), "--ssl-verify-peers"]
-        return flags
-
-
-def make_pki(directory: Path, *server_names: str) -> Pki:
-    directory.mkdir()
-    pki = Pki(trustme.CA(), directory)
-    pki.ca.cert_pem.write_to_path(str(pki.ca_file))
-    pki.install_server_cert(pki.ca.issue_cert(*(server_names or ("localhost", "127.0.0.1"))))
-    client = pki.ca.issue_cert("client.example")
-    replace_file(pki.client_key, client.private_key_pem.bytes())
-    replace_file(pki.client_cert, client.cert_chain_pems[0].bytes())
-    return pki
 
 
 @pytest.fixture
@@ -126,10 +54,6 @@ def rogue(tmp_path: Path) -> Pki:
 def serial(der: bytes | None) -> int:
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
-
-
-def leaf_serial(leaf: trustme.LeafCert) -> int:
-    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
 
 
 # --- clients, relay, polling -----------------------------------------------------------------
