@@ -121,7 +121,10 @@ class ReplyFlusher:
             requested = self._requested
             self._requested = []
             for session in requested:
-                _flush(session)
+                try:
+                    session.flush()
+                except Exception:
+                    session.fail()  # as in `_flush`, inlined: this loop runs per reply
 
 
 def _flush(session: Flushable) -> None:

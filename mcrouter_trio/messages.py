@@ -153,6 +153,9 @@ class Request:
     data: bytes | None = None
     noreply: bool = False
     quiet_forwarded: bool = False
+    #: The request's bytes as the client sent them, when they are exactly what
+    #: `to_wire` would give (set by the parser's shortcut; it saves a re-render).
+    wire: bytes | None = attrs.field(default=None, repr=False)
 
     def with_key(self, key: bytes) -> Request:
         """The same request for another key (single-key commands)."""
@@ -164,6 +167,8 @@ class Request:
 
     def to_wire(self) -> bytes:
         """The canonical bytes sent to a backend (never with noreply or meta `q`)."""
+        if self.wire is not None:
+            return self.wire
         op = self.op
         name = WIRE_NAME[op]
         if self.keys is not None:

@@ -135,7 +135,10 @@ class ClientSession:
         self._route = proxy.router.route
         self._reactor = reactor
         self._flusher = flusher
+        self._route_get = proxy.router.route_get
         self._limit = proxy.settings.max_outstanding
+        #: Below this many unanswered requests, routing one more cannot fill the queue.
+        self._room = self._limit - 1
         self._waiting: deque[Entry] = deque()
         #: The head reply `_on_reply` is registered on (at most one registration).
         self._watched: Pending | None = None
@@ -201,9 +204,14 @@ class ClientSession:
             return
         if self._tls is not None:
             self._take_tls(self._tls, data)
-        else:
-            self.parser.feed(data)
-            self._route_input()
+            return
+        if len(self._waiting) < self._room:
+            request = self.parser.take_plain_get(data)
+            if request is not None:
+                self._route_one(request)
+                return
+        self.parser.feed(data)
+        self._route_input()
 
     def _take_tls(self, tls: TLSSocket, raw: bytes) -> None:
         try:
@@ -244,6 +252,16 @@ class ClientSession:
             return  # the usual case: still reading, nothing else changed
         self._check_done()
         self._update_interest()
+
+    def _route_one(self, request: Request) -> None:
+        """`_route_input` for a read that held one plain `get`, the commonest by far."""
+        self._waiting.append((request, self._route_get(request)))
+        self._advance()
+        if self._out:
+            self.flush()
+        if self.interest != _READ or self._closing:
+            self._check_done()
+            self._update_interest()
 
     def _resume(self) -> None:
         """Route input held back by `max_outstanding` once replies went out."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from mcrouter_trio.messages import STORAGE, Op, Request
 from mcrouter_trio.protocol import (
@@ -802,3 +802,46 @@ def test_plain_get_shortcut_agrees_with_the_general_path(key: bytes) -> None:
     shortcut.feed(line + b"\r\n")
     general = RequestParser()._parse_line(line)  # what the line would get without it
     assert describe(shortcut.next_event()) == describe(general)
+
+
+READS = st.one_of(
+    st.builds(
+        lambda key, ending: b"get " + key + ending,
+        st.one_of(PRINTABLE_KEYS, TRICKY_KEYS, st.binary(max_size=20)),
+        st.sampled_from([b"\r\n", b"\n", b"\r\r\n", b"", b"\r\nget k\r\n"]),
+    ),
+    st.binary(max_size=40),
+)
+
+
+@given(st.sampled_from([b"", b"g", b"get k", b"set k 0 0 5\r\nab"]), READS)
+@example(b"", b"get " + b"k" * 250 + b"\r\n")
+@example(b"", b"get " + b"k" * 251 + b"\r\n")  # one byte over the key limit
+@settings(max_examples=500)
+def test_take_plain_get_agrees_with_feeding_the_read(before: bytes, read: bytes) -> None:
+    shortcut, general = RequestParser(), RequestParser()
+    for parser in (shortcut, general):
+        parser.feed(before)
+        assert parser.next_event() is NEED_DATA
+    general.feed(read)
+    taken = shortcut.take_plain_get(read)
+    if taken is None:
+        # Nothing consumed: the read then goes the usual way, with the same outcome.
+        shortcut.feed(read)
+        assert parse_all(shortcut) == parse_all(general)
+        return
+    assert before == b"", "the shortcut must not skip buffered bytes"
+    assert describe(taken) == describe(general.next_event())
+    assert general.next_event() is NEED_DATA, "the read held more than one request"
+    assert taken.to_wire() == b"get " + taken.key + b"\r\n"
+    # The parser goes on as if it had framed the request itself.
+    for parser in (shortcut, general):
+        parser.feed(b"version\r\n")
+    assert parse_all(shortcut) == parse_all(general)
+
+
+def parse_all(parser: RequestParser) -> list[Described]:
+    events = []
+    while (event := parser.next_event()) is not NEED_DATA:
+        events.append(describe(event))
+    return events

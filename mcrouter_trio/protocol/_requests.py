@@ -37,6 +37,8 @@ _MAX_TOKENS: Final = 24
 #: `get <key>` with one key of at most 250 bytes, none of which the general path
 #: treats specially (NUL ends a line; space and other white space split it).
 _PLAIN_GET: Final = re.compile(rb"get ([^\x00\t\n\x0b\x0c\r ]{1,250})").fullmatch
+#: The same request as a whole read, with its line ending.
+_PLAIN_GET_READ: Final = re.compile(rb"get ([^\x00\t\n\x0b\x0c\r ]{1,250})\r?\n").fullmatch
 _INT_MAX: Final = (1 << 31) - 1
 
 BAD_FORMAT: Final = b"CLIENT_ERROR bad command line format\r\n"
@@ -158,6 +160,22 @@ class RequestParser:
             self._scanned -= self._pos
             self._pos = 0
         self._buf += data
+
+    def take_plain_get(self, data: bytes) -> Request | None:
+        """The request in `data` if it is one plain single-key `get` and nothing is buffered.
+
+        Most reads hold exactly that. The result is what `feed(data)` and then
+        `next_event()` would give; for any other input this returns None and
+        consumes nothing, and the caller feeds `data` as usual.
+        """
+        if self._pos != len(self._buf) or self._state is not None or self._closed:
+            return None
+        plain = _PLAIN_GET_READ(data)
+        if plain is None:
+            return None
+        self._first_byte_seen = True
+        key = plain[1]
+        return Request(Op.GET, key, [key], wire=data if data[-2:] == b"\r\n" else None)
 
     def next_event(self) -> Event:
         if self._closed:
