@@ -210,7 +210,7 @@ class RequestParser:
             plain = _PLAIN_GET(line)
             if plain is not None:
                 key = plain[1]
-                return Request(Op.GET, key, [key])
+                return Request(Op.GET, key, [key], wire=line + b"\r\n")
         return self._parse_line(line)
 
     # -- framing ---------------------------------------------------------------
