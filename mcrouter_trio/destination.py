@@ -109,15 +109,20 @@ class Destination:
         if len(queue) >= self.max_pending:
             return Pending(_BUSY)
         pending = Pending()
+        out = self._out
+        if not out:
+            # The writer parks only with nothing to write: the first request of a
+            # batch wakes it, the rest join the same write.
+            self._work.wake()
         if request.quiet_forwarded:
             # The backend may stay silent; `mn` always answers, keeping the FIFO aligned.
             queue.append((Op.MA_QUIET, pending, _now() + self.timeout))
-            self._out += request.to_wire() + b"mn\r\n"
+            out += request.to_wire() + b"mn\r\n"
         else:
             queue.append((request.op, pending, _now() + self.timeout))
-            self._out += request.to_wire()
+            wire = request.wire
+            out += wire if wire is not None else request.to_wire()
         self.stats.requests += 1
-        self._work.wake()
         return pending
 
     # -- the destination's own tasks ------------------------------------------------
