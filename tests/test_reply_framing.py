@@ -6,12 +6,16 @@ all ask for more bytes (a reply is never framed early, however the stream is cut
 
 from __future__ import annotations
 
-import attrs
-import pytest
+from collections.abc import Callable
 
-from mcrouter_trio.messages import Op, Result
+import attrs
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from mcrouter_trio.messages import Op, Reply, Result
 from mcrouter_trio.protocol import ReplyStreamError, frame_reply, values
-from mcrouter_trio.protocol._replies import MAX_REPLY_LINE
+from mcrouter_trio.protocol._replies import MAX_REPLY_LINE, _frame_get
 
 
 @attrs.frozen
@@ -266,3 +270,36 @@ def test_quiet_ma_is_framed_with_its_mn(raw: bytes, shown: bytes, result: Result
 def test_quiet_ma_without_its_mn_breaks_the_stream(raw: bytes) -> None:
     with pytest.raises(ReplyStreamError):
         frame_reply(raw, 0, Op.MA_QUIET)
+
+
+TOKENS = st.binary(min_size=1, max_size=6).map(lambda raw: raw.replace(b" ", b"_"))
+
+
+@st.composite
+def get_replies(draw: st.DrawFn) -> bytes:
+    """Get replies of many shapes: well-formed hits, lying sizes, odd tokens, no END."""
+    data = draw(st.binary(max_size=12))
+    size = draw(st.one_of(st.just(len(data)), st.integers(0, 20)))
+    line = b"VALUE %s %s %d" % (draw(TOKENS), draw(TOKENS), size)
+    if draw(st.booleans()):
+        line += b" " + draw(TOKENS)
+    tail = draw(st.sampled_from([b"\r\nEND\r\n", b"\r\nEND", b"\r\n", b"END\r\n", b""]))
+    return line + b"\r\n" + data + tail
+
+
+def outcome(frame: Callable[[], tuple[Reply, int] | None]) -> object:
+    try:
+        framed = frame()
+    except ReplyStreamError:
+        return "stream error"
+    return None if framed is None else (framed[0].result, framed[0].raw, framed[1])
+
+
+@given(get_replies(), st.integers(0, 3))
+@settings(max_examples=1000)
+def test_single_hit_shortcut_agrees_with_the_general_get_framing(reply: bytes, offset: int) -> None:
+    buf = b"x" * offset + reply
+    end = buf.find(b"\r\n", offset)
+    shortcut = outcome(lambda: frame_reply(buf, offset, Op.GET))
+    general = None if end < 0 else outcome(lambda: _frame_get(buf, offset, end))
+    assert shortcut == general

@@ -85,6 +85,13 @@ def frame_reply(buf: bytes | bytearray, start: int, op: Op) -> tuple[Reply, int]
     Returns the reply and the index just past it, or None if more bytes are needed.
     Raises ReplyStreamError if the bytes cannot be a reply to `op`.
     """
+    if op in GET_LIKE:
+        value = _VALUE_LINE(buf, start)
+        if value is not None:
+            # The commonest reply, one hit, without the general loop in `_frame_get`.
+            data_end = value.end() + int(value[1])
+            if buf[data_end : data_end + 7] == b"\r\nEND\r\n":
+                return Reply(Result.FOUND, bytes(buf[start : data_end + 7])), data_end + 7
     end = buf.find(b"\r\n", start)
     if end < 0:
         if len(buf) - start > MAX_REPLY_LINE:
@@ -139,12 +146,6 @@ def _error(line: bytes, after: int) -> tuple[Reply, int]:
 
 
 def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int] | None:
-    value = _VALUE_LINE(buf, start)
-    if value is not None:
-        # The commonest reply, one hit, without the general loop below.
-        data_end = value.end() + int(value[1])
-        if buf[data_end : data_end + 7] == b"\r\nEND\r\n":
-            return Reply(Result.FOUND, bytes(buf[start : data_end + 7])), data_end + 7
     hits = 0
     line_start = start
     while True:
