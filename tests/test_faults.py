@@ -207,8 +207,11 @@ def answer_gets(conn: Conn) -> None:
             return
 
 
-def forward_to(port: int) -> Handler:
-    """A handler that relays the connection to a real server on `port`."""
+def forward_to(port: int, pause_after: bytes | None = None) -> Handler:
+    """A handler that relays the connection to a real server on `port`.
+
+    With `pause_after`, it stops reading for a second after relaying those bytes.
+    """
 
     def forward(conn: Conn) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as upstream:
@@ -226,6 +229,8 @@ def forward_to(port: int) -> Handler:
                             conn.server.record("eof", conn.index)
                             return
                         key.data.sendall(data)
+                        if pause_after is not None and pause_after in data:
+                            time.sleep(1.0)
 
     return forward
 
@@ -297,6 +302,32 @@ def test_backend_that_never_answers_times_out(
         client.send(b"get a\r\nget b\r\nset c 0 0 1\r\nx\r\n")
         assert [client.read_until(b"\r\n") for _ in range(3)] == [REPLY_TIMEOUT] * 3
     assert backend.count("accept") == 2  # reconnected for the second batch
+    proxy_alive(proxy)
+
+
+def test_requests_the_backend_cannot_take_yet_go_out_later_in_order(
+    fault_server: Callable[[Handler], FaultServer],
+    memcached: Memcached,
+    proxy_factory: ProxyFactory,
+) -> None:
+    # While the backend does not read, the proxy's writes fill the socket buffers and
+    # then block part-way; what is left must follow, in order, once it reads again.
+    backend = fault_server(forward_to(memcached.port, pause_after=b"get pause\r\n"))
+    proxy = proxy_factory(pool_config(backend.address, server_timeout=10000))
+    values = [bytes([65 + i % 26]) * 900_000 + b"%d" % i for i in range(30)]  # ~27 MB
+    pipeline = b"".join(
+        b"set big%d 0 0 %d\r\n%s\r\n" % (i, len(value), value) for i, value in enumerate(values)
+    )
+    with connect(proxy.port, timeout=20) as client:
+        assert client.call(b"get warm\r\n") == b"END\r\n"  # connected and idle
+        sender = threading.Thread(target=client.sock.sendall, args=(b"get pause\r\n" + pipeline,))
+        sender.start()
+        assert client.read_until(b"\r\n") == b"END\r\n"
+        assert [client.read_until(b"\r\n") for _ in values] == [b"STORED\r\n"] * len(values)
+        sender.join()
+        for i in (0, 17, 29):
+            expected = b"VALUE big%d 0 %d\r\n%s\r\nEND\r\n" % (i, len(values[i]), values[i])
+            assert client.call(b"get big%d\r\n" % i, b"END\r\n") == expected
     proxy_alive(proxy)
 
 
