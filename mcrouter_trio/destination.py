@@ -28,7 +28,7 @@ from typing import Final
 import attrs
 import trio
 
-from mcrouter_trio._fastio import FastSocketIO, Parker, WriteBatch
+from mcrouter_trio._fastio import FastSocketIO, Parker, ReplyFlusher
 from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
@@ -73,8 +73,7 @@ class Destination:
         *,
         ssl_context: SSLContextSource | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
-        client_writes: WriteBatch | None = None,
-        backend_writes: WriteBatch | None = None,
+        flusher: ReplyFlusher | None = None,
     ) -> None:
         self.server = server
         self.timeout = server.timeout_ms / 1000
@@ -90,14 +89,7 @@ class Destination:
         self._queue: deque[tuple[Op, Pending, float]] = deque()
         self._out = bytearray()
         self._work = Parker()
-        self._client_writes = client_writes or WriteBatch()
-        self._backend_writes = backend_writes or WriteBatch()
-        #: The connection's I/O while one is up, for `flush` to write on directly.
-        self._io: FastSocketIO | TLSSocket | None = None
-        #: The writer task is parked with nothing to write and nobody has woken it:
-        #: only then may `flush` write, so bytes never overtake what the writer holds.
-        self._writer_idle = False
-        self._write_error: BaseException | None = None
+        self._flusher = flusher or ReplyFlusher()
         self._break_reply: Reply | None = None
         self._closed = False
 
@@ -118,7 +110,10 @@ class Destination:
             return Pending(_BUSY)
         pending = Pending()
         out = self._out
-        first = not out
+        if not out:
+            # The writer parks only with nothing to write: the first request of a
+            # batch wakes it, the rest join the same write.
+            self._work.wake()
         if request.quiet_forwarded:
             # The backend may stay silent; `mn` always answers, keeping the FIFO aligned.
             queue.append((Op.MA_QUIET, pending, _now() + self.timeout))
@@ -128,55 +123,7 @@ class Destination:
             wire = request.wire
             out += wire if wire is not None else request.to_wire()
         self.stats.requests += 1
-        if first:
-            # The first request of a batch: the rest join the same write.
-            if self._writer_idle:
-                self._backend_writes.request(self)  # `flush` at the end of the batch
-            else:
-                self._work.wake()  # connect, or the writer takes it after its write
         return pending
-
-    def flush(self) -> None:
-        """Write the queued requests now (`WriteBatch`), unless the writer owns the output.
-
-        Writing here rather than in the writer task saves a Trio task switch per
-        batch. Whatever the socket does not take now, or an error, goes to the writer.
-        """
-        out = self._out
-        if not self._writer_idle or not out:
-            return
-        io = self._io
-        if io is None:
-            self._wake_writer()
-            return
-        self.stats.batches += 1
-        try:
-            if type(io) is TLSSocket:
-                self._out = bytearray()
-                io.encrypt(out)
-                if not io.write_some():
-                    self._wake_writer()
-                return
-            assert type(io) is FastSocketIO
-            sent = io.write_now(out)
-        except (OSError, ssl.SSLError) as exc:
-            self._write_error = exc
-            self._wake_writer()
-            return
-        if sent < len(out):
-            del out[:sent]
-            self._wake_writer()
-        else:
-            out.clear()
-
-    def fail(self) -> None:
-        """A bug in `flush`: leave the output to the writer task."""
-        log.exception("server %s: writing a batch failed", self.server.address)
-        self._wake_writer()
-
-    def _wake_writer(self) -> None:
-        self._writer_idle = False
-        self._work.wake()
 
     # -- the destination's own tasks ------------------------------------------------
 
@@ -284,19 +231,15 @@ class Destination:
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         self._break_reply = None
-        self._write_error = None
         io: FastSocketIO | trio.abc.Stream = (
             FastSocketIO(stream) if type(stream) is trio.SocketStream else stream
         )
-        self._io = io if type(io) is FastSocketIO or type(io) is TLSSocket else None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_loop, io, nursery.cancel_scope)
                 nursery.start_soon(self._write_loop, io, nursery.cancel_scope)
                 nursery.start_soon(self._watchdog, nursery.cancel_scope)
         finally:
-            self._io = None
-            self._writer_idle = False
             self.state = "closed"
             await trio.aclose_forcefully(stream)
             reason = self._break_reply or error_reply(Result.REMOTE_ERROR, "remote error")
@@ -311,22 +254,13 @@ class Destination:
     async def _write_loop(
         self, stream: FastSocketIO | trio.abc.Stream, scope: trio.CancelScope
     ) -> None:
-        tls = stream if isinstance(stream, TLSSocket) else None
         try:
             while True:
-                if self._write_error is not None:
-                    raise self._write_error
-                if not self._out and not (tls is not None and tls.raw_pending):
-                    self._writer_idle = True
-                    try:
-                        await self._work.park()
-                    finally:
-                        self._writer_idle = False
+                if not self._out:
+                    await self._work.park()
                     continue
                 data, self._out = self._out, bytearray()
-                if data:
-                    self.stats.batches += 1
-                # With nothing new, a TLS send finishes what `flush` left encrypted.
+                self.stats.batches += 1
                 await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
@@ -335,8 +269,7 @@ class Destination:
         self, stream: FastSocketIO | trio.abc.Stream, scope: trio.CancelScope
     ) -> None:
         queue = self._queue
-        client_writes = self._client_writes
-        backend_writes = self._backend_writes
+        flusher = self._flusher
         buf: bytes | bytearray = b""
         pos = 0
         try:
@@ -352,10 +285,8 @@ class Destination:
                         buf = bytearray(buf[pos:])
                         pos = 0
                     buf += data
-                # Sessions whose replies resolve here are written once, at the end, and
-                # so are servers that routes answering these replies sent requests to.
-                client_writes.hold()
-                backend_writes.hold()
+                # Sessions whose replies resolve here are written once, at the end.
+                flusher.hold()
                 try:
                     while queue:
                         framed = frame_reply(buf, pos, queue[0][0])
@@ -369,8 +300,7 @@ class Destination:
                         if pos < len(buf):
                             raise ReplyStreamError("data received with no request pending")
                 finally:
-                    backend_writes.release()
-                    client_writes.release()
+                    flusher.release()
                 if self._tls_session_source is not None:
                     self._remember_tls_session()
                 if isinstance(buf, bytearray) and pos > RECEIVE_SIZE:
