@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=34133,
         metavar="N",
-        help="requests routed per client before its replies must be written (default 34133)",
+        help="requests routed per client before its replies must be written; 0: no limit "
+        "(default 34133)",
     )
     add(
         "--max-conns",

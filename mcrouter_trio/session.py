@@ -21,6 +21,7 @@ import logging
 import os
 import select
 import ssl
+import sys
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -136,7 +137,8 @@ class ClientSession:
         self._reactor = reactor
         self._flusher = flusher
         self._route_get = proxy.router.route_get
-        self._limit = proxy.settings.max_outstanding
+        # 0 means no limit, as in mcrouter.
+        self._limit = proxy.settings.max_outstanding or sys.maxsize
         #: Below this many unanswered requests, routing one more cannot fill the queue.
         self._room = self._limit - 1
         self._waiting: deque[Entry] = deque()
@@ -204,14 +206,8 @@ class ClientSession:
             return
         if self._tls is not None:
             self._take_tls(self._tls, data)
-            return
-        if len(self._waiting) < self._room:
-            request = self.parser.take_plain_get(data)
-            if request is not None:
-                self._route_one(request)
-                return
-        self.parser.feed(data)
-        self._route_input()
+        else:
+            self._take(data)
 
     def _take_tls(self, tls: TLSSocket, raw: bytes) -> None:
         try:
@@ -225,8 +221,17 @@ class ClientSession:
         if tls.raw_pending:
             self.flush()  # what TLS had to answer (a key update)
         if data:
-            self.parser.feed(data)
-            self._route_input()
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Parse and route what the client sent."""
+        if len(self._waiting) < self._room:
+            request = self.parser.take_plain_get(data)
+            if request is not None:
+                self._route_one(request)
+                return
+        self.parser.feed(data)
+        self._route_input()
 
     def on_writable(self) -> None:
         self._write_blocked = False

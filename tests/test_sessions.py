@@ -84,6 +84,16 @@ def test_outstanding_limit_holds_input_back_but_answers_everything(
     assert client.read_for(0.2) == b""  # nothing more follows
 
 
+def test_outstanding_limit_zero_means_no_limit(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--max-client-outstanding-reqs", "0")
+    client = Client(proxy.port)
+    client.send(b"set z 0 0 1\r\nv\r\n" + b"get z\r\n" * 100)
+    expected = b"STORED\r\n" + value_reply(b"z", b"v") * 100
+    assert read_exactly(client, len(expected)) == expected
+
+
 def test_quit_after_a_long_pipeline_answers_everything_first(
     memcached: Memcached, proxy_factory: ProxyFactory
 ) -> None:
