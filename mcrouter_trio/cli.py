@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100_000,
         metavar="N",
-        help="requests queued per server before `SERVER_ERROR 307 busy` (default 100000)",
+        help="requests queued per server before `SERVER_ERROR 307 busy`; 0: no limit "
+        "(default 100000)",
     )
     add(
         "--graceful-shutdown-timeout",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -78,7 +79,8 @@ class Destination:
         self.server = server
         self.timeout = server.timeout_ms / 1000
         self.connect_timeout = server.connect_timeout_ms / 1000
-        self.max_pending = max_pending
+        # 0 means no limit (as `--max-client-outstanding-reqs 0` does).
+        self.max_pending = max_pending or sys.maxsize
         self.stats = DestinationStats()
         self.state = "new"
         self._ssl_context = ssl_context

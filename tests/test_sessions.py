@@ -84,10 +84,11 @@ def test_outstanding_limit_holds_input_back_but_answers_everything(
     assert client.read_for(0.2) == b""  # nothing more follows
 
 
-def test_outstanding_limit_zero_means_no_limit(
-    memcached: Memcached, proxy_factory: ProxyFactory
-) -> None:
-    proxy = proxy_factory(pool_config(memcached.address), "--max-client-outstanding-reqs", "0")
+def test_limits_of_zero_mean_no_limit(memcached: Memcached, proxy_factory: ProxyFactory) -> None:
+    proxy = proxy_factory(
+        pool_config(memcached.address),
+        *("--max-client-outstanding-reqs", "0", "--target-max-pending-requests", "0"),
+    )
     client = Client(proxy.port)
     client.send(b"set z 0 0 1\r\nv\r\n" + b"get z\r\n" * 100)
     expected = b"STORED\r\n" + value_reply(b"z", b"v") * 100
