@@ -59,6 +59,27 @@ def _positive_ms(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
+    return value
+
+
+def _size(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (bytes)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError("must be a number of seconds, 0 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcrouter-trio",
@@ -106,44 +127,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-value-size",
-        type=int,
+        type=_size,
         default=1024 * 1024,
         metavar="BYTES",
         help="largest value accepted from clients (default 1048576)",
     )
     add(
         "--max-line-length",
-        type=int,
+        type=_size,
         default=1024 * 1024,
         metavar="BYTES",
         help="longest multi-get command line accepted (default 1048576)",
     )
     add(
         "--max-client-outstanding-reqs",
-        type=int,
+        type=_count,
         default=34133,
         metavar="N",
-        help="requests routed per client before its replies must be written; 0: no limit "
+        help="requests routed per client before its replies must be written; 0 = no limit "
         "(default 34133)",
     )
     add(
         "--max-conns",
-        type=int,
+        type=_count,
         default=0,
         metavar="N",
-        help="client connections accepted at once; 0 = unlimited (default)",
+        help="client connections accepted at once; 0 = no limit (default)",
     )
     add(
         "--target-max-pending-requests",
-        type=int,
+        type=_count,
         default=100_000,
         metavar="N",
-        help="requests queued per server before `SERVER_ERROR 307 busy`; 0: no limit "
+        help="requests queued per server before `SERVER_ERROR 307 busy`; 0 = no limit "
         "(default 100000)",
     )
     add(
         "--graceful-shutdown-timeout",
-        type=float,
+        type=_seconds,
         default=5.0,
         metavar="SECONDS",
         help="how long in-flight requests may finish after SIGTERM (default 5)",

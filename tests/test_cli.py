@@ -250,6 +250,27 @@ def test_tls_flag_combinations_that_cannot_work(args: list[str], message: str) -
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-t", "0"], "-t/--server-timeout: must be an integer from 1 to 1000000"),
+        (["--max-conns", "-1"], "--max-conns: must be 0 (no limit) or more"),
+        (["--max-client-outstanding-reqs", "-1"], "--max-client-outstanding-reqs: must be 0"),
+        (["--target-max-pending-requests", "-5"], "--target-max-pending-requests: must be 0"),
+        (["--max-value-size", "0"], "--max-value-size: must be at least 1 (bytes)"),
+        (["--max-line-length", "-1"], "--max-line-length: must be at least 1"),
+        (["--graceful-shutdown-timeout", "-1"], "--graceful-shutdown-timeout: must be a number"),
+        (["--graceful-shutdown-timeout", "nan"], "--graceful-shutdown-timeout: must be a number"),
+        (["--num-proxies", "0"], "--num-proxies: must be from 1 to 256"),
+    ],
+)
+def test_out_of_range_limits_are_refused_by_name(args: list[str], message: str) -> None:
+    result = start(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_ports_or_ssl_ports_are_required() -> None:
     result = run("--listen-addresses", "127.0.0.1", "--config-str", NULL_ROUTE)
     assert result.returncode == 2
