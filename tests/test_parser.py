@@ -805,6 +805,9 @@ def test_plain_get_shortcut_agrees_with_the_general_path(key: bytes) -> None:
     assert describe(event) == describe(general)
     if isinstance(event, Request) and isinstance(general, Request):
         assert event.to_wire() == general.to_wire()
+        # Keys are immutable bytes (they are hashed and shared), never buffer slices.
+        assert type(event.key) is bytes, type(event.key)
+        assert event.keys is not None and all(type(key) is bytes for key in event.keys)
 
 
 READS = st.one_of(
