@@ -47,6 +47,13 @@ class FastSocketIO:
             self._read_first = len(data) == max_bytes
             return data
 
+    def write_now(self, data: bytes | bytearray) -> int:
+        """Write what the socket takes without waiting; the count written. OSError if broken."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         while view:
@@ -90,14 +97,17 @@ class Flushable(Protocol):
     def fail(self) -> None: ...
 
 
-class ReplyFlusher:
-    """Batches the writes of sessions whose replies become ready in another task.
+class WriteBatch:
+    """Batches writes made while a task works through a batch of input.
 
-    A destination's reader resolves many replies per read. Between `hold` and
-    `release` each touched session only asks to be flushed, and `release` writes
-    every one of them once, so a batch costs one write per client. Outside a hold
-    (replies failed by a timeout or a broken connection) a session is flushed at
-    once.
+    Two run per process. Replies: a destination's reader resolves many replies per
+    read, and each touched client session is written once when the read is done.
+    Requests: the reactor routes every ready client's requests in one pass, and each
+    touched destination writes to its server once when the pass is done (and a
+    reader's replies may send requests too, from warm-up or failover routes).
+    Between `hold` and `release` each touched party only asks to be flushed;
+    `release` flushes every one of them once. Outside a hold (a reply failed by a
+    timeout, a request sent from a timer) the flush happens at once.
     """
 
     __slots__ = ("_holds", "_requested")
@@ -106,11 +116,11 @@ class ReplyFlusher:
         self._requested: list[Flushable] = []
         self._holds = 0
 
-    def request(self, session: Flushable) -> None:
+    def request(self, party: Flushable) -> None:
         if self._holds:
-            self._requested.append(session)
+            self._requested.append(party)
         else:
-            _flush(session)
+            _flush(party)
 
     def hold(self) -> None:
         self._holds += 1
@@ -120,16 +130,16 @@ class ReplyFlusher:
         if not self._holds and self._requested:
             requested = self._requested
             self._requested = []
-            for session in requested:
+            for party in requested:
                 try:
-                    session.flush()
+                    party.flush()
                 except Exception:
-                    session.fail()  # as in `_flush`, inlined: this loop runs per reply
+                    party.fail()  # as in `_flush`, inlined: this loop runs per request
 
 
-def _flush(session: Flushable) -> None:
+def _flush(party: Flushable) -> None:
     try:
-        session.flush()
+        party.flush()
     except Exception:
-        # Called from a destination's reader: a bug must cost one client, not all.
-        session.fail()
+        # Runs in a task that serves many: a bug must cost one party, not all.
+        party.fail()

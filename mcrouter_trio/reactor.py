@@ -16,6 +16,8 @@ from typing import Protocol
 
 import trio
 
+from mcrouter_trio._fastio import WriteBatch
+
 
 class ReactorClient(Protocol):
     """What the reactor needs of a session."""
@@ -43,8 +45,10 @@ class ClientReactor:
     for each backend in one write.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, backend_writes: WriteBatch | None = None) -> None:
         self._epoll = select.epoll()
+        #: Requests routed in one pass reach each server in one write, at its end.
+        self._backend_writes = backend_writes or WriteBatch()
         self._sessions: dict[int, ReactorClient] = {}
 
     def add(self, session: ReactorClient) -> None:
@@ -66,22 +70,27 @@ class ClientReactor:
     async def run(self) -> None:
         epoll = self._epoll
         sessions = self._sessions
+        backend_writes = self._backend_writes
         hangup = select.EPOLLHUP | select.EPOLLERR
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, events in epoll.poll(0):
-                    session = sessions.get(fd)
-                    if session is None or session.finished:
-                        continue
-                    try:
-                        if events & select.EPOLLIN:
-                            session.on_readable()
-                        elif events & select.EPOLLOUT:
-                            session.on_writable()
-                        elif events & hangup:
-                            session.on_hangup()
-                    except Exception:
-                        session.fail()  # one client's failure must not stop the reactor
+                backend_writes.hold()
+                try:
+                    for fd, events in epoll.poll(0):
+                        session = sessions.get(fd)
+                        if session is None or session.finished:
+                            continue
+                        try:
+                            if events & select.EPOLLIN:
+                                session.on_readable()
+                            elif events & select.EPOLLOUT:
+                                session.on_writable()
+                            elif events & hangup:
+                                session.on_hangup()
+                        except Exception:
+                            session.fail()  # one client's failure must not stop the reactor
+                finally:
+                    backend_writes.release()
         finally:
             epoll.close()

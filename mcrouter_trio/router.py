@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from mcrouter_trio import __version__
-from mcrouter_trio._fastio import ReplyFlusher
+from mcrouter_trio._fastio import WriteBatch
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.destination import DEFAULT_MAX_PENDING, Destination
@@ -73,14 +73,20 @@ class ProxyContext:
         self._max_pending = max_pending
         self._gathering: dict[Destination, list[tuple[bytes, Pending]]] | None = None
         #: Batches the client writes of replies resolved by destination readers.
-        self.flusher = ReplyFlusher()
+        self.client_writes = WriteBatch()
+        #: Batches the server writes of requests routed by one reactor pass.
+        self.backend_writes = WriteBatch()
 
     def destination(self, server: ServerSpec) -> Destination:
         destination = self.destinations.get(server)
         if destination is None:
             tls = self._ssl_context_for(server) if self._ssl_context_for else None
             destination = Destination(
-                server, ssl_context=tls, max_pending=self._max_pending, flusher=self.flusher
+                server,
+                ssl_context=tls,
+                max_pending=self._max_pending,
+                client_writes=self.client_writes,
+                backend_writes=self.backend_writes,
             )
             self.destinations[server] = destination
             self._nursery.start_soon(destination.run, name=f"destination {server.address}")

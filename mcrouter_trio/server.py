@@ -66,7 +66,7 @@ class Proxy:
         self.listeners: list[trio.SocketListener] = []
         self._sessions: set[ClientSession] = set()
         #: Does the I/O of every client session; its task runs in `serve`.
-        self.reactor = ClientReactor()
+        self.reactor = ClientReactor(router.ctx.backend_writes)
 
     async def handle(self, stream: trio.SocketStream | TLSSocket) -> None:
         """Serve one accepted connection; never lets an exception reach the listener."""
@@ -77,7 +77,7 @@ class Proxy:
             return
         stats.curr_connections += 1
         stats.total_connections += 1
-        session = ClientSession(self, stream, self.reactor, self.router.ctx.flusher)
+        session = ClientSession(self, stream, self.reactor, self.router.ctx.client_writes)
         self._sessions.add(session)
         try:
             await session.run()

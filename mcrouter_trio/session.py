@@ -6,7 +6,7 @@ requests pipelined by one client are routed concurrently with no task or channel
 per request. The `ClientReactor` reads every ready client (plain TCP, or TLS over a
 `TLSSocket`) after one Trio wake-up. Whichever task resolves the reply at the head
 of a session's queue appends the ready replies to the session's output, and the
-`ReplyFlusher` writes every touched session once per batch of backend replies. No
+`WriteBatch` writes every touched session once per batch of backend replies. No
 Trio wake-up is spent per request.
 
 A session stops reading while `max_outstanding` requests are unanswered or while
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from mcrouter_trio._fastio import Parker, ReplyFlusher
+from mcrouter_trio._fastio import Parker, WriteBatch
 from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import (
@@ -115,7 +115,7 @@ class ClientSession:
 
     The reactor calls `on_readable`/`on_writable`; replies resolved by destination
     readers reach `_on_reply`, which moves the ready ones to the output and asks
-    the `ReplyFlusher` for a write. The session's own task only owns its lifetime:
+    the `WriteBatch` for a write. The session's own task only owns its lifetime:
     it waits until the session is finished (or is cancelled at shutdown), then
     unregisters from the reactor before the descriptor is closed.
     """
@@ -125,7 +125,7 @@ class ClientSession:
         proxy: Proxy,
         stream: trio.SocketStream | TLSSocket,
         reactor: ClientReactor,
-        flusher: ReplyFlusher,
+        flusher: WriteBatch,
     ) -> None:
         self.proxy = proxy
         self.scope = trio.CancelScope()
