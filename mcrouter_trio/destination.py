@@ -153,13 +153,12 @@ class Destination:
             return
         self.stats.batches += 1
         try:
-            if type(io) is TLSSocket:
+            if isinstance(io, TLSSocket):
                 self._out = bytearray()
                 io.encrypt(out)
                 if not io.write_some():
                     self._wake_writer()
                 return
-            assert type(io) is FastSocketIO
             sent = io.write_now(out)
         except (OSError, ssl.SSLError) as exc:
             self._write_error = exc

@@ -139,8 +139,6 @@ class ClientSession:
         self._route_get = proxy.router.route_get
         # 0 means no limit, as in mcrouter.
         self._limit = proxy.settings.max_outstanding or sys.maxsize
-        #: Below this many unanswered requests, routing one more cannot fill the queue.
-        self._room = self._limit - 1
         self._waiting: deque[Entry] = deque()
         #: The head reply `_on_reply` is registered on (at most one registration).
         self._watched: Pending | None = None
@@ -225,7 +223,7 @@ class ClientSession:
 
     def _take(self, data: bytes) -> None:
         """Parse and route what the client sent."""
-        if len(self._waiting) < self._room:
+        if len(self._waiting) + 1 < self._limit:  # routing one more cannot fill the queue
             request = self.parser.take_plain_get(data)
             if request is not None:
                 self._route_one(request)

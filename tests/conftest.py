@@ -14,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,29 @@ class Client:
     def call(self, data: bytes, terminator: bytes = b"\r\n") -> bytes:
         self.send(data)
         return self.read_until(terminator)
+
+
+@contextmanager
+def connect(port: int, timeout: float = 5.0) -> Iterator[Client]:
+    """A raw-socket `Client`, closed when the block ends."""
+    client = Client(port, timeout)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def direct_get(server: Memcached, key: bytes) -> bytes:
+    """The raw reply of `get key` sent straight to one memcached."""
+    with connect(server.port) as client:
+        return client.call(b"get " + key + b"\r\n", b"END\r\n")
+
+
+def poll(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
+    """Whether `condition` becomes true within `seconds` (checked every 20 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

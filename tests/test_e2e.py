@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
-from conftest import Client, Memcached, Proxy, pool_config
+from conftest import Client, Memcached, Proxy, connect, direct_get, pool_config
 from pymemcache.client.base import Client as MemcacheClient
 from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
 
@@ -26,15 +26,6 @@ MIB = 1024 * 1024
 
 
 @contextmanager
-def connect(port: int) -> Iterator[Client]:
-    client = Client(port)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@contextmanager
 def pymemcache_client(port: int) -> Iterator[MemcacheClient]:
     client = MemcacheClient(
         ("127.0.0.1", port), connect_timeout=5, timeout=10, default_noreply=False
@@ -43,12 +34,6 @@ def pymemcache_client(port: int) -> Iterator[MemcacheClient]:
         yield client
     finally:
         client.close()
-
-
-def direct_get(server: Memcached, key: bytes) -> bytes:
-    """The raw reply of `get key` sent straight to one memcached."""
-    with connect(server.port) as client:
-        return client.call(b"get " + key + b"\r\n", b"END\r\n")
 
 
 def server_stats(server: Memcached) -> dict[str, str]:

@@ -18,11 +18,11 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any
 
 import pytest
-from conftest import Client, Memcached, Proxy, free_port, pool_config
+from conftest import Client, Memcached, Proxy, connect, free_port, poll, pool_config
 
 MemcachedFactory = Callable[..., Memcached]
 ProxyFactory = Callable[..., Proxy]
@@ -236,24 +236,6 @@ def forward_to(port: int, pause_after: bytes | None = None) -> Handler:
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-@contextmanager
-def connect(port: int, timeout: float = 5.0) -> Iterator[Client]:
-    client = Client(port, timeout)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def poll(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def read_replies(client: Client, count: int) -> list[bytes]:

@@ -9,12 +9,10 @@ connect to each memcached directly.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 
-from conftest import Client, Memcached, Proxy
+from conftest import Memcached, Proxy, connect, direct_get, poll
 
 MemcachedFactory = Callable[..., Memcached]
 ProxyFactory = Callable[..., Proxy]
@@ -112,20 +110,6 @@ def render(template: str, **servers: Memcached) -> str:
     return text
 
 
-@contextmanager
-def connect(port: int) -> Iterator[Client]:
-    client = Client(port)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def direct_get(server: Memcached, key: bytes) -> bytes:
-    with connect(server.port) as client:
-        return client.call(b"get " + key + b"\r\n", b"END\r\n")
-
-
 def direct_gets(server: Memcached, key: bytes) -> bytes:
     with connect(server.port) as client:
         return client.call(b"gets " + key + b"\r\n", b"END\r\n")
@@ -158,15 +142,6 @@ def set_many(port: int, keys: Sequence[bytes], value: bytes, batch: int = 500) -
 
 def refilled(servers: Sequence[Memcached], key: bytes, index: int) -> bool:
     return holders(servers, key) == [index]
-
-
-def poll(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 # -- 4.2.2 replicated pool -----------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from _pki import Pki, leaf_serial, make_pki, replace_file
-from conftest import Client, Memcached, Proxy, pool_config
+from conftest import Client, Memcached, Proxy, poll, pool_config
 from cryptography import x509
 
 ProxyFactory = Callable[..., Proxy]
@@ -86,15 +86,6 @@ def set_(client: Client, key: bytes, value: bytes) -> bytes:
     return client.call(b"set %s 0 0 %d\r\n%s\r\n" % (key, len(value), value))
 
 
-def poll(check: Callable[[], bool], deadline: float = DEADLINE) -> bool:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
 def wait_for_log_line(proxy: Proxy, pattern: str) -> str:
     found: list[str] = []
 
@@ -102,7 +93,7 @@ def wait_for_log_line(proxy: Proxy, pattern: str) -> str:
         found[:] = [line for line in proxy.log().splitlines() if re.search(pattern, line)]
         return bool(found)
 
-    assert poll(check), f"no log line matching {pattern!r} in:\n{proxy.log()}"
+    assert poll(check, DEADLINE), f"no log line matching {pattern!r} in:\n{proxy.log()}"
     return found[0]
 
 
@@ -515,7 +506,9 @@ def test_rotation_without_restart(
     assert new_connection_serial() == leaf_serial(first)
 
     pki.install_server_cert(second)
-    assert poll(lambda: new_connection_serial() == leaf_serial(second)), "cert two never served"
+    assert poll(lambda: new_connection_serial() == leaf_serial(second), DEADLINE), (
+        "cert two never served"
+    )
     wait_for_log_line(b, "reloaded TLS material")
 
     # The open connections carry on: the client's, and A's upstream one.
@@ -562,7 +555,7 @@ def test_reconnect_resumes_tls_session(
     # and session cache, so nothing could be resumed).
     for expected_handshakes in (2, 3):
         relay.drop_connections()
-        assert poll(lambda: reconnected(a.port, key))
+        assert poll(lambda: reconnected(a.port, key), DEADLINE)
         stats = server_stats(a.port, relay.address)
         assert stats["tls_handshakes"] == expected_handshakes
         if target == "memcached-no-cache":

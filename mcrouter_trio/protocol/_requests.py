@@ -19,6 +19,7 @@ index, so a slowly arriving line is never rescanned from its start.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -36,9 +37,10 @@ DEFAULT_MAX_LINE_LENGTH: Final = 1024 * 1024
 _MAX_TOKENS: Final = 24
 #: `get <key>` with one key of at most 250 bytes, none of which the general path
 #: treats specially (NUL ends a line; space and other white space split it).
-_PLAIN_GET: Final = re.compile(rb"get ([^\x00\t\n\x0b\x0c\r ]{1,250})").fullmatch
+_PLAIN_GET_PATTERN: Final = rb"get ([^\x00\t\n\x0b\x0c\r ]{1,250})"
+_PLAIN_GET: Final = re.compile(_PLAIN_GET_PATTERN).fullmatch
 #: The same request as a whole read, with its line ending.
-_PLAIN_GET_READ: Final = re.compile(rb"get ([^\x00\t\n\x0b\x0c\r ]{1,250})\r?\n").fullmatch
+_PLAIN_GET_READ: Final = re.compile(_PLAIN_GET_PATTERN + rb"\r?\n").fullmatch
 _INT_MAX: Final = (1 << 31) - 1
 
 BAD_FORMAT: Final = b"CLIENT_ERROR bad command line format\r\n"
@@ -320,9 +322,10 @@ class RequestParser:
         if command == b"delete":
             return _delete(words, ntokens)
         if command == b"incr" or command == b"decr":
-            return _arithmetic(Op.INCR if command == b"incr" else Op.DECR, words, ntokens)
+            op = Op.INCR if command == b"incr" else Op.DECR
+            return _key_and_number(op, words, ntokens, strtoull, BAD_DELTA)
         if command == b"touch":
-            return _touch(words, ntokens)
+            return _key_and_number(Op.TOUCH, words, ntokens, strtol, BAD_EXPTIME)
         if command == b"mn":
             return ImmediateReply(b"MN\r\n")
         if command == b"version":
@@ -469,28 +472,23 @@ def _delete(words: list[bytes], ntokens: int) -> Event:
     return Request(Op.DELETE, key, None, (), None, noreply)
 
 
-def _arithmetic(op: Op, words: list[bytes], ntokens: int) -> Event:
+def _key_and_number(
+    op: Op,
+    words: list[bytes],
+    ntokens: int,
+    number: Callable[[bytes], int | None],
+    bad_number: bytes,
+) -> Event:
+    """incr/decr (a 64-bit delta) and touch (an exptime): `<cmd> <key> <n> [noreply]`."""
     if ntokens not in (4, 5):
         return ImmediateReply(ERROR)
     noreply = words[ntokens - 2] == b"noreply"
     key = words[1]
     if len(key) > KEY_MAX_LENGTH:
         return _reply(BAD_FORMAT, noreply)
-    if strtoull(words[2]) is None:
-        return _reply(BAD_DELTA, noreply)
+    if number(words[2]) is None:
+        return _reply(bad_number, noreply)
     return Request(op, key, None, (words[2],), None, noreply)
-
-
-def _touch(words: list[bytes], ntokens: int) -> Event:
-    if ntokens not in (4, 5):
-        return ImmediateReply(ERROR)
-    noreply = words[ntokens - 2] == b"noreply"
-    key = words[1]
-    if len(key) > KEY_MAX_LENGTH:
-        return _reply(BAD_FORMAT, noreply)
-    if strtol(words[2]) is None:
-        return _reply(BAD_EXPTIME, noreply)
-    return Request(Op.TOUCH, key, None, (words[2],), None, noreply)
 
 
 def _flush_all(words: list[bytes], ntokens: int) -> Event:
