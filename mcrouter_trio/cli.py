@@ -40,6 +40,8 @@ DEFAULT_CONFIG: Final = json.dumps(
 )
 EXIT_BAD_CONFIG: Final = 3
 EXIT_CANNOT_START: Final = 2
+#: `--batch-gets` choices, as `Destination(batch_gets=...)` takes them.
+_BATCH_GETS: Final[dict[str, bool | None]] = {"tls": None, "always": True, "never": False}
 
 
 def _ports(text: str) -> list[int]:
@@ -163,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 100000)",
     )
     add(
+        "--batch-gets",
+        choices=sorted(_BATCH_GETS),
+        default="tls",
+        help="send the single-key gets routed together to a server as one multi-key get: "
+        "to TLS servers (default), to every server, or never",
+    )
+    add(
         "--graceful-shutdown-timeout",
         type=_seconds,
         default=5.0,
@@ -258,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_outstanding=args.max_client_outstanding_reqs,
         max_conns=args.max_conns,
         max_pending_per_server=args.target_max_pending_requests,
+        batch_gets=_BATCH_GETS[args.batch_gets],
         grace_period=args.graceful_shutdown_timeout,
         ssl_ports=ssl_ports(args),
         server_ssl_context=tls.server_context(),

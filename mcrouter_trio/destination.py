@@ -6,6 +6,11 @@ to a FIFO, and wakes the writer. The writer sends everything buffered with one
 `send_all`, so requests from many clients leave in one write (twemproxy-style
 batching). The reader frames replies and resolves the FIFO head in order.
 
+With `batch_gets` (TLS servers by default), the single-key gets routed in one pass
+leave as one multi-key `get`, whose reply is split back per key: memcached -Z puts
+every reply in a TLS record of its own, so each get batched saves a record's
+encryption on the server and its decryption here, and the server parses one command.
+
 Failure handling keeps one invariant: a reply never reaches the wrong request.
 When the reply stream breaks (reset, EOF, garbage, or the head request timing out,
 which would leave a late reply in the stream) the connection is closed and every
@@ -33,7 +38,7 @@ from mcrouter_trio._fastio import FastSocketIO, Parker, WriteBatch
 from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
-from mcrouter_trio.protocol import ReplyStreamError, frame_reply
+from mcrouter_trio.protocol import GetBatchFramer, ReplyStreamError, frame_reply
 from mcrouter_trio.tls import SessionCache, describe_ssl_error
 
 log = logging.getLogger("mcrouter_trio.destination")
@@ -50,6 +55,29 @@ _now = time.monotonic
 
 SSLContextSource = Callable[[], ssl.SSLContext]
 _SessionSource = tuple[TLSSocket, ssl.SSLContext]
+#: Most keys one batched get carries (memcached takes any number; this bounds a line).
+MAX_GET_BATCH: Final = 100
+_GET_BATCH: Final = Op.GET_BATCH
+
+
+class _GetBatch:
+    """A FIFO entry for a batched get: its framer and the Pending of each key."""
+
+    __slots__ = ("framer", "pendings")
+
+    def __init__(self, keys: list[bytes], pendings: list[Pending]) -> None:
+        self.framer = GetBatchFramer(keys)
+        self.pendings = pendings
+
+    def resolve(self, reply: Reply) -> None:
+        """One reply (an error) for every key."""
+        for pending in self.pendings:
+            pending.resolve(reply)
+
+    def resolve_framed(self) -> None:
+        """Each key's own reply, once the framer has framed them."""
+        for pending, reply in zip(self.pendings, self.framer.replies, strict=True):
+            pending.resolve(reply)
 
 
 @attrs.define
@@ -60,6 +88,8 @@ class DestinationStats:
     connects: int = 0
     connect_failures: int = 0
     batches: int = 0
+    #: Multi-key gets made of single-key gets (`batch_gets`).
+    get_batches: int = 0
     #: TLS handshakes completed, and how many of them resumed an earlier session.
     tls_handshakes: int = 0
     tls_resumed: int = 0
@@ -76,6 +106,7 @@ class Destination:
         max_pending: int = DEFAULT_MAX_PENDING,
         client_writes: WriteBatch | None = None,
         backend_writes: WriteBatch | None = None,
+        batch_gets: bool | None = None,
     ) -> None:
         self.server = server
         self.timeout = server.timeout_ms / 1000
@@ -88,9 +119,17 @@ class Destination:
         self._tls_sessions = SessionCache()
         # The TLS connection whose session is not stored yet (see _remember_tls_session).
         self._tls_session_source: _SessionSource | None = None
-        # (op, pending, deadline) per request written or waiting to be written.
-        self._queue: deque[tuple[Op, Pending, float]] = deque()
+        # (op, pending, deadline) per request written or waiting to be written; a
+        # batched get is one entry (op GET_BATCH) for all its keys.
+        self._queue: deque[tuple[Op, Pending | _GetBatch, float]] = deque()
+        #: Keys in the queue's batched gets beyond one per entry (for `pending_count`).
+        self._batched_extra = 0
         self._out = bytearray()
+        #: Send single-key gets of one pass as one multi-key get (None: on TLS servers).
+        self.batch_gets = ssl_context is not None if batch_gets is None else batch_gets
+        #: The single-key gets routed in this pass, not on the output yet.
+        self._get_keys: list[bytes] = []
+        self._get_pendings: list[Pending] = []
         self._work = Parker()
         self._client_writes = client_writes or WriteBatch()
         self._backend_writes = backend_writes or WriteBatch()
@@ -108,7 +147,8 @@ class Destination:
 
     @property
     def pending_count(self) -> int:
-        return len(self._queue)
+        """Requests sent or waiting to be, each key of a batched get counted."""
+        return len(self._queue) + self._batched_extra + len(self._get_keys)
 
     # -- called by route handles (synchronous, any task) ----------------------------
 
@@ -116,19 +156,30 @@ class Destination:
         if self._closed:
             return Pending(error_reply(Result.LOCAL_ERROR, "destination closed"))
         queue = self._queue
-        if len(queue) >= self.max_pending:
+        get_keys = self._get_keys
+        if len(queue) + self._batched_extra + len(get_keys) >= self.max_pending:
             return Pending(_BUSY)
         pending = Pending()
         out = self._out
-        first = not out
-        if request.quiet_forwarded:
-            # The backend may stay silent; `mn` always answers, keeping the FIFO aligned.
-            queue.append((Op.MA_QUIET, pending, _now() + self.timeout))
-            out += request.to_wire() + b"mn\r\n"
+        first = not out and not get_keys
+        keys = request.keys
+        if self.batch_gets and request.op is Op.GET and (keys is None or len(keys) == 1):
+            if len(get_keys) == MAX_GET_BATCH:
+                self._emit_gets()
+                get_keys = self._get_keys
+            get_keys.append(request.key)
+            self._get_pendings.append(pending)
         else:
-            queue.append((request.op, pending, _now() + self.timeout))
-            wire = request.wire
-            out += wire if wire is not None else request.to_wire()
+            if get_keys:
+                self._emit_gets()  # keep the server's order the order requests came in
+            if request.quiet_forwarded:
+                # The backend may stay silent; `mn` always answers, keeping the FIFO aligned.
+                queue.append((Op.MA_QUIET, pending, _now() + self.timeout))
+                out += request.to_wire() + b"mn\r\n"
+            else:
+                queue.append((request.op, pending, _now() + self.timeout))
+                wire = request.wire
+                out += wire if wire is not None else request.to_wire()
         self.stats.requests += 1
         if first:
             # The first request of a batch: the rest join the same write.
@@ -138,14 +189,34 @@ class Destination:
                 self._work.wake()  # connect, or the writer takes it after its write
         return pending
 
+    def _emit_gets(self) -> None:
+        """Put the gets gathered so far on the output: one `get` with all their keys."""
+        keys = self._get_keys
+        pendings = self._get_pendings
+        self._get_keys = []
+        self._get_pendings = []
+        deadline = _now() + self.timeout
+        if len(keys) == 1:
+            self._queue.append((Op.GET, pendings[0], deadline))
+            self._out += b"get " + keys[0] + b"\r\n"
+        else:
+            self._queue.append((_GET_BATCH, _GetBatch(keys, pendings), deadline))
+            self._batched_extra += len(keys) - 1
+            self.stats.get_batches += 1
+            self._out += b"get " + b" ".join(keys) + b"\r\n"
+
     def flush(self) -> None:
         """Write the queued requests now (`WriteBatch`), unless the writer owns the output.
 
         Writing here rather than in the writer task saves a Trio task switch per
         batch. Whatever the socket does not take now, or an error, goes to the writer.
         """
+        if not self._writer_idle:
+            return
+        if self._get_keys:
+            self._emit_gets()
         out = self._out
-        if not self._writer_idle or not out:
+        if not out:
             return
         io = self._io
         if io is None:
@@ -185,7 +256,7 @@ class Destination:
         """Connect when there is work, serve the connection, repeat. Runs until cancelled."""
         try:
             while True:
-                while not self._queue:
+                while not self._queue and not self._get_keys:
                     await self._work.park()
                 stream = await self._connect()
                 if stream is not None:
@@ -317,6 +388,8 @@ class Destination:
             while True:
                 if self._write_error is not None:
                     raise self._write_error
+                if self._get_keys:
+                    self._emit_gets()
                 if not self._out and not (tls is not None and tls.raw_pending):
                     self._writer_idle = True
                     try:
@@ -359,11 +432,24 @@ class Destination:
                 backend_writes.hold()
                 try:
                     while queue:
-                        framed = frame_reply(buf, pos, queue[0][0])
+                        op, pending, _deadline = queue[0]
+                        if op is _GET_BATCH:
+                            assert isinstance(pending, _GetBatch)
+                            after = pending.framer.frame(buf, pos)
+                            if after is None:
+                                break
+                            pos = after
+                            queue.popleft()
+                            keys = len(pending.pendings)
+                            self._batched_extra -= keys - 1
+                            self.stats.replies += keys
+                            pending.resolve_framed()
+                            continue
+                        framed = frame_reply(buf, pos, op)
                         if framed is None:
                             break
                         reply, pos = framed
-                        pending = queue.popleft()[1]
+                        queue.popleft()
                         self.stats.replies += 1
                         pending.resolve(reply)
                     else:
@@ -397,11 +483,18 @@ class Destination:
             await trio.sleep(remaining)
 
     def _fail_all(self, reply: Reply) -> None:
+        if self._get_keys:
+            self._emit_gets()
         self._out = bytearray()
         queue = self._queue
         while queue:
-            self.stats.errors += 1
-            queue.popleft()[1].resolve(reply)
+            pending = queue.popleft()[1]
+            if isinstance(pending, _GetBatch):
+                self._batched_extra -= len(pending.pendings) - 1
+                self.stats.errors += len(pending.pendings)
+            else:
+                self.stats.errors += 1
+            pending.resolve(reply)
 
 
 def _describe(why: object) -> object:

@@ -52,6 +52,8 @@ class Op(enum.IntEnum):
     #: Framing only (never a request's op): an `ma` forwarded with its `q` flag and
     #: followed by `mn`, so the backend's answer is either one reply and MN, or MN.
     MA_QUIET = enum.auto()
+    #: Framing only: single-key gets from any clients, sent as one multi-key `get`.
+    GET_BATCH = enum.auto()
 
 
 #: The command word as it appears on the wire.

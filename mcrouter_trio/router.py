@@ -62,6 +62,7 @@ class ProxyContext:
         *,
         ssl_context_for: Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None] | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
+        batch_gets: bool | None = None,
         host_id: int = 0,
         seed: int | None = None,
     ) -> None:
@@ -71,6 +72,7 @@ class ProxyContext:
         self._nursery = nursery
         self._ssl_context_for = ssl_context_for
         self._max_pending = max_pending
+        self._batch_gets = batch_gets
         self._gathering: dict[Destination, list[tuple[bytes, Pending]]] | None = None
         #: Batches the client writes of replies resolved by destination readers.
         self.client_writes = WriteBatch()
@@ -85,6 +87,7 @@ class ProxyContext:
                 server,
                 ssl_context=tls,
                 max_pending=self._max_pending,
+                batch_gets=self._batch_gets,
                 client_writes=self.client_writes,
                 backend_writes=self.backend_writes,
             )

@@ -46,6 +46,9 @@ class ServerSettings:
     max_outstanding: int = 34133
     max_conns: int = 0
     max_pending_per_server: int = 100_000
+    #: Send a pass's single-key gets to a server as one multi-key get: True, False,
+    #: or None for TLS servers only (`--batch-gets`).
+    batch_gets: bool | None = None
     grace_period: float = 5.0
     #: TLS for clients on `ssl_ports` (a callable so certificate rotation is picked up).
     ssl_ports: tuple[int, ...] = ()
@@ -160,6 +163,7 @@ async def serve(
             destination_nursery,
             ssl_context_for=client_ssl_context_for,
             max_pending=settings.max_pending_per_server,
+            batch_gets=settings.batch_gets,
             host_id=host_id if host_id is not None else host_id_for(socket.gethostname()),
         )
         router = Router(config, ctx, stats, router_settings or RouterSettings())

@@ -115,7 +115,8 @@ class ProxyStats:
             value = (
                 f"pending_reqs:{dest.pending_count} {dest.state}; requests:{s.requests} "
                 f"replies:{s.replies} errors:{s.errors} connects:{s.connects} "
-                f"connect_failures:{s.connect_failures} batches:{s.batches}"
+                f"connect_failures:{s.connect_failures} batches:{s.batches} "
+                f"get_batches:{s.get_batches}"
             )
             if server.mech == "ssl":
                 # A low resumed share means every reconnect pays a full handshake.

@@ -112,6 +112,8 @@ class Rig:
     """Two identical memcached servers and two proxies in front of the second."""
 
     workdir: Path
+    #: `--batch-gets` of both proxies: `always` sends pipelined gets as one multi-get.
+    batch_gets: str
     direct: Memcached | None = None
     backend: Memcached | None = None
     proxy: Proxy | None = None  # --enable-flush-cmd
@@ -122,8 +124,9 @@ class Rig:
         self.direct = _memcached()
         self.backend = _memcached()
         config = pool_config(self.backend.address)
-        self.proxy = _proxy(self.workdir, config, "--enable-flush-cmd")
-        self.default_proxy = _proxy(self.workdir, config)
+        batching = ("--batch-gets", self.batch_gets)
+        self.proxy = _proxy(self.workdir, config, "--enable-flush-cmd", *batching)
+        self.default_proxy = _proxy(self.workdir, config, *batching)
 
     def stop(self) -> None:
         for process in (self.proxy, self.default_proxy, self.direct, self.backend):
@@ -194,9 +197,11 @@ def _proxy(workdir: Path, config: dict[str, object], *extra_args: str) -> Proxy:
     return proxy
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    rig = Rig(tmp_path_factory.mktemp("exactness"))
+@pytest.fixture(scope="module", params=["tls", "always"], ids=lambda mode: f"batch-gets-{mode}")
+def rig(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    # The default (`tls`) sends every get as it came; `always` sends the gets of a
+    # pipeline as one multi-key get and splits the reply, which must not show.
+    rig = Rig(tmp_path_factory.mktemp("exactness"), request.param)
     try:
         rig.start()
         yield rig

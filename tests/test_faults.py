@@ -11,6 +11,7 @@ healthy backend is a real memcached, sometimes reached through a forwarding
 from __future__ import annotations
 
 import re
+import select
 import selectors
 import signal
 import socket
@@ -695,3 +696,92 @@ def test_sigterm_exits_zero_within_grace_period_with_idle_client(
         proxy.process.send_signal(signal.SIGTERM)
         assert proxy.process.wait(timeout=grace) == 0, proxy.log()
         assert idle.read_for(1).endswith(b"<CLOSED>")
+
+
+# -- batched gets (`--batch-gets`) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "wire"),
+    [
+        ("always", b"get a b a\r\n"),
+        ("never", b"get a\r\nget b\r\nget a\r\n"),
+        ("tls", b"get a\r\nget b\r\nget a\r\n"),  # the default batches for TLS only
+    ],
+)
+def test_gets_of_one_pass_leave_as_one_multi_get(
+    fault_server: Callable[[Handler], FaultServer],
+    memcached: Memcached,
+    proxy_factory: ProxyFactory,
+    mode: str,
+    wire: bytes,
+) -> None:
+    sent = bytearray()  # what the proxy sent to memcached
+
+    def record_and_forward(conn: Conn) -> None:
+        with socket.create_connection(("127.0.0.1", memcached.port), timeout=5) as upstream:
+            conn.sock.settimeout(5)
+            while not conn.server.stopping.is_set():
+                readable, _, _ = select.select([conn.sock, upstream], [], [], 0.05)
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    if source is conn.sock:
+                        sent.extend(data)
+                        upstream.sendall(data)
+                    else:
+                        conn.sock.sendall(data)
+
+    backend = fault_server(record_and_forward)
+    proxy = proxy_factory(pool_config(backend.address), "--batch-gets", mode)
+    with connect(proxy.port) as client:
+        assert client.call(b"set a 3 0 2\r\nhi\r\n") == b"STORED\r\n"
+        client.send(b"get a\r\nget b\r\nget a\r\n")  # one read, so one pass
+        hit = b"VALUE a 3 2\r\nhi\r\nEND\r\n"
+        assert client.read_exactly(2 * len(hit) + 5) == hit + b"END\r\n" + hit
+    assert bytes(sent) == b"set a 3 0 2\r\nhi\r\n" + wire
+
+
+def test_reset_mid_batched_reply_fails_every_key_then_reconnects(
+    fault_server: Callable[[Handler], FaultServer],
+    memcached: Memcached,
+    proxy_factory: ProxyFactory,
+) -> None:
+    back = threading.Event()
+    forward = forward_to(memcached.port)
+
+    def reset_until_back(conn: Conn) -> None:
+        if back.is_set():
+            forward(conn)
+            return
+        if conn.readline() is None:  # the one multi-key get
+            return
+        conn.send(b"VALUE a 0 10\r\nabc")  # part of the reply, then RST
+        conn.reset()
+
+    backend = fault_server(reset_until_back)
+    proxy = proxy_factory(pool_config(backend.address), "--batch-gets", "always")
+    with connect(proxy.port) as client:
+        client.send(b"get a\r\nget b\r\nget c\r\n")
+        assert [client.read_until(b"\r\n") for _ in range(3)] == [REMOTE_ERROR] * 3
+
+        back.set()
+        assert client.call(b"set k 0 0 2\r\nhi\r\n") == b"STORED\r\n"
+        client.send(b"get k\r\nget nothing\r\nget k\r\n")
+        hit = b"VALUE k 0 2\r\nhi\r\nEND\r\n"
+        assert client.read_exactly(2 * len(hit) + 5) == hit + b"END\r\n" + hit
+
+
+def test_pending_limit_counts_every_key_of_a_batched_get(
+    fault_server: Callable[[Handler], FaultServer], proxy_factory: ProxyFactory
+) -> None:
+    stalled = fault_server(never_answer)
+    proxy = proxy_factory(
+        pool_config(stalled.address),
+        *("-t", "300", "--batch-gets", "always", "--target-max-pending-requests", "2"),
+    )
+    with connect(proxy.port) as client:
+        client.send(b"get a\r\nget b\r\nget c\r\n")
+        replies = [client.read_until(b"\r\n") for _ in range(3)]
+    assert replies == [REPLY_TIMEOUT, REPLY_TIMEOUT, b"SERVER_ERROR 307 busy\r\n"]

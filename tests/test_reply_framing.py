@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 
 from mcrouter_trio.messages import Op, Reply, Result
-from mcrouter_trio.protocol import ReplyStreamError, frame_reply, values
+from mcrouter_trio.protocol import GetBatchFramer, ReplyStreamError, frame_reply, values
 from mcrouter_trio.protocol._replies import MAX_REPLY_LINE, _frame_get
 
 
@@ -303,3 +303,82 @@ def test_single_hit_shortcut_agrees_with_the_general_get_framing(reply: bytes, o
     shortcut = outcome(lambda: frame_reply(buf, offset, Op.GET))
     general = None if end < 0 else outcome(lambda: _frame_get(buf, offset, end))
     assert shortcut == general
+
+
+# -- batched gets: one multi-key get, split back into one reply per key -----------------
+
+BATCH_KEYS = st.lists(
+    st.sampled_from([b"a", b"b", b"c", b"key:1", b"key:2"]), min_size=1, max_size=12
+)
+#: Values framed by their length, so any bytes (CRLF, "END") must pass through.
+BATCH_VALUE = st.binary(max_size=20) | st.just(b"x\r\nEND\r\n")
+
+
+def single_reply(key: bytes, stored: dict[bytes, bytes]) -> bytes:
+    """What `get key` alone gets from memcached."""
+    if key not in stored:
+        return b"END\r\n"
+    return b"VALUE %s 5 %d\r\n%s\r\nEND\r\n" % (key, len(stored[key]), stored[key])
+
+
+def batch_reply(keys: list[bytes], stored: dict[bytes, bytes]) -> bytes:
+    """What `get k1 ... kn` gets from memcached: the hits in key order, then END."""
+    return b"".join(single_reply(key, stored)[:-5] for key in keys) + b"END\r\n"
+
+
+@given(BATCH_KEYS, st.dictionaries(st.sampled_from([b"a", b"b", b"key:1"]), BATCH_VALUE))
+@settings(max_examples=300)
+def test_a_batched_get_is_split_into_the_replies_of_single_gets(
+    keys: list[bytes], stored: dict[bytes, bytes]
+) -> None:
+    raw = b"before" + batch_reply(keys, stored) + b"after"
+    framer = GetBatchFramer(keys)
+    assert framer.frame(raw, len(b"before")) == len(raw) - len(b"after")
+    assert [reply.raw for reply in framer.replies] == [single_reply(k, stored) for k in keys]
+    hits = [reply.result is Result.FOUND for reply in framer.replies]
+    assert hits == [key in stored for key in keys]
+
+
+@given(BATCH_KEYS, st.dictionaries(st.sampled_from([b"a", b"c", b"key:2"]), BATCH_VALUE))
+@settings(max_examples=100)
+def test_a_batched_get_reply_cut_anywhere_waits_then_resumes(
+    keys: list[bytes], stored: dict[bytes, bytes]
+) -> None:
+    raw = batch_reply(keys, stored)
+    framer = GetBatchFramer(keys)
+    for cut in range(len(raw)):  # the same framer sees the reply grow byte by byte
+        assert framer.frame(raw[:cut], 0) is None, raw[:cut]
+    assert framer.frame(raw, 0) == len(raw)
+    assert [reply.raw for reply in framer.replies] == [single_reply(k, stored) for k in keys]
+
+
+def test_an_error_line_answers_every_key_not_answered_yet() -> None:
+    keys = [b"a", b"b", b"c"]
+    error = b"SERVER_ERROR out of memory writing get response\r\n"
+    framer = GetBatchFramer(keys)
+    raw = b"VALUE b 0 1\r\nx\r\n" + error
+    assert framer.frame(raw, 0) == len(raw)
+    assert [r.raw for r in framer.replies] == [b"END\r\n", b"VALUE b 0 1\r\nx\r\nEND\r\n", error]
+    assert framer.replies[2].result is Result.REMOTE_ERROR
+
+    framer = GetBatchFramer(keys)
+    raw = b"CLIENT_ERROR bad command line format\r\n"
+    assert framer.frame(raw, 0) == len(raw)
+    assert [r.raw for r in framer.replies] == [raw] * 3
+    assert {r.result for r in framer.replies} == {Result.CLIENT_ERROR}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"VALUE z 0 1\r\nx\r\nEND\r\n", id="key-not-asked-for"),
+        pytest.param(b"VALUE b 0 1\r\nx\r\nVALUE a 0 1\r\ny\r\nEND\r\n", id="keys-out-of-order"),
+        pytest.param(b"VALUE a 0 1\r\nxy\r\nEND\r\n", id="size-lies"),
+        pytest.param(b"VALUE a 0 1\r\nx\r\nCLIENT_ERROR late\r\n", id="client-error-after-a-hit"),
+        pytest.param(b"STORED\r\n", id="not-a-get-reply"),
+        pytest.param(b"VALUE a 0 x\r\nx\r\nEND\r\n", id="size-not-a-number"),
+    ],
+)
+def test_a_batched_get_reply_that_cannot_be_one_breaks_the_stream(raw: bytes) -> None:
+    with pytest.raises(ReplyStreamError):
+        GetBatchFramer([b"a", b"b"]).frame(raw, 0)

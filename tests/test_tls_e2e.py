@@ -659,3 +659,37 @@ def test_request_in_the_same_segment_as_the_handshake_end_is_answered(
             with contextlib.suppress(ssl.SSLWantReadError):
                 reply += tls.read(65536)
     assert reply.startswith(b"VERSION ")
+
+
+def test_concurrent_clients_get_their_own_replies_from_batched_gets(
+    proxy_factory: ProxyFactory, memcached_factory: MemcachedFactory, pki: Pki
+) -> None:
+    # To TLS servers, the gets routed in one pass leave as one multi-key get: many
+    # clients at once make such batches, mixing hits and misses, and each client
+    # must get exactly the reply its own get would have had.
+    server = memcached_factory(*memcached_tls_args(pki))
+    proxy = proxy_factory(ssl_pool(server.address), *pki.client_flags())
+    with closing(Client(proxy.port)) as client:
+        for i in range(0, 40, 2):  # odd keys stay missing
+            assert set_(client, b"batch:%d" % i, b"value of %d" % i * (i % 7)) == STORED
+    failures: list[str] = []
+
+    def run(worker: int) -> None:
+        with closing(Client(proxy.port)) as client:
+            for round_ in range(60):
+                i = (worker * 7 + round_) % 40
+                expected = None if i % 2 else b"value of %d" % i * (i % 7)
+                got = get(client, b"batch:%d" % i)
+                if got != expected:
+                    failures.append(f"worker {worker}: batch:{i} gave {got!r}")
+                    return
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    stats = server_stats(proxy.port, server.address)
+    assert stats["requests"] == stats["replies"] == 20 + 16 * 60
+    assert stats["get_batches"] > 0  # 16 clients at once: gets did share batches

@@ -6,7 +6,7 @@ bytes a client receives.
 """
 
 from mcrouter_trio.protocol._numbers import strtol, strtoull
-from mcrouter_trio.protocol._replies import ReplyStreamError, frame_reply, values
+from mcrouter_trio.protocol._replies import GetBatchFramer, ReplyStreamError, frame_reply, values
 from mcrouter_trio.protocol._requests import (
     KEY_MAX_LENGTH,
     NEED_DATA,
@@ -23,6 +23,7 @@ __all__ = [
     "NEED_DATA",
     "CloseConnection",
     "Event",
+    "GetBatchFramer",
     "ImmediateReply",
     "ReplyStreamError",
     "RequestParser",

@@ -34,6 +34,13 @@ _ERROR_PREFIXES: Final = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
 #: size. Lines of other shapes take the general path in `_frame_get`.
 _VALUE_LINE: Final = re.compile(rb"VALUE [^ \r\n]+ [^ \r\n]+ (\d{1,10})(?: [^ \r\n]+)?\r\n").match
 
+#: The same, with the key as group 1 and the size as group 2.
+_VALUE_HEADER: Final = re.compile(
+    rb"VALUE ([^ \r\n]+) [^ \r\n]+ (\d{1,10})(?: [^ \r\n]+)?\r\n"
+).match
+#: A miss, as memcached answers a single-key get for a key it does not have.
+MISS: Final = Reply(Result.NOTFOUND, b"END\r\n")
+
 _SIMPLE: Final[dict[bytes, Result]] = {
     b"STORED": Result.STORED,
     b"NOT_STORED": Result.NOTSTORED,
@@ -216,3 +223,72 @@ def values(raw: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
         block_end = end + 2 + size + 2
         yield header.split(b" ", 2)[1], header, raw[pos:block_end]
         pos = block_end
+
+
+class GetBatchFramer:
+    """Frames the reply to one `get k1 ... kn` into the replies each `get ki` would get.
+
+    memcached answers the keys of a multi-key get in order and leaves misses out,
+    so walking the VALUE blocks against the keys tells each key's hit or miss. An
+    error line that ends the reply (`SERVER_ERROR` part-way, or any error before the
+    first hit) answers every key not answered yet. Framing resumes where it stopped:
+    a long reply that arrives in many reads is not walked again from its start.
+    """
+
+    __slots__ = ("_framed", "keys", "replies")
+
+    def __init__(self, keys: list[bytes]) -> None:
+        self.keys = keys
+        #: One reply per key, in key order, once `frame` returned an index.
+        self.replies: list[Reply] = []
+        self._framed = 0  # bytes of the reply already framed into `replies`
+
+    def frame(self, buf: bytes | bytearray, start: int) -> int | None:
+        """The index just past the reply that starts at `buf[start]`; None: need more.
+
+        Raises ReplyStreamError if the bytes cannot be the reply to this get.
+        """
+        keys = self.keys
+        replies = self.replies
+        pos = start + self._framed
+        while True:
+            value = _VALUE_HEADER(buf, pos)
+            if value is not None:
+                key = value[1]
+                data_end = value.end() + int(value[2])
+            else:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    if len(buf) - pos > MAX_REPLY_LINE:
+                        raise ReplyStreamError("reply line too long")
+                    return None
+                if end - pos == 3 and buf.startswith(b"END", pos):
+                    replies.extend([MISS] * (len(keys) - len(replies)))
+                    return end + 2
+                line = bytes(buf[pos:end])
+                if not line.startswith(b"VALUE "):
+                    return self._error(line, end + 2)
+                key = line.split(b" ")[1]  # an unusual VALUE line: `_value_size` checks it
+                data_end = end + 2 + _value_size(line)
+            if len(buf) < data_end + 2:
+                return None
+            if buf[data_end : data_end + 2] != b"\r\n":
+                raise ReplyStreamError("VALUE block not terminated by CRLF")
+            index = len(replies)
+            while index < len(keys) and keys[index] != key:
+                replies.append(MISS)  # memcached skipped it: a miss
+                index += 1
+            if index == len(keys):
+                raise ReplyStreamError(f"VALUE for a key not asked for: {key[:80]!r}")
+            replies.append(Reply(Result.FOUND, bytes(buf[pos : data_end + 2]) + b"END\r\n"))
+            pos = data_end + 2
+            self._framed = pos - start
+
+    def _error(self, line: bytes, after: int) -> int:
+        if not line.startswith(_ERROR_PREFIXES) or (
+            self.replies and not line.startswith(b"SERVER_ERROR")
+        ):
+            raise ReplyStreamError(f"unexpected reply {line[:80]!r} to a get")
+        error = _error(line, after)[0]
+        self.replies.extend([error] * (len(self.keys) - len(self.replies)))
+        return after
