@@ -448,6 +448,8 @@ class McrouterTrio:
     key: str = "mcrouter-trio"
     title: str = "mcrouter-trio"
     compare_with: str | None = "twemproxy"
+    #: `--num-proxies`: worker processes sharing the port (their CPU is counted too).
+    workers: int = 1
 
     def start(self, stage: Stage) -> Deployment:
         mc_port, mc_pid = stage.start_memcached()
@@ -455,9 +457,13 @@ class McrouterTrio:
         conf = stage.workdir / "mcrouter-trio.json"
         config = {"pools": {"A": {"servers": [f"{LOOPBACK}:{mc_port}"]}}, "route": "PoolRoute|A"}
         conf.write_text(json.dumps(config, indent=2) + "\n")
-        argv = proxy_argv(stage.tools.proxy_cmd, port, conf)
+        argv = [*proxy_argv(stage.tools.proxy_cmd, port, conf), *worker_args(self.workers)]
         pid = stage.start_server("mcrouter-trio", argv, port)
         return Deployment(port, (pid,), (mc_pid,), tuple(stage.commands))
+
+
+def worker_args(workers: int) -> list[str]:
+    return [] if workers == 1 else ["--num-proxies", str(workers)]
 
 
 def proxy_argv(command: Sequence[str], port: int, conf: Path) -> list[str]:
@@ -645,6 +651,7 @@ class TlsMcrouterTrioMemcached:
     key: str = "tls-mcrouter-trio-memcached"
     title: str = "TLS: mcrouter-trio → memcached -Z"
     compare_with: str | None = "tls-stunnel"
+    workers: int = 1
 
     def start(self, stage: Stage) -> Deployment:
         if not memcached_supports_tls(stage.tools.memcached):
@@ -657,7 +664,7 @@ class TlsMcrouterTrioMemcached:
             stage.workdir / "mcrouter-trio.json", {"pools": {"A": pool}, "route": "PoolRoute|A"}
         )
         argv = [*proxy_argv(stage.tools.proxy_cmd, port, conf), *client_tls_args(certs)]
-        pid = stage.start_server("mcrouter-trio", argv, port)
+        pid = stage.start_server("mcrouter-trio", [*argv, *worker_args(self.workers)], port)
         return Deployment(port, (pid,), (mc_pid,), tuple(stage.commands))
 
 
@@ -668,6 +675,8 @@ class TlsMcrouterTrioPair:
     key: str = "tls-mcrouter-trio-pair"
     title: str = "TLS: mcrouter-trio → mcrouter-trio → memcached"
     compare_with: str | None = "tls-stunnel"
+    #: Workers of each of the two proxies.
+    workers: int = 1
 
     def start(self, stage: Stage) -> Deployment:
         certs = ensure_certs(stage.workdir.parent / "certs")
@@ -681,9 +690,8 @@ class TlsMcrouterTrioPair:
             },
         )
         dc_b_argv = tls_listener_argv(stage.tools.proxy_cmd, ssl_port, dc_b_conf)
-        dc_b_pid = stage.start_server(
-            "mcrouter-trio-dc-b", dc_b_argv + server_tls_args(certs), ssl_port
-        )
+        dc_b_argv += [*server_tls_args(certs), *worker_args(self.workers)]
+        dc_b_pid = stage.start_server("mcrouter-trio-dc-b", dc_b_argv, ssl_port)
         pool = {
             "servers": [f"{LOOPBACK}:{ssl_port}"],
             "use_ssl": True,
@@ -693,18 +701,36 @@ class TlsMcrouterTrioPair:
             stage.workdir / "dc-a.json", {"pools": {"dc-b": pool}, "route": "PoolRoute|dc-b"}
         )
         dc_a_argv = [*proxy_argv(stage.tools.proxy_cmd, port, dc_a_conf), *client_tls_args(certs)]
+        dc_a_argv += worker_args(self.workers)
         dc_a_pid = stage.start_server("mcrouter-trio-dc-a", dc_a_argv, port)
         return Deployment(port, (dc_a_pid, dc_b_pid), (mc_pid,), tuple(stage.commands))
 
 
+#: Worker processes of the `-2w` targets: one per core of a 2-core machine, as
+#: `--num-proxies` is meant to be used (the stunnel chain runs three processes).
+WORKERS = 2
+
+
 def build_scenarios() -> list[Scenario]:
+    two = f"`--num-proxies {WORKERS}`"
     return [
         MemcachedDirect(),
         Twemproxy(),
         McrouterTrio(),
+        McrouterTrio(key="mcrouter-trio-2w", title=f"mcrouter-trio {two}", workers=WORKERS),
         TlsStunnel(),
         TlsMcrouterTrioMemcached(),
+        TlsMcrouterTrioMemcached(
+            key="tls-mcrouter-trio-memcached-2w",
+            title=f"TLS: mcrouter-trio {two} → memcached -Z",
+            workers=WORKERS,
+        ),
         TlsMcrouterTrioPair(),
+        TlsMcrouterTrioPair(
+            key="tls-mcrouter-trio-pair-2w",
+            title=f"TLS: mcrouter-trio {two} → mcrouter-trio {two} → memcached",
+            workers=WORKERS,
+        ),
     ]
 
 
