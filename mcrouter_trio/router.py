@@ -3,8 +3,9 @@
 Commands about the proxy itself (`version`, `verbosity`, `stats`) are answered
 here; `flush_all` is refused unless enabled and then sent to every server; a
 multi-key retrieval is split into one request per key (mcrouter routes each key
-independently) and merged back in key order; everything else goes down the route
-tree from the config.
+independently) and merged back in key order, unless every key goes to one server
+as it is, in which case the client's get goes there whole; everything else goes
+down the route tree from the config.
 
 `ProxyContext` is the run-time side of routing: it owns the destinations (one per
 distinct server spec, shared by every client and kept across config reloads) and
@@ -39,7 +40,13 @@ from mcrouter_trio.messages import (
     error_reply,
 )
 from mcrouter_trio.protocol import strtol, values
-from mcrouter_trio.routes import AllSyncRoute, DestinationRoute, Route, split_routing_prefix
+from mcrouter_trio.routes import (
+    AllSyncRoute,
+    DestinationRoute,
+    PoolRoute,
+    Route,
+    split_routing_prefix,
+)
 from mcrouter_trio.stats import ProxyStats
 
 VERSION_LINE: Final = f"VERSION {__version__} mcrouter-trio\r\n".encode()
@@ -110,16 +117,33 @@ class ProxyContext:
         """Hold back single-key gets sent from now on, to batch them per server."""
         self._gathering = {}
 
-    def send_gathered(self, op: Op) -> None:
+    def send_gathered(
+        self, op: Op, whole: Request | None = None, routed: list[Pending] | None = None
+    ) -> Pending | None:
         """Send what `gather_gets` held back: one multi-key get per server.
 
         mcrouter sends one request per key; batching a multi-get per server (as
         twemproxy does) costs the backend one command and the proxy one reply to
         frame instead of one per key.
+
+        `whole` is the client's multi-get and `routed` the Pending its route gave each
+        distinct key, in order. If every key went to one server, as it is and untouched
+        by route handles (each Pending is the one `send` returned), `whole` goes to that
+        server as the client sent it and its Pending is returned: the server's reply is
+        then exactly the merged reply, so splitting it per key and merging it again is
+        skipped. Otherwise the result is None.
         """
         gathering, self._gathering = self._gathering, None
         if not gathering:
-            return
+            return None
+        if whole is not None and routed is not None and len(gathering) == 1:
+            ((destination, fragments),) = gathering.items()
+            lookups = list(dict.fromkeys(whole.keys or ()))
+            if len(fragments) == len(routed) == len(lookups) and all(
+                fragment is pending and key == lookup
+                for (key, fragment), pending, lookup in zip(fragments, routed, lookups, strict=True)
+            ):
+                return destination.send(whole)
         for destination, fragments in gathering.items():
             keys = [key for key, _ in fragments]
             request = Request(op, keys[0], keys)
@@ -127,6 +151,7 @@ class ProxyContext:
                 destination.send(request).then(fragments[0][1].resolve)
             else:
                 destination.send(request).then(partial(_split_multiget, fragments))
+        return None
 
 
 class Router:
@@ -144,6 +169,8 @@ class Router:
         self.stats = stats
         self.settings = settings or RouterSettings()
         self._root: Route = config.route
+        #: The root when it is a plain PoolRoute: multi-gets can then often go whole.
+        self._root_pool = config.route if type(config.route) is PoolRoute else None
         self._op_counts = stats.ops
         for server in config.servers:
             ctx.destination(server)
@@ -194,6 +221,10 @@ class Router:
         # A plain get may answer a repeated key once; gat/gats must look each copy up
         # again (memcached does: a gat that expires the item makes later copies miss).
         touching = request.op is Op.GAT or request.op is Op.GATS
+        if not touching and self._root_pool is not None:
+            whole = self._root_pool.route_whole(request, self.ctx)
+            if whole is not None:
+                return whole
         lookups = keys if touching else list(dict.fromkeys(keys))
         replies: list[Reply | None] = [None] * len(lookups)
         remaining = [len(lookups)]
@@ -213,14 +244,20 @@ class Router:
 
             return on_reply
 
-        if not touching:
+        if touching:
+            routed = [self._route_key(request.with_keys([key])) for key in lookups]
+        else:
             self.ctx.gather_gets()
-        try:
-            for index, key in enumerate(lookups):
-                self._route_key(request.with_keys([key])).then(collect(index))
-        finally:
-            if not touching:
-                self.ctx.send_gathered(request.op)
+            routed = []
+            try:
+                for key in lookups:
+                    routed.append(self._route_key(request.with_keys([key])))
+            finally:
+                whole = self.ctx.send_gathered(request.op, request, routed)
+            if whole is not None:
+                return whole
+        for index, pending in enumerate(routed):
+            pending.then(collect(index))
         return out
 
     def _flush_all(self, request: Request) -> Pending:

@@ -236,6 +236,60 @@ def test_multiget_across_three_servers_in_client_order(
         assert mc.get_many(keys) == {k: b"v-" + k for k in keys}
 
 
+def test_multiget_whose_keys_share_a_server_is_answered_exactly(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    # Every key on one server: the get goes to it whole (no split and merge), which
+    # must answer exactly as the split path does, duplicates and misses included.
+    servers = [memcached_factory() for _ in range(3)]
+    proxy = proxy_factory(pool_config(*(s.address for s in servers)))
+    keys = [b"whole%d" % i for i in range(40)]
+    with connect(proxy.port) as client:
+        for key in keys[::2]:  # odd keys stay missing
+            assert client.call(b"set %s 5 0 %d\r\n%s\r\n" % (key, len(key), key)) == b"STORED\r\n"
+        before = _requests_per_server(client)
+    owner = {
+        key: index
+        for index, server in enumerate(servers)
+        for key in keys[::2]
+        if direct_get(server, key) != b"END\r\n"
+    }
+    target = owner[keys[0]]
+    hits = [k for k in keys[::2] if owner[k] == target][:4]
+    # A miss that hashes to the same server: set it there, read its owner, delete it.
+    with connect(proxy.port) as client:
+        misses = []
+        for key in keys[1::2]:
+            client.call(b"set %s 0 0 1\r\nx\r\n" % key)
+            if direct_get(servers[target], key) != b"END\r\n":
+                misses.append(key)
+            client.call(b"delete %s\r\n" % key)
+        assert misses, "no missing key hashes to the target server"
+        order = [hits[0], misses[0], *hits[1:], hits[0]]
+        expected = b"".join(value_block(k, k, 5) for k in order if k in hits) + b"END\r\n"
+        assert client.call(b"get " + b" ".join(order) + b"\r\n", b"END\r\n") == expected
+        after = _requests_per_server(client)
+    sent = {server: after[server] - before[server] for server in after}
+    assert sum(sent.values()) == 2 * len(keys[1::2]) + 1  # the sets, deletes, one get
+
+
+def test_multiget_through_a_route_tree_answers_as_memcached_does(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    # Not a PoolRoute at the root: every key is routed on its own, and when all of
+    # them reach one server untouched, the client's get goes to it as it is.
+    config = pool_config(memcached.address)
+    config["route"] = {"type": "HashRoute", "children": "Pool|A"}
+    proxy = proxy_factory(config)
+    with connect(proxy.port) as client:
+        for key in (b"ta", b"tb"):
+            assert client.call(b"set %s 9 0 2\r\nhi\r\n" % key) == b"STORED\r\n"
+        for command in (b"get ta tx tb ta\r\n", b"gets tb ta tb\r\n", b"get tx ty\r\n"):
+            with connect(memcached.port) as direct:
+                expected = direct.call(command, b"END\r\n")
+            assert client.call(command, b"END\r\n") == expected
+
+
 # -- pipelining ----------------------------------------------------------------------
 
 

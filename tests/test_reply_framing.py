@@ -377,6 +377,7 @@ def test_an_error_line_answers_every_key_not_answered_yet() -> None:
         pytest.param(b"VALUE a 0 1\r\nx\r\nCLIENT_ERROR late\r\n", id="client-error-after-a-hit"),
         pytest.param(b"STORED\r\n", id="not-a-get-reply"),
         pytest.param(b"VALUE a 0 x\r\nx\r\nEND\r\n", id="size-not-a-number"),
+        pytest.param(b"VALUE a 0 1073741825\r\nx", id="size-beyond-memcached"),
     ],
 )
 def test_a_batched_get_reply_that_cannot_be_one_breaks_the_stream(raw: bytes) -> None:

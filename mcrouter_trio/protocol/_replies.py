@@ -159,8 +159,13 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
         if end - line_start == 3 and buf.startswith(b"END", line_start):
             result = Result.FOUND if hits else Result.NOTFOUND
             return Reply(result, bytes(buf[start : end + 2])), end + 2
-        if buf.startswith(b"VALUE ", line_start):
-            data_end = end + 2 + _value_size(bytes(buf[line_start:end]))
+        value = _VALUE_LINE(buf, line_start)
+        if value is not None or buf.startswith(b"VALUE ", line_start):
+            # The usual VALUE line by one regular expression, any other by `_value_size`.
+            size = _value_size(bytes(buf[line_start:end])) if value is None else int(value[1])
+            if size > MAX_REPLY_VALUE:
+                raise ReplyStreamError("VALUE size out of range")
+            data_end = end + 2 + size
             if len(buf) < data_end + 2:
                 return None
             if buf[data_end : data_end + 2] != b"\r\n":
@@ -255,7 +260,10 @@ class GetBatchFramer:
             value = _VALUE_HEADER(buf, pos)
             if value is not None:
                 key = value[1]
-                data_end = value.end() + int(value[2])
+                size = int(value[2])
+                if size > MAX_REPLY_VALUE:
+                    raise ReplyStreamError("VALUE size out of range")
+                data_end = value.end() + size
             else:
                 end = buf.find(b"\r\n", pos)
                 if end < 0:

@@ -101,5 +101,22 @@ class PoolRoute:
                 return ctx.send(servers[self._hash_route.select(routing_key(key))], request)
         return self._hash_route.route(request, ctx)
 
+    def route_whole(self, request: Request, ctx: RouteContext) -> Pending | None:
+        """A multi-key get sent as it is, if every key hashes to one server; else None.
+
+        Its reply is then what routing each key and merging the replies would give.
+        """
+        keys = request.keys
+        servers = self._servers
+        if not keys or not servers or any(key[:1] == b"/" for key in keys):
+            return None  # routing prefixes are stripped per key: the general path
+        if len(servers) == 1:
+            return ctx.send(servers[0], request)
+        select = self._hash_route.select
+        chosen = select(routing_key(keys[0]))
+        if any(select(routing_key(key)) != chosen for key in keys[1:]):
+            return None
+        return ctx.send(servers[chosen], request)
+
     def children(self) -> list[Route]:
         return self._hash_route.children()
