@@ -57,6 +57,7 @@ SSLContextSource = Callable[[], ssl.SSLContext]
 _SessionSource = tuple[TLSSocket, ssl.SSLContext]
 #: Most keys one batched get carries (memcached takes any number; this bounds a line).
 MAX_GET_BATCH: Final = 100
+#: A global rather than `Op.GET_BATCH`: the read loop compares every reply's op with it.
 _GET_BATCH: Final = Op.GET_BATCH
 
 
