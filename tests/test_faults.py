@@ -11,7 +11,6 @@ healthy backend is a real memcached, sometimes reached through a forwarding
 from __future__ import annotations
 
 import re
-import select
 import selectors
 import signal
 import socket
@@ -208,10 +207,13 @@ def answer_gets(conn: Conn) -> None:
             return
 
 
-def forward_to(port: int, pause_after: bytes | None = None) -> Handler:
+def forward_to(
+    port: int, pause_after: bytes | None = None, sent: bytearray | None = None
+) -> Handler:
     """A handler that relays the connection to a real server on `port`.
 
     With `pause_after`, it stops reading for a second after relaying those bytes.
+    With `sent`, every byte relayed towards the server is also appended to it.
     """
 
     def forward(conn: Conn) -> None:
@@ -219,6 +221,8 @@ def forward_to(port: int, pause_after: bytes | None = None) -> Handler:
             conn.sock.settimeout(5)
             if conn.buffer:
                 upstream.sendall(conn.buffer)
+                if sent is not None:
+                    sent.extend(conn.buffer)
             with selectors.DefaultSelector() as selector:
                 selector.register(conn.sock, selectors.EVENT_READ, upstream)
                 selector.register(upstream, selectors.EVENT_READ, conn.sock)
@@ -230,6 +234,8 @@ def forward_to(port: int, pause_after: bytes | None = None) -> Handler:
                             conn.server.record("eof", conn.index)
                             return
                         key.data.sendall(data)
+                        if sent is not None and source is conn.sock:
+                            sent.extend(data)
                         if pause_after is not None and pause_after in data:
                             time.sleep(1.0)
 
@@ -367,10 +373,16 @@ def test_healthy_pool_answers_promptly_while_another_stalls(
 # -- broken reply streams ------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("mode", "lines"),
+    [("tls", 3), ("always", 1)],  # plain server: three gets, or one batched multi-get
+)
 def test_reset_mid_reply_fails_pending_requests_then_reconnects(
     fault_server: Callable[[Handler], FaultServer],
     memcached: Memcached,
     proxy_factory: ProxyFactory,
+    mode: str,
+    lines: int,
 ) -> None:
     back = threading.Event()
     forward = forward_to(memcached.port)
@@ -379,23 +391,26 @@ def test_reset_mid_reply_fails_pending_requests_then_reconnects(
         if back.is_set():
             forward(conn)
             return
-        for _ in range(3):
+        for _ in range(lines):
             if conn.readline() is None:
                 return
         conn.send(b"VALUE a 0 10\r\nabc")  # part of the first reply, then RST
         conn.reset()
 
     backend = fault_server(reset_until_back)
-    proxy = proxy_factory(pool_config(backend.address))
+    proxy = proxy_factory(pool_config(backend.address), "--batch-gets", mode)
+    hit = b"VALUE k 0 2\r\nhi\r\nEND\r\n"
     with connect(proxy.port) as client:
         client.send(b"get a\r\nget b\r\nget c\r\n")
         assert [client.read_until(b"\r\n") for _ in range(3)] == [REMOTE_ERROR] * 3
 
         back.set()
         assert client.call(b"set k 0 0 2\r\nhi\r\n") == b"STORED\r\n"
-        assert client.call(b"get k\r\n", b"END\r\n") == b"VALUE k 0 2\r\nhi\r\nEND\r\n"
+        assert client.call(b"get k\r\n", b"END\r\n") == hit
+        client.send(b"get k\r\nget nothing\r\nget k\r\n")
+        assert client.read_exactly(2 * len(hit) + 5) == hit + b"END\r\n" + hit
     with connect(memcached.port) as direct:
-        assert direct.call(b"get k\r\n", b"END\r\n") == b"VALUE k 0 2\r\nhi\r\nEND\r\n"
+        assert direct.call(b"get k\r\n", b"END\r\n") == hit
     assert backend.count("accept") == 2
     proxy_alive(proxy)
 
@@ -717,23 +732,7 @@ def test_gets_of_one_pass_leave_as_one_multi_get(
     wire: bytes,
 ) -> None:
     sent = bytearray()  # what the proxy sent to memcached
-
-    def record_and_forward(conn: Conn) -> None:
-        with socket.create_connection(("127.0.0.1", memcached.port), timeout=5) as upstream:
-            conn.sock.settimeout(5)
-            while not conn.server.stopping.is_set():
-                readable, _, _ = select.select([conn.sock, upstream], [], [], 0.05)
-                for source in readable:
-                    data = source.recv(65536)
-                    if not data:
-                        return
-                    if source is conn.sock:
-                        sent.extend(data)
-                        upstream.sendall(data)
-                    else:
-                        conn.sock.sendall(data)
-
-    backend = fault_server(record_and_forward)
+    backend = fault_server(forward_to(memcached.port, sent=sent))
     proxy = proxy_factory(pool_config(backend.address), "--batch-gets", mode)
     with connect(proxy.port) as client:
         assert client.call(b"set a 3 0 2\r\nhi\r\n") == b"STORED\r\n"
@@ -741,36 +740,6 @@ def test_gets_of_one_pass_leave_as_one_multi_get(
         hit = b"VALUE a 3 2\r\nhi\r\nEND\r\n"
         assert client.read_exactly(2 * len(hit) + 5) == hit + b"END\r\n" + hit
     assert bytes(sent) == b"set a 3 0 2\r\nhi\r\n" + wire
-
-
-def test_reset_mid_batched_reply_fails_every_key_then_reconnects(
-    fault_server: Callable[[Handler], FaultServer],
-    memcached: Memcached,
-    proxy_factory: ProxyFactory,
-) -> None:
-    back = threading.Event()
-    forward = forward_to(memcached.port)
-
-    def reset_until_back(conn: Conn) -> None:
-        if back.is_set():
-            forward(conn)
-            return
-        if conn.readline() is None:  # the one multi-key get
-            return
-        conn.send(b"VALUE a 0 10\r\nabc")  # part of the reply, then RST
-        conn.reset()
-
-    backend = fault_server(reset_until_back)
-    proxy = proxy_factory(pool_config(backend.address), "--batch-gets", "always")
-    with connect(proxy.port) as client:
-        client.send(b"get a\r\nget b\r\nget c\r\n")
-        assert [client.read_until(b"\r\n") for _ in range(3)] == [REMOTE_ERROR] * 3
-
-        back.set()
-        assert client.call(b"set k 0 0 2\r\nhi\r\n") == b"STORED\r\n"
-        client.send(b"get k\r\nget nothing\r\nget k\r\n")
-        hit = b"VALUE k 0 2\r\nhi\r\nEND\r\n"
-        assert client.read_exactly(2 * len(hit) + 5) == hit + b"END\r\n" + hit
 
 
 def test_pending_limit_counts_every_key_of_a_batched_get(

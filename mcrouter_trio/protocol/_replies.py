@@ -163,15 +163,11 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
         if value is not None or buf.startswith(b"VALUE ", line_start):
             # The usual VALUE line by one regular expression, any other by `_value_size`.
             size = _value_size(bytes(buf[line_start:end])) if value is None else int(value[1])
-            if size > MAX_REPLY_VALUE:
-                raise ReplyStreamError("VALUE size out of range")
-            data_end = end + 2 + size
-            if len(buf) < data_end + 2:
+            block_end = _block_end(buf, end + 2, size)
+            if block_end is None:
                 return None
-            if buf[data_end : data_end + 2] != b"\r\n":
-                raise ReplyStreamError("VALUE block not terminated by CRLF")
             hits += 1
-            line_start = data_end + 2
+            line_start = block_end
             end = buf.find(b"\r\n", line_start)
             if end < 0:
                 if len(buf) - line_start > MAX_REPLY_LINE:
@@ -192,10 +188,22 @@ def _value_size(line: bytes) -> int:
     parts = line.split(b" ")
     if len(parts) not in (4, 5) or not parts[3].isdigit():
         raise ReplyStreamError(f"malformed VALUE line {line[:80]!r}")
-    size = int(parts[3])
+    return int(parts[3])
+
+
+def _block_end(buf: bytes | bytearray, data_start: int, size: int) -> int | None:
+    """The index past a VALUE block whose `size` data bytes start at `data_start`.
+
+    None if more bytes are needed; ReplyStreamError if it cannot be a VALUE block.
+    """
     if size > MAX_REPLY_VALUE:
         raise ReplyStreamError("VALUE size out of range")
-    return size
+    data_end = data_start + size
+    if len(buf) < data_end + 2:
+        return None
+    if buf[data_end : data_end + 2] != b"\r\n":
+        raise ReplyStreamError("VALUE block not terminated by CRLF")
+    return data_end + 2
 
 
 def _frame_meta(
@@ -260,10 +268,7 @@ class GetBatchFramer:
             value = _VALUE_HEADER(buf, pos)
             if value is not None:
                 key = value[1]
-                size = int(value[2])
-                if size > MAX_REPLY_VALUE:
-                    raise ReplyStreamError("VALUE size out of range")
-                data_end = value.end() + size
+                block_end = _block_end(buf, value.end(), int(value[2]))
             else:
                 end = buf.find(b"\r\n", pos)
                 if end < 0:
@@ -276,20 +281,19 @@ class GetBatchFramer:
                 line = bytes(buf[pos:end])
                 if not line.startswith(b"VALUE "):
                     return self._error(line, end + 2)
-                key = line.split(b" ")[1]  # an unusual VALUE line: `_value_size` checks it
-                data_end = end + 2 + _value_size(line)
-            if len(buf) < data_end + 2:
+                size = _value_size(line)  # an unusual VALUE line, checked
+                key = line.split(b" ")[1]
+                block_end = _block_end(buf, end + 2, size)
+            if block_end is None:
                 return None
-            if buf[data_end : data_end + 2] != b"\r\n":
-                raise ReplyStreamError("VALUE block not terminated by CRLF")
             index = len(replies)
             while index < len(keys) and keys[index] != key:
                 replies.append(MISS)  # memcached skipped it: a miss
                 index += 1
             if index == len(keys):
                 raise ReplyStreamError(f"VALUE for a key not asked for: {key[:80]!r}")
-            replies.append(Reply(Result.FOUND, bytes(buf[pos : data_end + 2]) + b"END\r\n"))
-            pos = data_end + 2
+            replies.append(Reply(Result.FOUND, bytes(buf[pos:block_end]) + b"END\r\n"))
+            pos = block_end
             self._framed = pos - start
 
     def _error(self, line: bytes, after: int) -> int:
