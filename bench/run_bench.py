@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -212,6 +213,11 @@ def tree_cpu_seconds(roots: Iterable[int]) -> float:
     For a single process without children this is exactly utime+stime.
     """
     stats = _all_stats()
+    return sum(stats[pid][1] for pid in _tree(roots, stats)) / CLK_TCK
+
+
+def _tree(roots: Iterable[int], stats: dict[int, tuple[int, int]]) -> set[int]:
+    """The live processes among `roots` and all their descendants."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
@@ -223,7 +229,26 @@ def tree_cpu_seconds(roots: Iterable[int]) -> float:
             continue
         seen.add(pid)
         stack.extend(children.get(pid, ()))
-    return sum(stats[pid][1] for pid in seen) / CLK_TCK
+    return seen
+
+
+def tree_run_queue_wait_seconds(roots: Iterable[int]) -> float:
+    """Seconds the threads of these processes (and descendants) were runnable but
+    waiting for a CPU: the second field of ``/proc/<pid>/task/<tid>/schedstat``."""
+    waited_ns = 0
+    for pid in _tree(roots, _all_stats()):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                schedstat = Path(f"/proc/{pid}/task/{tid}/schedstat")
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    waited_ns += int(schedstat.read_text().split()[1])
+    return waited_ns / 1e9
+
+
+def idle_cpu_seconds() -> float:
+    """Idle time of all CPUs together (idle + iowait in the first line of /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / CLK_TCK
 
 
 # --------------------------------------------------------------------------- processes
@@ -762,6 +787,10 @@ class Result:
     backend_cpu_us_per_op: float | None = None
     total_cpu_us_per_op: float | None = None
     proxy_cpu_util: float | None = None
+    #: Run-queue wait of the proxy processes per second of load (summed, like
+    #: proxy_cpu_util), and the share of all CPUs left idle, over the middle of the run.
+    proxy_wait_util: float | None = None
+    machine_idle: float | None = None
     commands: list[list[str]] = field(default_factory=list)
 
 
@@ -833,6 +862,45 @@ class CpuSnapshot:
     client: float
 
 
+class SchedulerWindow:
+    """The proxy's run-queue wait and the machine's idle CPU over the middle of a run.
+
+    Both are rates, so they are sampled where the load is steady (from about 1 s
+    after it starts to 1 s before it ends) instead of over the CPU window, which
+    includes memcaslap's idle second after the load. A proxy that is runnable
+    but waiting for a core while the machine has idle CPU is short of scheduling,
+    not of CPU.
+    """
+
+    def __init__(self, proxy_pids: Sequence[int], duration_s: float) -> None:
+        margin = min(1.0, duration_s / 4)
+        self._offsets = (margin, duration_s - margin)
+        self._proxy_pids = tuple(proxy_pids)
+        self._samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(time.monotonic(),), daemon=True)
+        self._thread.start()
+
+    def _sample(self, started: float) -> None:
+        for offset in self._offsets:
+            if self._stop.wait(max(0.0, started + offset - time.monotonic())):
+                return
+            waited = tree_run_queue_wait_seconds(self._proxy_pids)
+            self._samples.append((time.monotonic(), idle_cpu_seconds(), waited))
+
+    def finish(self) -> tuple[float, float] | None:
+        """(proxy wait per second, idle share of all CPUs), or None if the run was too short."""
+        self._stop.set()
+        self._thread.join()
+        if len(self._samples) < 2:
+            return None
+        (t0, idle0, wait0), (t1, idle1, wait1) = self._samples
+        span = t1 - t0
+        if span <= 0:
+            return None
+        return (wait1 - wait0) / span, (idle1 - idle0) / (span * (os.cpu_count() or 1))
+
+
 def cpu_snapshot(deployment: Deployment) -> CpuSnapshot:
     client = os.times()
     return CpuSnapshot(
@@ -895,11 +963,17 @@ def measure(scenario: Scenario, stage: Stage, spec: LoadSpec, cfg: Path, prefix:
             run_memcaslap(supervisor, tools, cfg, deployment.port, spec.warmup_s, spec)
         progress(f"{prefix} {scenario.title}: running {spec.duration_s} s load...")
         before, started = cpu_snapshot(deployment), time.monotonic()
-        load = run_memcaslap(supervisor, tools, cfg, deployment.port, spec.duration_s, spec)
+        window = SchedulerWindow(deployment.proxy_pids, spec.duration_s)
+        try:
+            load = run_memcaslap(supervisor, tools, cfg, deployment.port, spec.duration_s, spec)
+        finally:
+            scheduling = window.finish()
         after, wall_s = cpu_snapshot(deployment), time.monotonic() - started
     except LoadError as exc:
         return failed(result, f"load failed: {exc}", prefix, exc.log)
     fill_result(result, load, before, after, wall_s)
+    if scheduling is not None:
+        result.proxy_wait_util, result.machine_idle = scheduling
     progress(f"{prefix} {scenario.title}: {summary(result)}")
     return result
 
@@ -962,6 +1036,10 @@ def _cell(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def _percent(share: float | None) -> str:
+    return "—" if share is None else f"{100 * share:.0f} %"
+
+
 def _hit_rate(result: Result) -> str:
     if not result.cmd_get or result.get_misses is None:
         return "—"
@@ -976,18 +1054,18 @@ def _escape(text: str, limit: int = 160) -> str:
 def markdown(results: Sequence[Result], ratio_rows: Sequence[dict[str, Any]], host: str) -> str:
     lines = [
         "| Target | ops/s | proxy CPU µs/op | memcached CPU µs/op | total CPU µs/op "
-        "| proxy CPU % | get hits |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| proxy CPU % | proxy waiting % | idle CPU % | get hits |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         if r.status != "ok":
-            lines.append(f"| {r.title} | {_escape(r.error or r.status)} | — | — | — | — | — |")
+            lines.append(f"| {r.title} | {_escape(r.error or r.status)} |" + " — |" * 7)
             continue
-        util = None if r.proxy_cpu_util is None else 100 * r.proxy_cpu_util
         lines.append(
             f"| {r.title} | {_cell(r.ops_per_s, ',.0f')} | {_cell(r.proxy_cpu_us_per_op, '.2f')} "
             f"| {_cell(r.backend_cpu_us_per_op, '.2f')} | {_cell(r.total_cpu_us_per_op, '.2f')} "
-            f"| {_cell(util, '.0f')} % | {_hit_rate(r)} |"
+            f"| {_percent(r.proxy_cpu_util)} | {_percent(r.proxy_wait_util)} "
+            f"| {_percent(r.machine_idle)} | {_hit_rate(r)} |"
         )
     if ratio_rows:
         titles = {r.key: r.title for r in results}
