@@ -274,21 +274,37 @@ def start_dc_b(opts: Options, procs: Processes, workdir: Path, binary: str) -> l
 
 
 def start_dc_a(opts: Options, procs: Processes, workdir: Path) -> list[str]:
-    ports = opts.ports
+    config = render_config("dc-a.json", opts.ports, workdir)
+    port = start_dialing_proxy("DC-A proxy", opts, procs, "dc_a", config)
+    return [
+        f"DC-A (plain text on {port}; forwards to DC-B {opts.ports['dc_b_tls']} over TLS):",
+        try_line(port),
+        f"  (or: telnet {LOOPBACK} {port})",
+    ]
+
+
+def start_dialing_proxy(
+    name: str, opts: Options, procs: Processes, port_name: str, config: Path
+) -> int:
+    """A proxy with a plain-text port for local clients that dials its servers over TLS."""
+    port = opts.ports[port_name]
     argv = [
         *PROXY,
-        "-p", str(ports["dc_a"]),
-        "-f", str(render_config("dc-a.json", ports, workdir)),
+        "-p", str(port),
+        "-f", str(config),
         "--listen-addresses", opts.listen,
         *client_tls_flags(opts.certs),
     ]  # fmt: skip
-    procs.start("DC-A proxy", argv, ports["dc_a"])
-    return [
-        f"DC-A (plain text on {ports['dc_a']}; forwards to DC-B {ports['dc_b_tls']} over TLS):",
+    procs.start(name, argv, port)
+    return port
+
+
+def try_line(port: int) -> str:
+    """A set and a get through the proxy on `port`, as a shell line."""
+    return (
         f"  printf 'set greeting 0 0 5\\r\\nhello\\r\\nget greeting\\r\\nquit\\r\\n' "
-        f"| nc {LOOPBACK} {ports['dc_a']}",
-        f"  (or: telnet {LOOPBACK} {ports['dc_a']})",
-    ]
+        f"| nc {LOOPBACK} {port}"
+    )
 
 
 def start_memcached_tls(opts: Options, procs: Processes, workdir: Path, binary: str) -> list[str]:
@@ -307,18 +323,11 @@ def start_memcached_tls(opts: Options, procs: Processes, workdir: Path, binary: 
     mc_port = ports["tls_memcached"]
     mc_argv = memcached_argv(binary, mc_port, ["-Z", "-o", tls_options])
     procs.start("memcached -Z", mc_argv, mc_port, probe_context(certs))
-    argv = [
-        *PROXY,
-        "-p", str(ports["tls_proxy"]),
-        "-f", str(render_config("memcached-tls.json", ports, workdir)),
-        "--listen-addresses", opts.listen,
-        *client_tls_flags(certs),
-    ]  # fmt: skip
-    procs.start("TLS-to-memcached proxy", argv, ports["tls_proxy"])
+    config = render_config("memcached-tls.json", ports, workdir)
+    port = start_dialing_proxy("TLS-to-memcached proxy", opts, procs, "tls_proxy", config)
     return [
-        f"TLS to memcached (plain text on {ports['tls_proxy']}; memcached -Z on {mc_port}):",
-        f"  printf 'set greeting 0 0 5\\r\\nhello\\r\\nget greeting\\r\\nquit\\r\\n' "
-        f"| nc {LOOPBACK} {ports['tls_proxy']}",
+        f"TLS to memcached (plain text on {port}; memcached -Z on {mc_port}):",
+        try_line(port),
         f"  memcached itself: {openssl_line(mc_port, certs)}",
     ]
 
