@@ -156,10 +156,10 @@ class Destination:
     def send(self, request: Request) -> Pending:
         if self._closed:
             return Pending(error_reply(Result.LOCAL_ERROR, "destination closed"))
+        if self.pending_count >= self.max_pending:
+            return Pending(_BUSY)
         queue = self._queue
         get_keys = self._get_keys
-        if len(queue) + self._batched_extra + len(get_keys) >= self.max_pending:
-            return Pending(_BUSY)
         pending = Pending()
         out = self._out
         first = not out and not get_keys
