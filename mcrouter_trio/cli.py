@@ -19,7 +19,8 @@ from mcrouter_trio import __version__
 from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
 from mcrouter_trio.router import RouterSettings
 from mcrouter_trio.server import Proxy, ServerSettings, serve
-from mcrouter_trio.stats import ProxyStats
+from mcrouter_trio.stats import ProxyStats, publish_stats
+from mcrouter_trio.stats_board import SharedStats, StatsBoard
 from mcrouter_trio.tls_setup import (
     TLSSetup,
     TLSStartupError,
@@ -187,11 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--num-proxies",
+        "--proxy-threads",
         type=_workers,
         default=1,
-        metavar="N",
+        metavar="N|auto",
         help="worker processes sharing the ports (SO_REUSEPORT), each a whole proxy with "
-        "its own server connections; use up to one per core (default 1)",
+        "its own server connections; `auto`: one per core this process may use (default 1)",
     )
     add("-L", "--log-path", metavar="FILE", help="log to FILE instead of stderr")
     add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
@@ -215,9 +217,14 @@ def load(args: argparse.Namespace) -> ProxyConfig:
 
 
 def _workers(text: str) -> int:
-    value = int(text)
+    if text == "auto":
+        return min(len(os.sched_getaffinity(0)), 256)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if not 1 <= value <= 256:
-        raise argparse.ArgumentTypeError("must be from 1 to 256")
+        raise argparse.ArgumentTypeError("must be from 1 to 256, or auto (one per core)")
     return value
 
 
@@ -287,7 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_proxies == 1:
         return _serve_process(plan, None)
     supervisor = os.getpid()
-    return run_workers(args.num_proxies, lambda _index: _serve_process(plan, supervisor))
+    servers = {*config.servers, *(s for pool in config.pools.values() for s in pool.servers)}
+    board = StatsBoard.for_servers(args.num_proxies, len(servers))
+
+    def run_worker(index: int) -> int:
+        plan.stats.shared = SharedStats(board, index)
+        return _serve_process(plan, supervisor)
+
+    return run_workers(args.num_proxies, run_worker)
 
 
 @attrs.frozen(kw_only=True)
@@ -353,6 +367,8 @@ async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
             nursery.start_soon(partial(watch_tls_files, tls.holders(), plan.tls_reload_interval))
         if supervisor is not None:
             nursery.start_soon(parent_watch, supervisor, shutdown)
+        if plan.stats.shared is not None:
+            nursery.start_soon(publish_stats, plan.stats, proxy.router.ctx.destinations)
         tls_only = set(settings.ssl_ports) - set(settings.ports)
         for listener in proxy.listeners:
             host, port = listener.socket.getsockname()[:2]

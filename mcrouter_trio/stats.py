@@ -6,10 +6,13 @@ import os
 import resource
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
 
 from mcrouter_trio import __version__
 from mcrouter_trio.messages import Op, Reply, Result
+from mcrouter_trio.stats_board import PUBLISH_INTERVAL, SharedStats, Snapshot
 
 if TYPE_CHECKING:
     from mcrouter_trio.config._specs import ServerSpec
@@ -39,10 +42,27 @@ _OP_STATS = {
     Op.MD: "cmd_meta_delete",
     Op.MA: "cmd_meta_arithmetic",
 }
+#: Per-server counters in `stats servers`, in the order snapshots carry them.
+_SERVER_COUNTERS: Final = (
+    "pending_reqs",
+    "requests",
+    "replies",
+    "errors",
+    "connects",
+    "connect_failures",
+    "batches",
+    "get_batches",
+    "tls_handshakes",
+    "tls_resumed",
+)
 
 
 class ProxyStats:
-    """Process-wide counters; cheap enough to bump once per request."""
+    """Process-wide counters; cheap enough to bump once per request.
+
+    With `--num-proxies N`, `shared` is this worker's place on the stats board and
+    `stats` adds the other workers' published counters to this worker's own.
+    """
 
     def __init__(self, commandargs: str = "") -> None:
         self.started = time.time()
@@ -51,6 +71,7 @@ class ProxyStats:
         self.curr_connections = 0
         self.total_connections = 0
         self.rejected_connections = 0
+        self.shared: SharedStats | None = None
 
     def count(self, op: Op) -> None:
         self.ops[op] += 1
@@ -71,6 +92,8 @@ class ProxyStats:
         elif group == b"servers":
             lines = self.servers(destinations)
         elif group == b"reset":
+            if self.shared is not None:
+                self.shared.request_reset()
             self.reset()
             return Reply(Result.OK, b"RESET\r\n")
         else:
@@ -80,8 +103,12 @@ class ProxyStats:
 
     def basic(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, object]]:
         now = time.time()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
         states = [d.state for d in destinations.values()]
+        counters = self._basic_counters(destinations)
+        others = self.shared.others() if self.shared is not None else []
+        for other in others:
+            for name, value in other["basic"].items():
+                counters[name] += value
         lines: list[tuple[str, object]] = [
             ("version", f"{__version__} mcrouter-trio"),
             ("commandargs", self.commandargs),
@@ -89,37 +116,105 @@ class ProxyStats:
             ("parent_pid", os.getppid()),
             ("time", int(now)),
             ("uptime", int(now - self.started)),
-            ("rusage_user", f"{usage.ru_utime:.6f}"),
-            ("rusage_system", f"{usage.ru_stime:.6f}"),
-            ("curr_connections", self.curr_connections),
-            ("total_connections", self.total_connections),
-            ("rejected_connections", self.rejected_connections),
+            ("rusage_user", f"{counters['rusage_user']:.6f}"),
+            ("rusage_system", f"{counters['rusage_system']:.6f}"),
+            ("curr_connections", counters["curr_connections"]),
+            ("total_connections", counters["total_connections"]),
+            ("rejected_connections", counters["rejected_connections"]),
             ("num_servers", len(destinations)),
             ("num_servers_up", states.count("up")),
             ("num_servers_down", states.count("down")),
             ("num_servers_closed", states.count("closed")),
             ("num_servers_new", states.count("new")),
-            ("proxy_reqs_processing", sum(d.pending_count for d in destinations.values())),
+            ("num_proxies", self.shared.workers if self.shared is not None else 1),
+            ("proxy_reqs_processing", counters["proxy_reqs_processing"]),
         ]
-        lines.extend((name, self.ops[op]) for op, name in _OP_STATS.items())
+        lines.extend((name, counters[name]) for name in _OP_STATS.values())
         return lines
 
+    def _basic_counters(self, destinations: Mapping[ServerSpec, Destination]) -> dict[str, Any]:
+        """This process's share of the basic stats that add up over workers."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        counters: dict[str, Any] = {
+            "rusage_user": usage.ru_utime,
+            "rusage_system": usage.ru_stime,
+            "curr_connections": self.curr_connections,
+            "total_connections": self.total_connections,
+            "rejected_connections": self.rejected_connections,
+            "proxy_reqs_processing": sum(d.pending_count for d in destinations.values()),
+        }
+        counters.update((name, self.ops[op]) for op, name in _OP_STATS.items())
+        return counters
+
     def servers(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, object]]:
+        counts = self._server_counters(destinations)
+        for other in self.shared.others() if self.shared is not None else []:
+            for key, theirs in other["servers"].items():
+                mine = counts.get(key)
+                if mine is not None:  # lines are for the servers this worker knows
+                    counts[key] = [a + b for a, b in zip(mine, theirs, strict=True)]
         lines: list[tuple[str, object]] = []
         for server, dest in sorted(destinations.items(), key=lambda item: item[0].address):
-            key = (
-                f"{server.address}:{server.protocol}:{server.mech}:notcompressed-"
-                f"{server.timeout_ms}"
-            )
-            s = dest.stats
+            key = _server_key(server)
+            c = dict(zip(_SERVER_COUNTERS, counts[key], strict=True))
             value = (
-                f"pending_reqs:{dest.pending_count} {dest.state}; requests:{s.requests} "
-                f"replies:{s.replies} errors:{s.errors} connects:{s.connects} "
-                f"connect_failures:{s.connect_failures} batches:{s.batches} "
-                f"get_batches:{s.get_batches}"
+                f"pending_reqs:{c['pending_reqs']} {dest.state}; requests:{c['requests']} "
+                f"replies:{c['replies']} errors:{c['errors']} connects:{c['connects']} "
+                f"connect_failures:{c['connect_failures']} batches:{c['batches']} "
+                f"get_batches:{c['get_batches']}"
             )
             if server.mech == "ssl":
                 # A low resumed share means every reconnect pays a full handshake.
-                value += f" tls_handshakes:{s.tls_handshakes} tls_resumed:{s.tls_resumed}"
+                value += f" tls_handshakes:{c['tls_handshakes']} tls_resumed:{c['tls_resumed']}"
             lines.append((key, value))
         return lines
+
+    def _server_counters(
+        self, destinations: Mapping[ServerSpec, Destination]
+    ) -> dict[str, list[int]]:
+        """This process's per-server counters, in `_SERVER_COUNTERS` order."""
+        counts = {}
+        for server, dest in destinations.items():
+            s = dest.stats
+            counts[_server_key(server)] = [
+                dest.pending_count,
+                s.requests,
+                s.replies,
+                s.errors,
+                s.connects,
+                s.connect_failures,
+                s.batches,
+                s.get_batches,
+                s.tls_handshakes,
+                s.tls_resumed,
+            ]
+        return counts
+
+    def publish(self, destinations: Mapping[ServerSpec, Destination]) -> None:
+        """Put this worker's counters on the board (resetting them first if asked to)."""
+        shared = self.shared
+        if shared is None:
+            return
+        if shared.reset_due():
+            self.reset()
+            shared.mark_reset()
+        snapshot: Snapshot = {
+            "basic": self._basic_counters(destinations),
+            "servers": self._server_counters(destinations),
+        }
+        shared.publish(snapshot)
+
+
+async def publish_stats(
+    stats: ProxyStats,
+    destinations: Mapping[ServerSpec, Destination],
+    interval: float = PUBLISH_INTERVAL,
+) -> None:
+    """A worker's task: keep its counters on the stats board, for the other workers' `stats`."""
+    while True:
+        stats.publish(destinations)
+        await trio.sleep(interval)
+
+
+def _server_key(server: ServerSpec) -> str:
+    return f"{server.address}:{server.protocol}:{server.mech}:notcompressed-{server.timeout_ms}"

@@ -261,7 +261,8 @@ def test_tls_flag_combinations_that_cannot_work(args: list[str], message: str) -
         (["--max-line-length", "-1"], "--max-line-length: must be at least 1"),
         (["--graceful-shutdown-timeout", "-1"], "--graceful-shutdown-timeout: must be a number"),
         (["--graceful-shutdown-timeout", "nan"], "--graceful-shutdown-timeout: must be a number"),
-        (["--num-proxies", "0"], "--num-proxies: must be from 1 to 256"),
+        (["--num-proxies", "0"], "--num-proxies/--proxy-threads: must be from 1 to 256, or auto"),
+        (["--proxy-threads", "some"], "--num-proxies/--proxy-threads: must be from 1 to 256"),
     ],
 )
 def test_out_of_range_limits_are_refused_by_name(args: list[str], message: str) -> None:

@@ -98,3 +98,78 @@ def test_a_port_in_use_stops_every_worker(memcached: Memcached, tmp_path: object
         result = subprocess.run(command, capture_output=True, timeout=20)
     assert result.returncode == 2
     assert b"cannot start" in result.stderr
+
+
+def stats_on(client: Client) -> dict[str, str]:
+    raw = client.call(b"stats\r\n", b"END\r\n")
+    return {
+        parts[1].decode(): parts[2].decode()
+        for parts in (line.split(b" ", 2) for line in raw.split(b"\r\n"))
+        if parts[0] == b"STAT" and len(parts) == 3
+    }
+
+
+def sets_on_both_workers(port: int, count: int) -> set[int]:
+    """`count` sets, each on a new connection; the pids of the workers that served them."""
+    pids = set()
+    for index in range(count):
+        with closing(Client(port)) as client:
+            assert client.call(b"set spread%d 0 0 1\r\nx\r\n" % index) == b"STORED\r\n"
+            pids.add(int(stats_on(client)["pid"]))
+    assert len(pids) == 2, pids  # 24 connections: all on one worker is ~1e-7
+    return pids
+
+
+def wait_for_stats(port: int, wanted: dict[str, str], pids: set[int]) -> None:
+    """Until every worker in `pids` answers `stats` with the `wanted` values."""
+    deadline = time.monotonic() + 10
+    agreed: set[int] = set()
+    seen: dict[str, str] = {}
+    while agreed != pids and time.monotonic() < deadline:
+        with closing(Client(port)) as client:
+            seen = stats_on(client)
+        if all(seen[name] == value for name, value in wanted.items()):
+            agreed.add(int(seen["pid"]))
+        else:
+            agreed.discard(int(seen["pid"]))
+            time.sleep(0.1)
+    assert agreed == pids, (wanted, seen)
+
+
+def test_stats_add_up_the_counters_of_every_worker(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--num-proxies", "2")
+    pids = sets_on_both_workers(proxy.port, 24)
+    # Each worker served only part of the sets: either one answering 24 has added them up.
+    wait_for_stats(proxy.port, {"cmd_set": "24", "num_proxies": "2"}, pids)
+    with closing(Client(proxy.port)) as client:
+        servers = client.call(b"stats servers\r\n", b"END\r\n")
+    assert b" requests:24 replies:24 errors:0 connects:2 " in servers, servers
+
+
+def test_stats_reset_reaches_every_worker(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--proxy-threads", "2")
+    pids = sets_on_both_workers(proxy.port, 24)
+    wait_for_stats(proxy.port, {"cmd_set": "24"}, pids)
+    with closing(Client(proxy.port)) as client:
+        assert client.call(b"stats reset\r\n") == b"RESET\r\n"
+    wait_for_stats(proxy.port, {"cmd_set": "0"}, pids)
+    with closing(Client(proxy.port)) as client:
+        assert client.call(b"set after 0 0 1\r\nx\r\n") == b"STORED\r\n"
+    wait_for_stats(proxy.port, {"cmd_set": "1"}, pids)
+
+
+def test_num_proxies_auto_runs_one_worker_per_usable_core(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--num-proxies", "auto")
+    cores = len(os.sched_getaffinity(0))
+    with closing(Client(proxy.port)) as client:
+        assert stats_on(client)["num_proxies"] == str(cores)
+    if cores > 1:
+        assert len(pids_seen(proxy.port, 12 * cores)) == cores
+    else:
+        assert pids_seen(proxy.port) == {proxy.process.pid}

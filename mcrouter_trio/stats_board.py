@@ -1,0 +1,139 @@
+"""`--num-proxies N`: every worker's counters, so that `stats` describes the whole proxy.
+
+mcrouter adds up its proxy threads' counters when it answers `stats`. Workers here
+are processes, so each one publishes a snapshot of its counters into its own slot of
+a board, an anonymous shared mapping the parent makes before it forks; the worker
+that answers `stats` adds the other workers' latest snapshots to its own live
+counters. Other workers' counts are therefore at most one publish interval old.
+
+A slot holds a sequence number (odd while its owner writes it, so a reader that
+sees it change retries), the reset generation the snapshot was taken in, the
+payload's length and the payload (JSON). `stats reset` raises the board's
+generation: each worker resets its own counters when it next publishes, and a
+snapshot from an older generation counts as zero until then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import struct
+from typing import Any, Final
+
+log = logging.getLogger("mcrouter_trio.stats")
+
+#: Seconds between two snapshots of one worker.
+PUBLISH_INTERVAL: Final = 0.5
+_GENERATION = struct.Struct("<Q")
+_SLOT_HEADER = struct.Struct("<QQI")  # sequence, generation, payload length
+_BOARD_HEADER_BYTES: Final = 64
+#: Tries a reader makes while the slot's owner is writing (a write takes microseconds).
+_READ_TRIES: Final = 1000
+
+Snapshot = dict[str, Any]
+
+
+class StatsBoard:
+    """Fixed-size slots in memory shared by the workers, one per worker."""
+
+    def __init__(self, workers: int, slot_bytes: int) -> None:
+        self.workers = workers
+        self.slot_bytes = slot_bytes
+        # Anonymous and MAP_SHARED (mmap's default): every forked worker sees one copy.
+        self._map = mmap.mmap(-1, _BOARD_HEADER_BYTES + workers * slot_bytes)
+
+    @classmethod
+    def for_servers(cls, workers: int, servers: int) -> StatsBoard:
+        """A board whose slots fit a snapshot with `servers` server lines."""
+        return cls(workers, 4096 + 512 * servers)
+
+    @property
+    def generation(self) -> int:
+        return int(_GENERATION.unpack_from(self._map, 0)[0])
+
+    def next_generation(self) -> int:
+        """`stats reset`: start a new generation; every worker resets when it sees it."""
+        generation = self.generation + 1
+        _GENERATION.pack_into(self._map, 0, generation)
+        return generation
+
+    def publish(self, index: int, generation: int, snapshot: Snapshot) -> bool:
+        """Write worker `index`'s snapshot; False if it is too large for a slot."""
+        payload = json.dumps(snapshot, separators=(",", ":")).encode()
+        if _SLOT_HEADER.size + len(payload) > self.slot_bytes:
+            return False
+        offset = self._offset(index)
+        sequence = int(_SLOT_HEADER.unpack_from(self._map, offset)[0])
+        _SLOT_HEADER.pack_into(self._map, offset, sequence + 1, generation, len(payload))
+        start = offset + _SLOT_HEADER.size
+        self._map[start : start + len(payload)] = payload
+        _SLOT_HEADER.pack_into(self._map, offset, sequence + 2, generation, len(payload))
+        return True
+
+    def read(self, index: int) -> tuple[int, Snapshot] | None:
+        """Worker `index`'s latest (generation, snapshot), or None if it has none yet."""
+        offset = self._offset(index)
+        start = offset + _SLOT_HEADER.size
+        for _ in range(_READ_TRIES):
+            sequence, generation, length = _SLOT_HEADER.unpack_from(self._map, offset)
+            if sequence == 0:
+                return None
+            if sequence % 2:
+                continue  # being written
+            payload = self._map[start : start + length]
+            if _SLOT_HEADER.unpack_from(self._map, offset)[0] == sequence:
+                snapshot: Snapshot = json.loads(payload)
+                return int(generation), snapshot
+        return None
+
+    def _offset(self, index: int) -> int:
+        if not 0 <= index < self.workers:
+            raise IndexError(f"worker {index} of {self.workers}")
+        return _BOARD_HEADER_BYTES + index * self.slot_bytes
+
+
+class SharedStats:
+    """One worker's place on the board: what it publishes, what the others published."""
+
+    def __init__(self, board: StatsBoard, index: int) -> None:
+        self.board = board
+        self.index = index
+        #: The reset generation this worker's counters belong to.
+        self.generation = board.generation
+        self._too_large_logged = False
+
+    @property
+    def workers(self) -> int:
+        return self.board.workers
+
+    def reset_due(self) -> bool:
+        """Whether another worker answered `stats reset` since this one last reset."""
+        return self.board.generation != self.generation
+
+    def mark_reset(self) -> None:
+        self.generation = self.board.generation
+
+    def request_reset(self) -> None:
+        """This worker answers `stats reset`: every worker resets (this one at once)."""
+        self.generation = self.board.next_generation()
+
+    def publish(self, snapshot: Snapshot) -> None:
+        if not self.board.publish(self.index, self.generation, snapshot):
+            # Per-server lines are what grows: the totals still fit without them.
+            self.board.publish(self.index, self.generation, {**snapshot, "servers": {}})
+            if not self._too_large_logged:
+                self._too_large_logged = True
+                log.warning("stats: too many servers to share per-server counters")
+
+    def others(self) -> list[Snapshot]:
+        """The other workers' snapshots of the current generation."""
+        current = self.board.generation
+        found = []
+        for index in range(self.board.workers):
+            if index == self.index:
+                continue
+            entry = self.board.read(index)
+            if entry is not None and entry[0] == current:
+                found.append(entry[1])
+        return found
