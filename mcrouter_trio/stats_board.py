@@ -64,11 +64,13 @@ class StatsBoard:
         if _SLOT_HEADER.size + len(payload) > self.slot_bytes:
             return False
         offset = self._offset(index)
-        sequence = int(_SLOT_HEADER.unpack_from(self._map, offset)[0])
-        _SLOT_HEADER.pack_into(self._map, offset, sequence + 1, generation, len(payload))
+        # Odd while writing. A worker killed mid-write leaves it odd: its successor
+        # in the slot keeps that odd number and still ends on an even one.
+        writing = int(_SLOT_HEADER.unpack_from(self._map, offset)[0]) | 1
+        _SLOT_HEADER.pack_into(self._map, offset, writing, generation, len(payload))
         start = offset + _SLOT_HEADER.size
         self._map[start : start + len(payload)] = payload
-        _SLOT_HEADER.pack_into(self._map, offset, sequence + 2, generation, len(payload))
+        _SLOT_HEADER.pack_into(self._map, offset, writing + 1, generation, len(payload))
         return True
 
     def read(self, index: int) -> tuple[int, Snapshot] | None:

@@ -26,12 +26,17 @@ def test_a_snapshot_too_large_for_its_slot_is_refused() -> None:
     assert board.read(0) is None
 
 
-def test_a_slot_being_written_is_not_read() -> None:
+def test_a_slot_being_written_is_not_read_until_written_again() -> None:
     board = StatsBoard(workers=1, slot_bytes=256)
-    board.publish(0, 0, {"basic": {}})
-    # What a reader sees while the owner is between its two header writes: an odd sequence.
+    board.publish(0, 0, {"basic": {"cmd_get": 1}})
+    # What a reader sees while the owner is between its two header writes, or for good
+    # if the owner was killed there: an odd sequence number.
     struct.pack_into("<Q", board._map, 64, 3)
     assert board.read(0) is None
+    board.publish(0, 0, {"basic": {"cmd_get": 2}})  # the restarted worker's first snapshot
+    assert board.read(0) == (0, {"basic": {"cmd_get": 2}})
+    board.publish(0, 0, {"basic": {"cmd_get": 3}})
+    assert board.read(0) == (0, {"basic": {"cmd_get": 3}})
 
 
 def test_worker_indexes_outside_the_board_are_refused() -> None:
