@@ -71,6 +71,10 @@ class ProxyStats:
         self.curr_connections = 0
         self.total_connections = 0
         self.rejected_connections = 0
+        #: Client TLS handshakes (--ssl-port): completed, of those resumed, and refused.
+        self.ssl_handshakes = 0
+        self.ssl_handshakes_resumed = 0
+        self.ssl_handshakes_refused = 0
         self.shared: SharedStats | None = None
 
     def count(self, op: Op) -> None:
@@ -82,6 +86,9 @@ class ProxyStats:
             ops[op] = 0
         self.total_connections = self.curr_connections
         self.rejected_connections = 0
+        self.ssl_handshakes = 0
+        self.ssl_handshakes_resumed = 0
+        self.ssl_handshakes_refused = 0
 
     def reply(self, args: Sequence[bytes], destinations: Mapping[ServerSpec, Destination]) -> Reply:
         group = args[0] if args else b""
@@ -121,6 +128,9 @@ class ProxyStats:
             ("curr_connections", counters["curr_connections"]),
             ("total_connections", counters["total_connections"]),
             ("rejected_connections", counters["rejected_connections"]),
+            ("ssl_handshakes", counters["ssl_handshakes"]),
+            ("ssl_handshakes_resumed", counters["ssl_handshakes_resumed"]),
+            ("ssl_handshakes_refused", counters["ssl_handshakes_refused"]),
             ("num_servers", len(destinations)),
             ("num_servers_up", states.count("up")),
             ("num_servers_down", states.count("down")),
@@ -141,6 +151,9 @@ class ProxyStats:
             "curr_connections": self.curr_connections,
             "total_connections": self.total_connections,
             "rejected_connections": self.rejected_connections,
+            "ssl_handshakes": self.ssl_handshakes,
+            "ssl_handshakes_resumed": self.ssl_handshakes_resumed,
+            "ssl_handshakes_refused": self.ssl_handshakes_refused,
             "proxy_reqs_processing": sum(d.pending_count for d in destinations.values()),
         }
         counters.update((name, self.ops[op]) for op, name in _OP_STATS.items())

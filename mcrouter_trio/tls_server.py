@@ -48,13 +48,18 @@ async def _handshake_then_serve(proxy: Proxy, stream: trio.SocketStream) -> None
         with trio.fail_after(timeout):
             await tls.do_handshake()
     except trio.TooSlowError:
+        proxy.stats.ssl_handshakes_refused += 1
         log.warning("TLS handshake from %s refused: not completed within %g s", peer, timeout)
         await trio.aclose_forcefully(stream)
         return
     except (ssl.SSLError, OSError) as exc:
+        proxy.stats.ssl_handshakes_refused += 1
         log.warning("TLS handshake from %s refused: %s", peer, refusal_reason(exc))
         await trio.aclose_forcefully(stream)
         return
+    proxy.stats.ssl_handshakes += 1
+    if tls.session_reused:
+        proxy.stats.ssl_handshakes_resumed += 1
     await proxy.handle(tls)
 
 

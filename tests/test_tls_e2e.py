@@ -329,8 +329,33 @@ def test_refused_handshakes_are_logged_and_others_served(
     assert get(good, b"k") == b"v"
     with closing(TLSClient(b.tls_port, pki.client_context())) as late:
         assert get(late, b"k") == b"v"
+        stats = late.call(b"stats\r\n", b"END\r\n")
     good.close()
     assert b.process.poll() is None
+    # Two clients served; no certificate, another CA, plaintext and silence refused.
+    assert b"STAT ssl_handshakes 2\r\n" in stats, stats
+    assert b"STAT ssl_handshakes_refused 4\r\n" in stats, stats
+
+
+def test_client_sessions_resume_at_the_tls_listener(
+    proxy_factory: ProxyFactory, memcached: Memcached, pki: Pki
+) -> None:
+    b = start_edge_b(proxy_factory, pki, memcached)
+    context = pki.client_context()
+    with closing(TLSClient(b.tls_port, context)) as first:
+        assert first.call(b"version\r\n").startswith(b"VERSION")  # TLS 1.3 tickets come now
+        assert isinstance(first.sock, ssl.SSLSocket)
+        session = first.sock.session
+    raw = socket.create_connection(("127.0.0.1", b.tls_port), timeout=DEADLINE)
+    with context.wrap_socket(raw, server_hostname="localhost", session=session) as again:
+        assert again.session_reused
+        again.sendall(b"stats\r\n")
+        stats = b""
+        while not stats.endswith(b"END\r\n"):
+            stats += again.recv(65536)
+    assert b"STAT ssl_handshakes 2\r\n" in stats, stats
+    assert b"STAT ssl_handshakes_resumed 1\r\n" in stats, stats
+    assert b"STAT ssl_handshakes_refused 0\r\n" in stats, stats
 
 
 @pytest.mark.parametrize("tls13_only", [False, True], ids=["default", "tls13-only"])
