@@ -96,13 +96,14 @@ class TLSSocket(trio.abc.Stream):
         Sets `eof` on close_notify. Raises ssl.SSLError on a corrupt stream. Any bytes
         TLS must send in answer (key updates) are queued for the next write.
         """
+        incoming = self._incoming
         if raw:
-            self._incoming.write(raw)
+            incoming.write(raw)
         chunks: list[bytes] = []
-        read = self.ssl_object.read
+        ssl_object = self.ssl_object
         while True:
             try:
-                chunk = read(_PLAIN_CHUNK)
+                chunk = ssl_object.read(_PLAIN_CHUNK)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -112,6 +113,10 @@ class TLSSocket(trio.abc.Stream):
                 self.eof = True
                 break
             chunks.append(chunk)
+            if not incoming.pending and not ssl_object.pending():
+                # Everything received is decrypted: one more read could only raise
+                # SSLWantReadError, which costs 1-3 µs to raise and catch.
+                break
         if self._outgoing.pending:
             self._queue_outgoing()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)

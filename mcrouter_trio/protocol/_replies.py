@@ -156,23 +156,36 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
     hits = 0
     line_start = start
     while True:
-        if end - line_start == 3 and buf.startswith(b"END", line_start):
-            result = Result.FOUND if hits else Result.NOTFOUND
-            return Reply(result, bytes(buf[start : end + 2])), end + 2
         value = _VALUE_LINE(buf, line_start)
-        if value is not None or buf.startswith(b"VALUE ", line_start):
-            # The usual VALUE line by one regular expression, any other by `_value_size`.
-            size = _value_size(bytes(buf[line_start:end])) if value is None else int(value[1])
-            block_end = _block_end(buf, end + 2, size)
+        if value is not None:
+            # The usual VALUE line: one regular expression, and the block is skipped
+            # here rather than in `_block_end` (this loop runs once per key of a multi-get).
+            size = int(value[1])
+            if size > MAX_REPLY_VALUE:
+                raise ReplyStreamError("VALUE size out of range")
+            data_end = value.end() + size
+            if len(buf) < data_end + 2:
+                return None
+            if not buf.startswith(b"\r\n", data_end):
+                raise ReplyStreamError("VALUE block not terminated by CRLF")
+            hits += 1
+            line_start = data_end + 2
+            continue
+        if buf.startswith(b"END\r\n", line_start):
+            result = Result.FOUND if hits else Result.NOTFOUND
+            return Reply(result, bytes(buf[start : line_start + 5])), line_start + 5
+        end = buf.find(b"\r\n", line_start)
+        if end < 0:
+            if len(buf) - line_start > MAX_REPLY_LINE:
+                raise ReplyStreamError("reply line too long")
+            return None
+        if buf.startswith(b"VALUE ", line_start):
+            # A VALUE line of another shape than memcached's.
+            block_end = _block_end(buf, end + 2, _value_size(bytes(buf[line_start:end])))
             if block_end is None:
                 return None
             hits += 1
             line_start = block_end
-            end = buf.find(b"\r\n", line_start)
-            if end < 0:
-                if len(buf) - line_start > MAX_REPLY_LINE:
-                    raise ReplyStreamError("reply line too long")
-                return None
             continue
         line = bytes(buf[line_start:end])
         if hits == 0 and line.startswith(_ERROR_PREFIXES):
