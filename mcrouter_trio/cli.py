@@ -19,7 +19,7 @@ from mcrouter_trio import __version__
 from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
 from mcrouter_trio.router import RouterSettings
 from mcrouter_trio.server import Proxy, ServerSettings, serve
-from mcrouter_trio.stats import ProxyStats, publish_stats
+from mcrouter_trio.stats import ProxyStats
 from mcrouter_trio.stats_board import SharedStats, StatsBoard
 from mcrouter_trio.tls_setup import (
     TLSSetup,
@@ -31,7 +31,7 @@ from mcrouter_trio.tls_setup import (
     tls_warnings,
     watch_tls_files,
 )
-from mcrouter_trio.workers import parent_watch, run_workers
+from mcrouter_trio.workers import parent_watch, publish_stats, run_workers
 
 log = logging.getLogger("mcrouter_trio")
 

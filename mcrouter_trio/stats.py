@@ -8,11 +8,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-import trio
-
 from mcrouter_trio import __version__
 from mcrouter_trio.messages import Op, Reply, Result
-from mcrouter_trio.stats_board import PUBLISH_INTERVAL, SharedStats, Snapshot
+from mcrouter_trio.stats_board import SharedStats, Snapshot
 
 if TYPE_CHECKING:
     from mcrouter_trio.config._specs import ServerSpec
@@ -216,17 +214,6 @@ class ProxyStats:
             "servers": self._server_counters(destinations),
         }
         shared.publish(snapshot)
-
-
-async def publish_stats(
-    stats: ProxyStats,
-    destinations: Mapping[ServerSpec, Destination],
-    interval: float = PUBLISH_INTERVAL,
-) -> None:
-    """A worker's task: keep its counters on the stats board, for the other workers' `stats`."""
-    while True:
-        stats.publish(destinations)
-        await trio.sleep(interval)
 
 
 def _server_key(server: ServerSpec) -> str:

@@ -13,6 +13,8 @@ them. The parent only supervises:
 - A worker that dies on its own is restarted; one that dies within its first
   seconds (a port in use, say) stops the whole proxy instead of looping.
 - A worker whose parent disappears shuts itself down (see `parent_watch`).
+- Each worker keeps its counters on a shared stats board (`publish_stats`, see
+  stats_board.py), so whichever worker answers `stats` answers for all of them.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
 
 import trio
+
+from mcrouter_trio.stats_board import PUBLISH_INTERVAL
+
+if TYPE_CHECKING:
+    from mcrouter_trio.config._specs import ServerSpec
+    from mcrouter_trio.destination import Destination
+    from mcrouter_trio.stats import ProxyStats
 
 log = logging.getLogger("mcrouter_trio.workers")
 
@@ -96,6 +105,17 @@ def run_workers(count: int, run_worker: Callable[[int], int]) -> int:
 def _kill(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # it has just exited
         os.kill(pid, signum)
+
+
+async def publish_stats(
+    stats: ProxyStats,
+    destinations: Mapping[ServerSpec, Destination],
+    interval: float = PUBLISH_INTERVAL,
+) -> None:
+    """Keep this worker's counters on the stats board, for the other workers' `stats`."""
+    while True:
+        stats.publish(destinations)
+        await trio.sleep(interval)
 
 
 async def parent_watch(parent_pid: int, shutdown: trio.Event, interval: float = 1.0) -> None:
