@@ -7,8 +7,12 @@ that answers `stats` adds the other workers' latest snapshots to its own live
 counters. Other workers' counts are therefore at most one publish interval old.
 
 A slot holds a sequence number (odd while its owner writes it, so a reader that
-sees it change retries), the reset generation the snapshot was taken in, the
-payload's length and the payload (JSON). `stats reset` raises the board's
+sees it odd or changed retries), the reset generation the snapshot was taken in,
+the payload's length, a CRC-32 of generation and payload, and the payload (JSON).
+Every header field is an aligned 8-byte word written and read by one 8-byte copy,
+so no reader sees half a number; `struct.pack_into` will not do, because it
+zero-fills its target before it writes the fields. The checksum catches a torn
+read even where the processor reorders stores. `stats reset` raises the board's
 generation: each worker resets its own counters when it next publishes, and a
 snapshot from an older generation counts as zero until then.
 """
@@ -19,14 +23,18 @@ import json
 import logging
 import mmap
 import struct
+import zlib
 from typing import Any, Final
 
 log = logging.getLogger("mcrouter_trio.stats")
 
 #: Seconds between two snapshots of one worker.
 PUBLISH_INTERVAL: Final = 0.5
-_GENERATION = struct.Struct("<Q")
-_SLOT_HEADER = struct.Struct("<QQI")  # sequence, generation, payload length
+_WORD: Final = struct.Struct("<Q")
+#: Header word offsets within a slot; the payload follows the header.
+_SEQUENCE, _GENERATION, _LENGTH, _CHECKSUM = 0, 8, 16, 24
+_SLOT_HEADER_BYTES: Final = 32
+#: The board's own header: the reset generation, then padding.
 _BOARD_HEADER_BYTES: Final = 64
 #: Tries a reader makes while the slot's owner is writing (a write takes microseconds).
 _READ_TRIES: Final = 1000
@@ -39,9 +47,9 @@ class StatsBoard:
 
     def __init__(self, workers: int, slot_bytes: int) -> None:
         self.workers = workers
-        self.slot_bytes = slot_bytes
+        self.slot_bytes = slot_bytes - slot_bytes % 8  # header words stay 8-byte aligned
         # Anonymous and MAP_SHARED (mmap's default): every forked worker sees one copy.
-        self._map = mmap.mmap(-1, _BOARD_HEADER_BYTES + workers * slot_bytes)
+        self._map = mmap.mmap(-1, _BOARD_HEADER_BYTES + workers * self.slot_bytes)
 
     @classmethod
     def for_servers(cls, workers: int, servers: int) -> StatsBoard:
@@ -50,49 +58,69 @@ class StatsBoard:
 
     @property
     def generation(self) -> int:
-        return int(_GENERATION.unpack_from(self._map, 0)[0])
+        return self._load(0)
 
     def next_generation(self) -> int:
         """`stats reset`: start a new generation; every worker resets when it sees it."""
         generation = self.generation + 1
-        _GENERATION.pack_into(self._map, 0, generation)
+        self._store(0, generation)
         return generation
 
     def publish(self, index: int, generation: int, snapshot: Snapshot) -> bool:
         """Write worker `index`'s snapshot; False if it is too large for a slot."""
         payload = json.dumps(snapshot, separators=(",", ":")).encode()
-        if _SLOT_HEADER.size + len(payload) > self.slot_bytes:
+        if _SLOT_HEADER_BYTES + len(payload) > self.slot_bytes:
             return False
-        offset = self._offset(index)
+        slot = self._offset(index)
         # Odd while writing. A worker killed mid-write leaves it odd: its successor
         # in the slot keeps that odd number and still ends on an even one.
-        writing = int(_SLOT_HEADER.unpack_from(self._map, offset)[0]) | 1
-        _SLOT_HEADER.pack_into(self._map, offset, writing, generation, len(payload))
-        start = offset + _SLOT_HEADER.size
+        writing = self._load(slot + _SEQUENCE) | 1
+        self._store(slot + _SEQUENCE, writing)
+        self._store(slot + _GENERATION, generation)
+        self._store(slot + _LENGTH, len(payload))
+        self._store(slot + _CHECKSUM, _checksum(generation, payload))
+        start = slot + _SLOT_HEADER_BYTES
         self._map[start : start + len(payload)] = payload
-        _SLOT_HEADER.pack_into(self._map, offset, writing + 1, generation, len(payload))
+        self._store(slot + _SEQUENCE, writing + 1)
         return True
 
     def read(self, index: int) -> tuple[int, Snapshot] | None:
         """Worker `index`'s latest (generation, snapshot), or None if it has none yet."""
-        offset = self._offset(index)
-        start = offset + _SLOT_HEADER.size
+        slot = self._offset(index)
+        start = slot + _SLOT_HEADER_BYTES
         for _ in range(_READ_TRIES):
-            sequence, generation, length = _SLOT_HEADER.unpack_from(self._map, offset)
+            sequence = self._load(slot + _SEQUENCE)
             if sequence == 0:
                 return None
             if sequence % 2:
                 continue  # being written
+            generation = self._load(slot + _GENERATION)
+            length = min(self._load(slot + _LENGTH), self.slot_bytes - _SLOT_HEADER_BYTES)
+            checksum = self._load(slot + _CHECKSUM)
             payload = self._map[start : start + length]
-            if _SLOT_HEADER.unpack_from(self._map, offset)[0] == sequence:
+            if (
+                self._load(slot + _SEQUENCE) == sequence
+                and _checksum(generation, payload) == checksum
+            ):
                 snapshot: Snapshot = json.loads(payload)
-                return int(generation), snapshot
+                return generation, snapshot
         return None
 
     def _offset(self, index: int) -> int:
         if not 0 <= index < self.workers:
             raise IndexError(f"worker {index} of {self.workers}")
         return _BOARD_HEADER_BYTES + index * self.slot_bytes
+
+    def _load(self, offset: int) -> int:
+        value: int = _WORD.unpack(self._map[offset : offset + 8])[0]
+        return value
+
+    def _store(self, offset: int, value: int) -> None:
+        self._map[offset : offset + 8] = _WORD.pack(value)
+
+
+def _checksum(generation: int, payload: bytes) -> int:
+    return zlib.crc32(payload, generation & 0xFFFFFFFF)
 
 
 class SharedStats:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 import pytest
 
@@ -77,3 +78,39 @@ def test_a_worker_with_too_many_servers_still_shares_its_totals() -> None:
     worker, reader = SharedStats(board, 0), SharedStats(board, 1)
     worker.publish({"basic": {"cmd_get": 4}, "servers": {"s" * 300: [1]}})
     assert reader.others() == [{"basic": {"cmd_get": 4}, "servers": {}}]
+
+
+def test_a_reader_never_sees_half_a_snapshot_while_another_process_writes() -> None:
+    board = StatsBoard(workers=1, slot_bytes=4096)
+    board.publish(0, 0, {"first": 0, "padding": "", "last": 0})
+    pid = os.fork()
+    if pid == 0:  # the writer: snapshots whose two counters always agree, of varying length
+        deadline = time.monotonic() + 1.0
+        count = 0
+        while time.monotonic() < deadline:
+            count += 1
+            board.publish(0, 0, {"first": count, "padding": "x" * (count % 500), "last": count})
+        os._exit(0)
+    reads = 0
+    exited = False
+    try:
+        while not exited:
+            exited = os.waitpid(pid, os.WNOHANG) != (0, 0)
+            entry = board.read(0)
+            if entry is not None:
+                snapshot = entry[1]
+                assert snapshot["first"] == snapshot["last"], snapshot
+                reads += 1
+    finally:
+        if not exited:
+            os.waitpid(pid, 0)
+    assert reads > 100
+
+
+def test_a_payload_that_does_not_match_its_checksum_is_not_read() -> None:
+    # What a reader could see where the processor makes stores visible out of order.
+    board = StatsBoard(workers=1, slot_bytes=256)
+    board.publish(0, 0, {"basic": {"cmd_get": 12}})
+    payload_start = 64 + 32
+    board._map[payload_start + 20 : payload_start + 22] = b"99"
+    assert board.read(0) is None
