@@ -102,11 +102,12 @@ def _tls_call(port: int, certs: Path, request: bytes, *, client_cert: bool) -> b
 class EdgePair:
     """A running `run.py all` with its ports and output."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *extra: str) -> None:
         self.ports = {key: free_port() for key in PORT_OPTIONS}
         self.certs = tmp_path / "certs"
         self.output = tmp_path / "run.out"
         argv = [sys.executable, str(EDGE_PAIR / "run.py"), "all", "--certs", str(self.certs)]
+        argv += extra
         for key, port in self.ports.items():
             argv += ["--" + key.replace("_", "-") + "-port", str(port)]
         with self.output.open("wb") as out:
@@ -200,3 +201,30 @@ def test_run_all_end_to_end(edge_pair: EdgePair) -> None:
     assert "edge-pair: stopping" in edge_pair.text()
     for port in ports.values():
         assert not _accepts(port), f"port {port} still open after Ctrl-C"
+
+
+def test_run_all_with_worker_processes(tmp_path: Path) -> None:
+    if "--ssl-port" not in _help_text():
+        pytest.skip("mcrouter-trio has no TLS flags yet")
+    pair = EdgePair(tmp_path, "--num-proxies", "2")
+    try:
+        pair.wait_ready()
+        ports = pair.ports
+        assert pair.text().count("--num-proxies 2") >= 2  # DC-A and DC-B at least
+        dc_a = Client(ports["dc_a"], timeout=10)
+        try:
+            assert dc_a.call(b"set workers 0 0 2\r\nok\r\n") == b"STORED\r\n"
+            assert dc_a.call(b"get workers\r\n", b"END\r\n") == (
+                b"VALUE workers 0 2\r\nok\r\nEND\r\n"
+            )
+            assert b"STAT num_proxies 2\r\n" in dc_a.call(b"stats\r\n", b"END\r\n")
+        finally:
+            dc_a.close()
+        dc_b_stats = _tls_call(ports["dc_b_tls"], pair.certs, b"stats\r\n", client_cert=True)
+        assert b"STAT num_proxies 2\r\n" in dc_b_stats
+        pair.process.send_signal(signal.SIGINT)
+        assert pair.process.wait(timeout=30) == 0, pair.text()
+        for port in ports.values():
+            assert not _accepts(port), f"port {port} still open after Ctrl-C"
+    finally:
+        pair.stop()

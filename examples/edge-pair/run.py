@@ -57,6 +57,11 @@ class Options:
     certs: Path
     listen: str
     ports: dict[str, int]
+    #: `--num-proxies` for every proxy started ("1": one process each).
+    workers: str = "1"
+
+    def worker_flags(self) -> list[str]:
+        return [] if self.workers == "1" else ["--num-proxies", self.workers]
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -80,12 +85,19 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         metavar="ADDR[,ADDR]",
         help="where the proxies listen (default 127.0.0.1; DC-B on a real edge: its own address)",
     )
+    parser.add_argument(
+        "--num-proxies",
+        default="1",
+        metavar="N|auto",
+        help="worker processes per proxy (default 1; `auto`: one per core, as on a host of "
+        "its own)",
+    )
     for key, port in DEFAULT_PORTS.items():
         flag = "--" + key.replace("_", "-") + "-port"
         parser.add_argument(flag, type=int, default=port, dest=key, metavar="PORT")
     args = parser.parse_args(argv)
     ports = {key: int(getattr(args, key)) for key in DEFAULT_PORTS}
-    return Options(args.mode, args.certs.resolve(), args.listen_addresses, ports)
+    return Options(args.mode, args.certs.resolve(), args.listen_addresses, ports, args.num_proxies)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -264,6 +276,7 @@ def start_dc_b(opts: Options, procs: Processes, workdir: Path, binary: str) -> l
         "--tls-key", str(certs / "server.key"),
         "--tls-ca", str(certs / "ca.crt"),
         "--ssl-require-peer-certs",
+        *opts.worker_flags(),
     ]  # fmt: skip
     procs.start("DC-B proxy", argv, ports["dc_b_tls"], probe_context(certs))
     return [
@@ -294,6 +307,7 @@ def start_dialing_proxy(
         "-f", str(config),
         "--listen-addresses", opts.listen,
         *client_tls_flags(opts.certs),
+        *opts.worker_flags(),
     ]  # fmt: skip
     procs.start(name, argv, port)
     return port
