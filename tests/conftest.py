@@ -256,6 +256,17 @@ def direct_get(server: Memcached, key: bytes) -> bytes:
         return client.call(b"get " + key + b"\r\n", b"END\r\n")
 
 
+def stats_on(client: Client) -> dict[str, str]:
+    """`stats` asked on `client`'s connection (memcached's or the proxy's), by name."""
+    raw = client.call(b"stats\r\n", b"END\r\n")
+    stats: dict[str, str] = {}
+    for line in raw.split(b"\r\n"):
+        parts = line.split(b" ", 2)
+        if len(parts) == 3 and parts[0] == b"STAT":
+            stats[parts[1].decode()] = parts[2].decode()
+    return stats
+
+
 def poll(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
     """Whether `condition` becomes true within `seconds` (checked every 20 ms)."""
     deadline = time.monotonic() + seconds

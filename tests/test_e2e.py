@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
-from conftest import Client, Memcached, Proxy, connect, direct_get, pool_config
+from conftest import Client, Memcached, Proxy, connect, direct_get, pool_config, stats_on
 from pymemcache.client.base import Client as MemcacheClient
 from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
 
@@ -38,13 +38,7 @@ def pymemcache_client(port: int) -> Iterator[MemcacheClient]:
 
 def server_stats(server: Memcached) -> dict[str, str]:
     with connect(server.port) as client:
-        raw = client.call(b"stats\r\n", b"END\r\n")
-    stats: dict[str, str] = {}
-    for line in raw.split(b"\r\n"):
-        parts = line.split(b" ", 2)
-        if len(parts) == 3 and parts[0] == b"STAT":
-            stats[parts[1].decode()] = parts[2].decode()
-    return stats
+        return stats_on(client)
 
 
 def value_block(key: bytes, value: bytes, flags: int = 0) -> bytes:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 
-from conftest import Client, Memcached, Proxy, free_port, pool_config
+from conftest import Client, Memcached, Proxy, free_port, pool_config, stats_on
 
 ProxyFactory = Callable[..., Proxy]
 
@@ -20,9 +20,7 @@ ProxyFactory = Callable[..., Proxy]
 def worker_pid(port: int) -> int:
     """The pid of the worker that accepted a new connection (from `stats`)."""
     with closing(Client(port)) as client:
-        stats = client.call(b"stats\r\n", b"END\r\n")
-    line = next(line for line in stats.split(b"\r\n") if line.startswith(b"STAT pid "))
-    return int(line.split()[2])
+        return int(stats_on(client)["pid"])
 
 
 def pids_seen(port: int, connections: int = 24) -> set[int]:
@@ -98,15 +96,6 @@ def test_a_port_in_use_stops_every_worker(memcached: Memcached, tmp_path: object
         result = subprocess.run(command, capture_output=True, timeout=20)
     assert result.returncode == 2
     assert b"cannot start" in result.stderr
-
-
-def stats_on(client: Client) -> dict[str, str]:
-    raw = client.call(b"stats\r\n", b"END\r\n")
-    return {
-        parts[1].decode(): parts[2].decode()
-        for parts in (line.split(b" ", 2) for line in raw.split(b"\r\n"))
-        if parts[0] == b"STAT" and len(parts) == 3
-    }
 
 
 def sets_on_both_workers(port: int, count: int) -> set[int]:
