@@ -11,9 +11,10 @@ is its cost per round trip; with several K, the part that is paid per round trip
 
 In the edge pair, DC-A turns the single-key gets it routes in one pass into one
 multi-key get, so DC-B sees round trips of this shape, with as many keys as DC-A
-had gets in that pass.
+had gets in that pass. Beside stunnel and DC-B it measures the same proxy without
+TLS, and `bare_relay.py` with and without Trio: the floor under any Python relay.
 
-Usage: ``python bench/round_trip.py [--keys 1,14,32] [--seconds 3]``. The Markdown
+Usage: ``python bench/round_trip.py [--keys 1,14,32] [--seconds 1] [--repeat 5]``. The Markdown
 table goes to stdout, progress to stderr. Exit status: 0 every relay was measured
 or skipped (stunnel not installed), 1 a relay failed, 2 bad usage or no memcached,
 130 interrupted.
@@ -55,12 +56,15 @@ from run_bench import (
 from run_bench import BenchError as BenchError  # raised to callers of `measure`
 
 VALUE = b"v" * 100  # the benchmark's 100-byte values
-RELAYS = ("stunnel", "mcrouter-trio", "mcrouter-trio-plain")
+RELAYS = ("stunnel", "mcrouter-trio", "mcrouter-trio-plain", "bare-trio", "bare-epoll")
 TITLES = {
     "stunnel": "stunnel server (TLS) → memcached",
     "mcrouter-trio": "mcrouter-trio DC-B (TLS) → memcached",
     "mcrouter-trio-plain": "mcrouter-trio, no TLS → memcached",
+    "bare-trio": "bare Trio relay, no TLS, no parsing → memcached",
+    "bare-epoll": "bare select.epoll relay, no Trio → memcached",
 }
+BARE_RELAY = Path(__file__).resolve().parent / "bare_relay.py"
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ def start_relay(name: str, stage: Stage, certs: CertPaths, memcached_port: int) 
             )
         )  # fmt: skip
         return Relay(port, True, stage.start_server(name, [stage.tools.stunnel, str(conf)], port))
+    if name.startswith("bare-"):
+        argv = [sys.executable, str(BARE_RELAY), name[5:], str(port), str(memcached_port)]
+        return Relay(port, False, stage.start_server(name, argv, port))
     config = {
         "pools": {"local": {"servers": [f"{LOOPBACK}:{memcached_port}"]}},
         "route": "PoolRoute|local",
@@ -189,26 +196,68 @@ def measure(
     return Row(name, len(keys), done, now - start, cpu)
 
 
-def run_relay(
-    name: str, tools: Tools, workdir: Path, key_counts: Sequence[int], seconds: float
-) -> list[Row]:
-    relay_dir = workdir / name
-    relay_dir.mkdir()
-    supervisor = Supervisor(relay_dir, start_timeout_s=15)
-    stage = Stage(supervisor, tools)
+@dataclass
+class Running:
+    """A started relay and the client connection that measures it."""
+
+    name: str
+    relay: Relay
+    sock: socket.socket
+    samples: dict[int, list[Row]]
+
+
+def median_row(samples: Sequence[Row]) -> Row:
+    """The sample with the median CPU per round trip (the upper one of an even count)."""
+    return sorted(samples, key=lambda row: row.cpu_us)[len(samples) // 2]
+
+
+def measure_all(
+    args: argparse.Namespace, stage: Stage, certs: CertPaths, skipped: dict[str, str]
+) -> tuple[list[Row], bool]:
+    """Start every relay, then measure them in turns; returns the rows and whether any failed.
+
+    Turns (every relay for one second, then again) rather than one relay after the
+    other: on a shared 2-core machine the background drifts, and each row is the
+    median of its turns.
+    """
+    memcached_port, _ = stage.start_memcached()
+    keys = store_keys(memcached_port, max(args.keys))
+    running: list[Running] = []
+    failed = False
+    for name in args.relay or RELAYS:
+        try:
+            relay = start_relay(name, stage, certs, memcached_port)
+            running.append(Running(name, relay, connect(relay, certs), {}))
+        except SkipScenario as exc:
+            skipped[name] = str(exc)
+        except (BenchError, OSError) as exc:
+            progress(f"{name}: failed: {exc}")
+            failed = True
     try:
-        certs = ensure_certs(workdir / "certs")
-        memcached_port, _ = stage.start_memcached()
-        keys = store_keys(memcached_port, max(key_counts))
-        relay = start_relay(name, stage, certs, memcached_port)
-        rows = []
-        with connect(relay, certs) as sock:
-            for count in key_counts:
-                progress(f"{name}: {count}-key gets for {seconds:g} s...")
-                rows.append(measure(name, relay, sock, keys[:count], seconds))
-        return rows
+        for turn in range(1, args.repeat + 1):
+            progress(f"turn {turn}/{args.repeat}: {len(running)} relays x {args.keys} keys...")
+            for count in args.keys:
+                for entry in list(running):
+                    try:
+                        sock, seconds = entry.sock, args.seconds
+                        row = measure(entry.name, entry.relay, sock, keys[:count], seconds)
+                    except (BenchError, OSError) as exc:
+                        progress(f"{entry.name}: failed: {exc}")
+                        failed = True
+                        running.remove(entry)
+                        entry.sock.close()
+                        continue
+                    entry.samples.setdefault(count, []).append(row)
     finally:
-        supervisor.stop_all()
+        for entry in running:
+            entry.sock.close()
+    rows = [
+        median_row(entry.samples[count])
+        for entry in running
+        for count in args.keys
+        if count in entry.samples
+    ]
+    return rows, failed
 
 
 def markdown(rows: Sequence[Row], skipped: dict[str, str]) -> str:
@@ -242,7 +291,8 @@ def key_counts(text: str) -> list[int]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--keys", type=key_counts, default=[1, 14, 32], help="keys per get")
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per row")
+    parser.add_argument("--seconds", type=float, default=1.0, help="measured seconds per turn")
+    parser.add_argument("--repeat", type=int, default=5, help="turns; each row is their median")
     parser.add_argument(
         "--relay", action="append", choices=RELAYS, help="measure only this relay (repeatable)"
     )
@@ -257,17 +307,16 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         return 2
     proxy_cmd = tuple(args.proxy_cmd.split()) if args.proxy_cmd else default_proxy_cmd()
     tools = Tools(memcached, "", "", proxy_cmd, find_tool("stunnel4", "stunnel"))
-    rows: list[Row] = []
+    supervisor = Supervisor(workdir, start_timeout_s=15)
     skipped: dict[str, str] = {}
-    failed = False
-    for name in args.relay or RELAYS:
-        try:
-            rows += run_relay(name, tools, workdir, args.keys, args.seconds)
-        except SkipScenario as exc:
-            skipped[name] = str(exc)
-        except (BenchError, OSError) as exc:
-            progress(f"{name}: failed: {exc}")
-            failed = True
+    try:
+        certs = ensure_certs(workdir / "certs")
+        rows, failed = measure_all(args, Stage(supervisor, tools), certs, skipped)
+    except BenchError as exc:
+        progress(f"failed: {exc}")
+        return 1
+    finally:
+        supervisor.stop_all()
     print(markdown(rows, skipped))
     return 1 if failed else 0
 

@@ -19,7 +19,7 @@ import round_trip
 def test_every_relay_gets_a_row_per_key_count(capsys: pytest.CaptureFixture[str]) -> None:
     if shutil.which("stunnel4") is None and shutil.which("stunnel") is None:
         pytest.skip("stunnel is not installed")
-    status = round_trip.main(["--keys", "1,3", "--seconds", "0.2"])
+    status = round_trip.main(["--keys", "1,3", "--seconds", "0.2", "--repeat", "2"])
     table = capsys.readouterr().out
     assert status == 0, table
     rows = [line for line in table.splitlines() if line.startswith("| ") and "µs" not in line]
@@ -43,3 +43,9 @@ def test_a_wrong_reply_is_not_timed(memcached: Memcached) -> None:
         pytest.raises(round_trip.BenchError, match="wrong reply to a 2-key get"),
     ):
         round_trip.measure("memcached", relay, sock, [b"a", b"b"], seconds=0.1)
+
+
+def test_a_row_is_the_median_turn() -> None:
+    turns = [round_trip.Row("stunnel", 1, 1000, 1.0, cpu) for cpu in (0.09, 0.05, 0.07, 0.2)]
+    assert round_trip.median_row(turns[:3]).cpu_seconds == 0.07
+    assert round_trip.median_row(turns).cpu_seconds == 0.09  # the upper middle of four
