@@ -48,7 +48,7 @@ from run_bench import (
     progress,
     proxy_argv,
     server_tls_args,
-    stunnel_config,
+    start_stunnel_server,
     tls_listener_argv,
     tree_cpu_seconds,
     write_json_config,
@@ -93,16 +93,7 @@ def start_relay(name: str, stage: Stage, certs: CertPaths, memcached_port: int) 
     """Start the relay `name` in front of the memcached on `memcached_port`."""
     port = free_port()
     if name == "stunnel":
-        if stage.tools.stunnel is None:
-            raise SkipScenario(f"stunnel not installed (apt-get install {APT_PACKAGES['stunnel']})")
-        conf = stage.workdir / "stunnel-server.conf"
-        conf.write_text(
-            stunnel_config(
-                "memcached-server", port, memcached_port, certs.server_cert, certs.server_key,
-                certs, client=False,
-            )
-        )  # fmt: skip
-        return Relay(port, True, stage.start_server(name, [stage.tools.stunnel, str(conf)], port))
+        return Relay(port, True, start_stunnel_server(stage, certs, port, memcached_port))
     if name.startswith("bare-"):
         argv = [sys.executable, str(BARE_RELAY), name[5:], str(port), str(memcached_port)]
         return Relay(port, False, stage.start_server(name, argv, port))

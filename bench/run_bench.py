@@ -633,6 +633,24 @@ def stunnel_config(
     return "\n".join(lines) + "\n"
 
 
+def require_stunnel(stage: Stage) -> str:
+    if stage.tools.stunnel is None:
+        raise SkipScenario(f"stunnel not installed (apt-get install {APT_PACKAGES['stunnel']})")
+    return stage.tools.stunnel
+
+
+def start_stunnel_server(stage: Stage, certs: CertPaths, port: int, memcached_port: int) -> int:
+    """A stunnel server on `port` (mutual TLS) in front of the memcached on `memcached_port`."""
+    conf = stage.workdir / "stunnel-server.conf"
+    conf.write_text(
+        stunnel_config(
+            "memcached-server", port, memcached_port, certs.server_cert, certs.server_key, certs,
+            client=False,
+        )
+    )  # fmt: skip
+    return stage.start_server("stunnel-server", [require_stunnel(stage), str(conf)], port)
+
+
 @dataclass(frozen=True)
 class TlsStunnel:
     """twemproxy -> stunnel (client) -> TLS -> stunnel (server) -> memcached."""
@@ -642,19 +660,11 @@ class TlsStunnel:
     compare_with: str | None = None
 
     def start(self, stage: Stage) -> Deployment:
-        stunnel = stage.tools.stunnel
-        if stunnel is None:
-            raise SkipScenario("stunnel not installed (apt-get install stunnel4)")
+        stunnel = require_stunnel(stage)
         certs = ensure_certs(stage.workdir.parent / "certs")
         mc_port, mc_pid = stage.start_memcached()
         server_port, client_port = free_port(), free_port()
-        server_conf = stage.workdir / "stunnel-server.conf"
-        server_conf.write_text(
-            stunnel_config(
-                "memcached-server", server_port, mc_port, certs.server_cert, certs.server_key,
-                certs, client=False,
-            )
-        )  # fmt: skip
+        server_pid = start_stunnel_server(stage, certs, server_port, mc_port)
         client_conf = stage.workdir / "stunnel-client.conf"
         client_conf.write_text(
             stunnel_config(
@@ -662,7 +672,6 @@ class TlsStunnel:
                 certs, client=True,
             )
         )  # fmt: skip
-        server_pid = stage.start_server("stunnel-server", [stunnel, str(server_conf)], server_port)
         client_pid = stage.start_server("stunnel-client", [stunnel, str(client_conf)], client_port)
         port, nutcracker_pid = start_nutcracker(stage, client_port)
         proxies = (nutcracker_pid, client_pid, server_pid)
