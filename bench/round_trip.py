@@ -36,6 +36,7 @@ from pathlib import Path
 from run_bench import (
     APT_PACKAGES,
     LOOPBACK,
+    TLS_SERVER_NAME,
     CertPaths,
     SkipScenario,
     Stage,
@@ -116,7 +117,7 @@ def connect(relay: Relay, certs: CertPaths) -> socket.socket:
         return sock
     context = ssl.create_default_context(cafile=str(certs.ca))
     context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
-    return context.wrap_socket(sock, server_hostname="localhost")
+    return context.wrap_socket(sock, server_hostname=TLS_SERVER_NAME)
 
 
 def store_keys(memcached_port: int, count: int) -> list[bytes]:
