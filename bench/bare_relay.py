@@ -45,23 +45,26 @@ def connect_pair(listener: socket.socket, upstream_port: int) -> SocketPair:
 
 
 def serve_epoll(port: int, upstream_port: int) -> None:
-    """Blocking sockets: epoll says which one has data, so `recv` never waits there."""
     listener = listen(port)
     while True:
         client, upstream = connect_pair(listener, upstream_port)
-        with client, upstream, select.epoll() as epoll:
-            other = {client.fileno(): (client, upstream), upstream.fileno(): (upstream, client)}
-            for fd in other:
-                epoll.register(fd, select.EPOLLIN)
-            open_ = True
-            while open_:
-                for fd, _ in epoll.poll():
-                    source, target = other[fd]
-                    data = source.recv(RECEIVE_SIZE)
-                    if not data:
-                        open_ = False
-                        break
-                    target.sendall(data)
+        with client, upstream:
+            _relay_epoll(client, upstream)
+
+
+def _relay_epoll(client: socket.socket, upstream: socket.socket) -> None:
+    """Blocking sockets: epoll says which one has data, so `recv` never waits there."""
+    other = {client.fileno(): (client, upstream), upstream.fileno(): (upstream, client)}
+    with select.epoll() as epoll:
+        for fd in other:
+            epoll.register(fd, select.EPOLLIN)
+        while True:
+            for fd, _ in epoll.poll():
+                source, target = other[fd]
+                data = source.recv(RECEIVE_SIZE)
+                if not data:
+                    return  # one side is gone: so is the relay
+                target.sendall(data)
 
 
 async def serve_trio(port: int, upstream_port: int) -> None:
