@@ -17,11 +17,12 @@ import trio
 
 from mcrouter_trio import __version__
 from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
-from mcrouter_trio.router import RouterSettings
-from mcrouter_trio.server import Proxy, ServerSettings, serve
-from mcrouter_trio.stats import ProxyStats
-from mcrouter_trio.stats_board import SharedStats, StatsBoard
-from mcrouter_trio.tls_setup import (
+from mcrouter_trio.downstream._router import RouterSettings
+from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
+from mcrouter_trio.ops._board import SharedStats, StatsBoard
+from mcrouter_trio.ops._stats import ProxyStats
+from mcrouter_trio.ops._workers import parent_watch, publish_stats, run_workers
+from mcrouter_trio.tls._setup import (
     TLSSetup,
     TLSStartupError,
     add_tls_arguments,
@@ -31,7 +32,6 @@ from mcrouter_trio.tls_setup import (
     tls_warnings,
     watch_tls_files,
 )
-from mcrouter_trio.workers import parent_watch, publish_stats, run_workers
 
 log = logging.getLogger("mcrouter_trio")
 
@@ -241,7 +241,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["certs"]:
-        from mcrouter_trio.certs import main_certs
+        from mcrouter_trio.tls.certs import main_certs
 
         return main_certs(argv[1:])
     parser = build_parser()

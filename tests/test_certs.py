@@ -24,13 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mcrouter_trio.certs import (
+from mcrouter_trio.tls._contexts import ClientTLSSettings, SessionCache, build_client_context
+from mcrouter_trio.tls.certs import (
     DEFAULT_CLIENT_NAMES,
     DEFAULT_SERVER_NAMES,
     init_certs,
     main_certs,
 )
-from mcrouter_trio.tls import ClientTLSSettings, SessionCache, build_client_context
 
 ROLES = ("ca_cert", "ca_key", "server_cert", "server_key", "client_cert", "client_key")
 HOST = "127.0.0.1"

@@ -23,7 +23,7 @@ from mcrouter_trio.config import (
     loads_jsonc,
     parse_server,
 )
-from mcrouter_trio.routes import (
+from mcrouter_trio.routing.handles import (
     AllSyncRoute,
     DestinationRoute,
     ErrorRoute,

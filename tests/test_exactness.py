@@ -42,7 +42,7 @@ from conftest import (
     wait_for_port,
 )
 
-from mcrouter_trio.router import VERSION_LINE
+from mcrouter_trio.downstream._router import VERSION_LINE
 
 SENTINEL = b"mg __sentinel__ k Oend\r\n"
 SENTINEL_REPLY = b"EN k__sentinel__ Oend\r\n"

@@ -14,12 +14,12 @@ import pytest
 import trio
 from conftest import Memcached, free_port
 
-import mcrouter_trio.session
+import mcrouter_trio.downstream._session
 from mcrouter_trio.config import load_config
-from mcrouter_trio.config._specs import ServerSpec
+from mcrouter_trio.downstream._server import ServerSettings, serve
 from mcrouter_trio.messages import Op, Pending, Request
-from mcrouter_trio.router import ProxyContext
-from mcrouter_trio.server import ServerSettings, serve
+from mcrouter_trio.routing._specs import ServerSpec
+from mcrouter_trio.upstream._context import ProxyContext
 
 
 async def exchange(port: int, data: bytes, *, until: bytes) -> bytes:
@@ -71,14 +71,14 @@ async def test_a_failure_while_routing_closes_only_that_client(
 async def test_a_failure_while_answering_closes_only_that_client(
     proxy_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hides = mcrouter_trio.session._quiet_hides
+    hides = mcrouter_trio.downstream._session._quiet_hides
 
     def broken_hides(op: Op, raw: bytes) -> bool:
         if op is Op.MG:
             raise RuntimeError("planted bug")
         return hides(op, raw)
 
-    monkeypatch.setattr(mcrouter_trio.session, "_quiet_hides", broken_hides)
+    monkeypatch.setattr(mcrouter_trio.downstream._session, "_quiet_hides", broken_hides)
     # The reply to a quiet mg is judged when the backend's answer arrives, in the
     # destination's reader task.
     assert await exchange(proxy_port, b"mg nokey q v\r\nmn\r\n", until=b"MN\r\n") == b"<CLOSED>"

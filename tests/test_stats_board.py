@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mcrouter_trio.stats_board import SharedStats, StatsBoard
+from mcrouter_trio.ops._board import SharedStats, StatsBoard
 
 
 def test_a_published_snapshot_reads_back_with_its_generation() -> None:

@@ -21,7 +21,7 @@ import trio
 from _pki import Pki, leaf_serial, make_pki, replace_file
 from cryptography import x509
 
-from mcrouter_trio.tls import (
+from mcrouter_trio.tls._contexts import (
     ClientTLSSettings,
     ReloadingContext,
     ServerTLSSettings,

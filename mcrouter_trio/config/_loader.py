@@ -57,8 +57,8 @@ from mcrouter_trio.config._servers import (
     parse_pool,
     parse_pools,
 )
-from mcrouter_trio.config._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
-from mcrouter_trio.routes import (
+from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
+from mcrouter_trio.routing.handles import (
     OPERATION_NAMES,
     AllSyncRoute,
     DestinationRoute,

@@ -29,7 +29,7 @@ from mcrouter_trio.config._jsonc import (
     check_weights,
     describe,
 )
-from mcrouter_trio.config._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
+from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
 
 log = logging.getLogger("mcrouter_trio.config")
 

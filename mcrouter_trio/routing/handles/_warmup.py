@@ -6,7 +6,7 @@ import attrs
 
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import values
-from mcrouter_trio.routes._base import Route, RouteContext, chain
+from mcrouter_trio.routing._base import Route, RouteContext, chain
 
 _REFILLED = frozenset({Op.GET, Op.GETS, Op.GAT, Op.GATS})
 

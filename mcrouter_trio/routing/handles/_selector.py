@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import attrs
 
 from mcrouter_trio.messages import Pending, Reply, Request, Result
-from mcrouter_trio.routes._base import Route, RouteContext, policy_name
+from mcrouter_trio.routing._base import Route, RouteContext, policy_name
 
 #: Operation names mcrouter accepts as `operation_policies` keys.
 OPERATION_NAMES = frozenset(

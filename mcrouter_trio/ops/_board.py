@@ -26,7 +26,7 @@ import struct
 import zlib
 from typing import Any, Final
 
-log = logging.getLogger("mcrouter_trio.stats")
+log = logging.getLogger("mcrouter_trio.ops")
 
 #: Seconds between two snapshots of one worker.
 PUBLISH_INTERVAL: Final = 0.5

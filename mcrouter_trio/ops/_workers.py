@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from mcrouter_trio.stats_board import PUBLISH_INTERVAL
+from mcrouter_trio.ops._board import PUBLISH_INTERVAL
 
 if TYPE_CHECKING:
-    from mcrouter_trio.config._specs import ServerSpec
-    from mcrouter_trio.destination import Destination
-    from mcrouter_trio.stats import ProxyStats
+    from mcrouter_trio.ops._stats import ProxyStats
+    from mcrouter_trio.routing._specs import ServerSpec
+    from mcrouter_trio.upstream._destination import Destination
 
-log = logging.getLogger("mcrouter_trio.workers")
+log = logging.getLogger("mcrouter_trio.ops")
 
 #: A worker that exits sooner than this after starting is not restarted: it failed
 #: to bind its ports or load what it needs, and would fail again.

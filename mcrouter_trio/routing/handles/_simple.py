@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from mcrouter_trio.messages import Pending, Request, Result, error_reply
-from mcrouter_trio.routes._base import Route, RouteContext, default_reply
+from mcrouter_trio.routing._base import Route, RouteContext, default_reply
 
 
 @attrs.frozen

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from mcrouter_trio._fastio import Parker, WriteBatch
-from mcrouter_trio._tlsio import TLSSocket
+from mcrouter_trio.downstream._reactor import ClientReactor
 from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import (
     NEED_DATA,
@@ -38,12 +37,13 @@ from mcrouter_trio.protocol import (
     RequestParser,
     TooLargeSet,
 )
-from mcrouter_trio.reactor import ClientReactor
+from mcrouter_trio.transport._socket import Parker, WriteBatch
+from mcrouter_trio.transport._tls import TLSSocket
 
 if TYPE_CHECKING:
-    from mcrouter_trio.server import Proxy
+    from mcrouter_trio.downstream._server import Proxy
 
-log = logging.getLogger("mcrouter_trio.server")
+log = logging.getLogger("mcrouter_trio.downstream")
 
 RECEIVE_SIZE: Final = 65536
 _READ: Final = select.EPOLLIN

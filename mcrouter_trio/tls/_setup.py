@@ -21,8 +21,8 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mcrouter_trio.config._specs import ServerSpec
-from mcrouter_trio.tls import (
+from mcrouter_trio.routing._specs import ServerSpec
+from mcrouter_trio.tls._contexts import (
     ClientTLSSettings,
     ReloadingContext,
     ServerTLSSettings,

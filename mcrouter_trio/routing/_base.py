@@ -14,7 +14,6 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
-from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import (
     GET_LIKE,
     UPDATE_LIKE,
@@ -25,8 +24,9 @@ from mcrouter_trio.messages import (
     Result,
     error_reply,
 )
+from mcrouter_trio.routing._specs import ServerSpec
 
-log = logging.getLogger("mcrouter_trio.routes")
+log = logging.getLogger("mcrouter_trio.routing")
 
 
 class RouteContext(Protocol):

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mcrouter_trio import __version__
 from mcrouter_trio.messages import Op, Reply, Result
-from mcrouter_trio.stats_board import SharedStats, Snapshot
+from mcrouter_trio.ops._board import SharedStats, Snapshot
 
 if TYPE_CHECKING:
-    from mcrouter_trio.config._specs import ServerSpec
-    from mcrouter_trio.destination import Destination
+    from mcrouter_trio.routing._specs import ServerSpec
+    from mcrouter_trio.upstream._destination import Destination
 
 _BAD_GROUP = Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR bad stats command\r\n")
 

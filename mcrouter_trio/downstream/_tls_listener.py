@@ -17,9 +17,9 @@ from typing import Final
 
 import trio
 
-from mcrouter_trio._tlsio import TLSSocket
-from mcrouter_trio.server import Proxy
-from mcrouter_trio.tls import describe_ssl_error
+from mcrouter_trio.downstream._server import Proxy
+from mcrouter_trio.tls._contexts import describe_ssl_error
+from mcrouter_trio.transport._tls import TLSSocket
 
 log = logging.getLogger("mcrouter_trio.tls")
 

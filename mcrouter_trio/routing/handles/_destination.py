@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import attrs
 
-from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import GET_LIKE, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import values
-from mcrouter_trio.routes._base import Route, RouteContext, chain
+from mcrouter_trio.routing._base import Route, RouteContext, chain
+from mcrouter_trio.routing._specs import ServerSpec
 
 
 def split_routing_prefix(key: bytes) -> tuple[bytes, bytes]:

@@ -24,15 +24,16 @@ from typing import Final
 import attrs
 import trio
 
-from mcrouter_trio._tlsio import TLSSocket
 from mcrouter_trio.config import ProxyConfig
-from mcrouter_trio.config._specs import ServerSpec
-from mcrouter_trio.reactor import ClientReactor
-from mcrouter_trio.router import ProxyContext, Router, RouterSettings, host_id_for
-from mcrouter_trio.session import ClientSession
-from mcrouter_trio.stats import ProxyStats
+from mcrouter_trio.downstream._reactor import ClientReactor
+from mcrouter_trio.downstream._router import Router, RouterSettings, host_id_for
+from mcrouter_trio.downstream._session import ClientSession
+from mcrouter_trio.ops._stats import ProxyStats
+from mcrouter_trio.routing._specs import ServerSpec
+from mcrouter_trio.transport._tls import TLSSocket
+from mcrouter_trio.upstream._context import ProxyContext
 
-log = logging.getLogger("mcrouter_trio.server")
+log = logging.getLogger("mcrouter_trio.downstream")
 
 _TOO_MANY_CONNECTIONS: Final = b"ERROR Too many open connections\r\n"
 
@@ -187,7 +188,7 @@ async def serve(
                         )
                     )
                 if secure:
-                    from mcrouter_trio.tls_server import serve_tls_listener
+                    from mcrouter_trio.downstream._tls_listener import serve_tls_listener
 
                     for listener in secure:
                         accept_nursery.start_soon(

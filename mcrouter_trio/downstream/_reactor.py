@@ -16,7 +16,7 @@ from typing import Protocol
 
 import trio
 
-from mcrouter_trio._fastio import WriteBatch
+from mcrouter_trio.transport._socket import WriteBatch
 
 
 class ReactorClient(Protocol):

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import attrs
 
-from mcrouter_trio.config._specs import PoolSpec, ServerSpec
 from mcrouter_trio.hashing import make_selector, routing_key
 from mcrouter_trio.messages import META, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
-from mcrouter_trio.routes._base import Route, RouteContext
-from mcrouter_trio.routes._destination import DestinationRoute
+from mcrouter_trio.routing._base import Route, RouteContext
+from mcrouter_trio.routing._specs import PoolSpec, ServerSpec
+from mcrouter_trio.routing.handles._destination import DestinationRoute
 
 
 @attrs.frozen

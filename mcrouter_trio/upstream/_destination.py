@@ -34,14 +34,14 @@ from typing import Final
 import attrs
 import trio
 
-from mcrouter_trio._fastio import FastSocketIO, Parker, WriteBatch
-from mcrouter_trio._tlsio import TLSSocket
-from mcrouter_trio.config._specs import ServerSpec
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import GetBatchFramer, ReplyStreamError, frame_reply
-from mcrouter_trio.tls import SessionCache, describe_ssl_error
+from mcrouter_trio.routing._specs import ServerSpec
+from mcrouter_trio.tls._contexts import SessionCache, describe_ssl_error
+from mcrouter_trio.transport._socket import FastSocketIO, Parker, WriteBatch
+from mcrouter_trio.transport._tls import TLSSocket
 
-log = logging.getLogger("mcrouter_trio.destination")
+log = logging.getLogger("mcrouter_trio.upstream")
 
 RECEIVE_SIZE: Final = 65536
 DEFAULT_MAX_PENDING: Final = 100_000

@@ -6,7 +6,7 @@ import attrs
 
 from mcrouter_trio.hashing import weighted_ch3
 from mcrouter_trio.messages import FAILOVER_ERRORS, Pending, Reply, Request
-from mcrouter_trio.routes._base import Route, RouteContext, default_reply
+from mcrouter_trio.routing._base import Route, RouteContext, default_reply
 
 
 def failover(children: tuple[Route, ...], request: Request, ctx: RouteContext) -> Pending:

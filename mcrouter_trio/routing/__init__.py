@@ -1,0 +1,1 @@
+"""Routing values (pure): route handles, their registry, combinators and the route tree."""

@@ -1,0 +1,6 @@
+"""The servers side: pipelined destinations and the routing context that reaches them."""
+
+from mcrouter_trio.upstream._context import ProxyContext
+from mcrouter_trio.upstream._destination import DEFAULT_MAX_PENDING, Destination, DestinationStats
+
+__all__ = ["DEFAULT_MAX_PENDING", "Destination", "DestinationStats", "ProxyContext"]
