@@ -14,7 +14,7 @@ failover-worthy error).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
@@ -65,6 +65,13 @@ ARITHMETIC: Final = frozenset({Op.INCR, Op.DECR})
 META: Final = frozenset({Op.MG, Op.MS, Op.MD, Op.MA, Op.MN, Op.ME})
 #: Update-like operations get NOT_STORED as their default ("nothing happened") reply.
 UPDATE_LIKE: Final = STORAGE | {Op.MS}
+#: Where the exptime is in a request's `args`, per command that has one.
+EXPTIME_ARG: Final[dict[Op, int]] = {
+    **dict.fromkeys(STORAGE, 1),
+    Op.TOUCH: 0,
+    Op.GAT: 0,
+    Op.GATS: 0,
+}
 
 
 class Result(enum.IntEnum):
@@ -133,9 +140,9 @@ ERRORS: Final = FAILOVER_ERRORS | {Result.CLIENT_ERROR, Result.ERROR}
 HITS: Final = frozenset({Result.FOUND, Result.DELETED, Result.TOUCHED, Result.OK})
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.frozen(slots=True)
 class Request:
-    """One client command.
+    """One client command: an immutable value, shared freely between sibling routes.
 
     `key` is the key as the client sent it (for multi-key retrievals, the first
     key); `keys` holds every key of a retrieval command. `args` are the validated
@@ -146,26 +153,52 @@ class Request:
     The exception is `quiet_forwarded` (`ma` with `q`): memcached's answer there
     depends on whether the item was created, which only the backend knows, so `q`
     goes to the backend and the destination follows the request with `mn`.
+
+    A route that needs another key or exptime makes a new request with
+    `with_key`, `with_keys` or `with_exptime` (or `attrs.evolve`): none of them
+    carries `wire` over, so a rewritten request is always rendered afresh.
     """
 
     op: Op
     key: bytes = b""
-    keys: list[bytes] | None = None
+    keys: tuple[bytes, ...] | None = None
     args: tuple[bytes, ...] = ()
     data: bytes | None = None
     noreply: bool = False
     quiet_forwarded: bool = False
     #: The request's bytes as the client sent them, when they are exactly what
-    #: `to_wire` would give (set by the parser's shortcut; it saves a re-render).
-    wire: bytes | None = attrs.field(default=None, repr=False)
+    #: `to_wire` would give (set by `as_sent` only; it saves a re-render). Not an
+    #: `__init__` argument, so no copy of the request can inherit it.
+    wire: bytes | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    @classmethod
+    def as_sent(cls, op: Op, key: bytes, keys: tuple[bytes, ...] | None, wire: bytes) -> Request:
+        """A request whose `wire` is the client's own bytes (the parser's shortcut)."""
+        request = cls(op, key, keys)
+        _set_wire(request, wire)
+        return request
 
     def with_key(self, key: bytes) -> Request:
         """The same request for another key (single-key commands)."""
         return Request(self.op, key, None, self.args, self.data, self.noreply, self.quiet_forwarded)
 
-    def with_keys(self, keys: list[bytes]) -> Request:
+    def with_keys(self, keys: Sequence[bytes]) -> Request:
         """The same retrieval for another list of keys."""
+        keys = tuple(keys)
         return Request(self.op, keys[0], keys, self.args, self.data, self.noreply)
+
+    def with_exptime(self, exptime: bytes) -> Request:
+        """The same command with another exptime (storage commands, touch, gat/gats)."""
+        index = EXPTIME_ARG.get(self.op)
+        if index is None:
+            raise ValueError(f"{self.op.name.lower()} has no exptime")
+        args = self.args
+        if len(args) <= index:
+            raise ValueError(f"{self.op.name.lower()} request has no exptime argument")
+        new_args = (*args[:index], exptime, *args[index + 1 :])
+        return Request(
+            self.op, self.key, self.keys, new_args, self.data, self.noreply, self.quiet_forwarded
+        )
 
     def to_wire(self) -> bytes:
         """The canonical bytes sent to a backend (never with noreply or meta `q`)."""
@@ -187,6 +220,10 @@ class Request:
         if self.data is not None:
             return line + self.data + b"\r\n"
         return line
+
+
+#: Sets `wire` on a new request: the slot's own setter, past the frozen `__setattr__`.
+_set_wire: Final = Request.__dict__["wire"].__set__
 
 
 @attrs.define(slots=True, eq=False)

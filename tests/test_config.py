@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +24,14 @@ from mcrouter_trio.config import (
     loads_jsonc,
     parse_server,
 )
-from mcrouter_trio.routing.handles import (
-    AllSyncRoute,
-    DestinationRoute,
-    ErrorRoute,
-    FailoverRoute,
-    HashRoute,
-    HashSpec,
-    LatestRoute,
-    NullRoute,
-    OperationSelectorRoute,
-    PoolRoute,
-    RandomRoute,
-    Route,
-    WarmUpRoute,
-)
+from mcrouter_trio.routing import Route
+from mcrouter_trio.routing.handles.broadcast import AllSyncRoute
+from mcrouter_trio.routing.handles.destination import DestinationRoute
+from mcrouter_trio.routing.handles.failover import FailoverRoute, LatestRoute
+from mcrouter_trio.routing.handles.hash import HashRoute, HashSpec, PoolRoute
+from mcrouter_trio.routing.handles.selector import OperationSelectorRoute
+from mcrouter_trio.routing.handles.simple import ErrorRoute, NullRoute, RandomRoute
+from mcrouter_trio.routing.handles.warmup import WarmUpRoute
 
 # The three configs of /work/shared/seeds/000_ae7eae68b57f8e58.txt, copied
 # verbatim (blank lines, `//` comments and trailing commas included).
@@ -208,7 +202,7 @@ def errors_of(text: str, **kwargs: Any) -> list[str]:
     return info.value.errors
 
 
-def pool_names(routes: list[Route]) -> list[str]:
+def pool_names(routes: Sequence[Route]) -> list[str]:
     names = []
     for route in routes:
         assert isinstance(route, PoolRoute)
@@ -216,7 +210,7 @@ def pool_names(routes: list[Route]) -> list[str]:
     return names
 
 
-def addresses(routes: list[Route] | tuple[Route, ...]) -> list[str]:
+def addresses(routes: Sequence[Route]) -> list[str]:
     found = []
     for route in routes:
         assert isinstance(route, DestinationRoute)
@@ -243,12 +237,12 @@ def test_seed_4_2_2_prefix_policy_route() -> None:
     for op in ("delete", "add", "set"):
         policy = route.operation_policies[op]
         assert isinstance(policy, AllSyncRoute)
-        assert addresses(policy.children_) == ["192.168.75.131:11211"]
+        assert addresses(policy.children) == ["192.168.75.131:11211"]
     latest = route.operation_policies["get"]
     assert isinstance(latest, LatestRoute)
     assert latest.host_id == 7
     assert latest.failover_count == 5
-    assert addresses(latest.children_) == ["192.168.75.131:11211"]
+    assert addresses(latest.children) == ["192.168.75.131:11211"]
     assert list(loaded.pools) == ["A"]
     assert loaded.servers == {ServerSpec("192.168.75.131", 11211)}
     assert loaded.md5 == hashlib.md5(SEED_4_2_2.encode()).hexdigest()
@@ -258,7 +252,7 @@ def test_seed_5_3_2_random_route() -> None:
     loaded = load_config(SEED_5_3_2)
     route = loaded.route
     assert isinstance(route, RandomRoute)
-    assert pool_names(route.children()) == ["localhost", "backup"]
+    assert pool_names(route.targets()) == ["localhost", "backup"]
     assert sorted(loaded.pools) == ["backup", "localhost"]
     localhost = loaded.pools["localhost"]
     assert [(s.host, s.port) for s in localhost.servers] == [
@@ -286,7 +280,7 @@ def test_seed_5_4_2_warm_up_route() -> None:
     assert warm_up.exptime == 0
     default = route.default_policy
     assert isinstance(default, AllSyncRoute)
-    assert pool_names(default.children()) == ["localhost", "backup"]
+    assert pool_names(default.targets()) == ["localhost", "backup"]
     assert len(loaded.servers) == 6
 
 
@@ -411,7 +405,7 @@ def test_short_string_forms() -> None:
     ]:
         route = build(text)
         assert isinstance(route, cls), text
-        assert sorted(addresses(route.children())) == ["a1:11211", "a2:11211"], text
+        assert sorted(addresses(route.targets())) == ["a1:11211", "a2:11211"], text
     assert build("AllSyncRoute|PoolRoute|B") == AllSyncRoute((build("PoolRoute|B"),))
     assert build("NullRoute") == NullRoute()
     assert build("ErrorRoute") == ErrorRoute()
@@ -441,7 +435,7 @@ def test_short_string_forms() -> None:
 def test_children_forms(children: Any, expected: list[str]) -> None:
     route = load_config(config({"type": "FailoverRoute", "children": children})).route
     assert isinstance(route, FailoverRoute)
-    assert [_summary(child) for child in route.children_] == expected
+    assert [_summary(child) for child in route.children] == expected
 
 
 def _summary(route: Route) -> str:
@@ -490,7 +484,7 @@ def test_object_forms() -> None:
     get = route.operation_policies["get"]
     assert isinstance(get, HashRoute)
     assert (get.hash_func, get.salt, get.weights) == ("Crc32", "s", (1.0, 0.5))
-    assert len(get.children_) == 2
+    assert len(get.children) == 2
     set_ = route.operation_policies["set"]
     assert isinstance(set_, PoolRoute)
     assert set_.hash == HashSpec("WeightedCh3")
@@ -501,7 +495,7 @@ def test_object_forms() -> None:
     latest = route.operation_policies["lease-get"]
     assert isinstance(latest, LatestRoute)
     assert latest.failover_count == 1
-    assert len(latest.children()) == 1
+    assert len(latest.targets()) == 1
     warm_up = route.default_policy
     assert isinstance(warm_up, WarmUpRoute)
     assert (warm_up.exptime, warm_up.warm) == (20000, NullRoute())
@@ -646,7 +640,7 @@ def test_pool_fields() -> None:
         "child", (ServerSpec("c", 1, "ascii", "plain", 30, 30, "cache.internal"),), True, (0.5, 1.0)
     )
     assert grandchild.servers == (ServerSpec("c", 1, "ascii", "plain", 40, 40, "cache.internal"),)
-    destinations = loaded.route.children()
+    destinations = loaded.route.targets()
     assert all(isinstance(d, DestinationRoute) and d.keep_routing_prefix for d in destinations)
 
 

@@ -696,7 +696,7 @@ def requests(draw: st.DrawFn) -> Request:
     if op in (Op.GET, Op.GETS, Op.GAT, Op.GATS):
         keys = draw(st.lists(KEY, min_size=1, max_size=30))
         args: tuple[bytes, ...] = (draw(I32),) if op in (Op.GAT, Op.GATS) else ()
-        return Request(op, keys[0], keys, args)
+        return Request(op, keys[0], tuple(keys), args)
     if op in STORAGE:
         data = draw(DATA)
         args = (draw(U32), draw(I32), b"%d" % len(data))
@@ -746,7 +746,7 @@ def test_round_trip(request: Request, noreply: bool, position: int, data: st.Dat
             flags = tuple(wire.partition(b"\r\n")[0].split(b" ")[2:])
             request = Request(Op.MA, request.key, None, flags, None, False, True)
         else:
-            request.noreply = True
+            request = attrs.evolve(request, noreply=True)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
     chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
     events = parse(chunks, Case("round-trip", wire, []))

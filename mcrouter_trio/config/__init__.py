@@ -8,8 +8,6 @@ The config layer builds routing values; the routing layer never imports it.
 
 from mcrouter_trio.config._jsonc import ConfigError, loads_jsonc
 from mcrouter_trio.config._loader import (
-    HASH_FUNCS,
-    ROUTE_TYPES,
     ProxyConfig,
     load_config,
     load_config_file,
@@ -19,8 +17,6 @@ from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, Se
 
 __all__ = [
     "DEFAULT_SERVER_TIMEOUT_MS",
-    "HASH_FUNCS",
-    "ROUTE_TYPES",
     "ConfigError",
     "PoolSpec",
     "ProxyConfig",

@@ -17,6 +17,31 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from mcrouter_trio.routing._checks import (
+    Invalid,
+    check_bool,
+    check_float,
+    check_int,
+    check_str,
+    check_weights,
+    describe,
+)
+
+__all__ = [
+    "ConfigError",
+    "Invalid",
+    "Path",
+    "Problem",
+    "check_bool",
+    "check_float",
+    "check_int",
+    "check_str",
+    "check_weights",
+    "describe",
+    "loads_jsonc",
+    "render_problems",
+]
+
 #: A position inside the JSON document: object keys and array indexes.
 Path = tuple[str | int, ...]
 #: One problem found while reading a config: where, and what is wrong.
@@ -40,10 +65,6 @@ class ConfigError(Exception):
         return "\n".join(f"{self.source}: {error}" for error in self.errors)
 
 
-class Invalid(ValueError):
-    """One problem with a JSON value; whoever catches it knows the path."""
-
-
 def render_path(root: str, path: Path) -> str:
     """`$.pools.A.servers[0]`: the notation cattrs' `transform_error` uses."""
     return root + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
@@ -51,67 +72,6 @@ def render_path(root: str, path: Path) -> str:
 
 def render_problems(root: str, problems: Iterable[Problem]) -> list[str]:
     return [f"{message} @ {render_path(root, path)}" for path, message in problems]
-
-
-# ---------------------------------------------------------------------------
-# Strict JSON types
-
-
-def describe(value: object) -> str:
-    """A short human rendering of a JSON value for error messages."""
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def check_int(value: object, low: int | None = None, high: int | None = None) -> int:
-    """An integer, optionally within `[low, high]` (either bound may be omitted)."""
-    # bool is an int subclass in Python, but `true` is not an integer in JSON.
-    if type(value) is not int:
-        raise Invalid(f"expected an integer, got {describe(value)}")
-    if low is not None and high is not None:
-        wanted = f"in [{low}, {high}]"
-    elif low is not None:
-        wanted = f">= {low}"
-    else:
-        wanted = f"<= {high}"
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise Invalid(f"expected an integer {wanted}, got {value}")
-    return value
-
-
-def check_float(value: object) -> float:
-    if type(value) not in (int, float):
-        raise Invalid(f"expected a number, got {describe(value)}")
-    return float(value)  # type: ignore[arg-type]  # int or float, checked above
-
-
-def check_bool(value: object) -> bool:
-    if type(value) is not bool:
-        raise Invalid(f"expected true or false, got {describe(value)}")
-    return value
-
-
-def check_str(value: object) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f"expected a string, got {describe(value)}")
-    return value
-
-
-def check_weights(value: object) -> tuple[float, ...]:
-    """WeightedCh3 weights: numbers in [0, 1], one per server or child."""
-    if not isinstance(value, list):
-        raise Invalid(f"expected an array of numbers, got {describe(value)}")
-    weights = []
-    for item in value:
-        weight = check_float(item)
-        if not 0.0 <= weight <= 1.0:
-            raise Invalid(f"weight {item} is out of range [0, 1]")
-        weights.append(weight)
-    return tuple(weights)
 
 
 # ---------------------------------------------------------------------------

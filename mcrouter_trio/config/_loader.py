@@ -1,12 +1,14 @@
 """Config text -> `ProxyConfig`: the top level and the route tree.
 
-The route tree is built by a cattrs converter whose single hook for the `Route`
-union is registered *before* any route class hook is generated: generated hooks
-capture their field types' hooks at generation time, so registering the union
-first is what makes nested `children` (and `"PoolRoute|A"` shorthands inside
-them) go through our hook (reference B3). The union hook reads mcrouter's three
-route forms: an object with `type`, a string `"Type|argument"`, and (where a
-list is expected) an array, flattened.
+Route handles come from the one registry (`routing._registry`): a handle's
+config type names, string shorthand, fields and field checks are declared in its
+own module, and this builder reads them generically. It builds route trees with a
+cattrs converter whose single hook for the `Route` union is registered *before*
+any route class hook is generated: generated hooks capture their field types'
+hooks at generation time, so registering the union first is what makes nested
+`children` (and `"PoolRoute|A"` shorthands inside them) go through our hook. The
+union hook reads mcrouter's three route forms: an object with `type`, a string
+`"Type|argument"`, and (where a list is expected) an array, flattened.
 
 Errors are cattrs exception groups annotated with field names and indexes;
 `cattrs.transform_error` turns them into `message @ $.route.children[1]`
@@ -57,63 +59,22 @@ from mcrouter_trio.config._servers import (
     parse_pool,
     parse_pools,
 )
-from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
-from mcrouter_trio.routing.handles import (
-    OPERATION_NAMES,
-    AllSyncRoute,
-    DestinationRoute,
-    ErrorRoute,
-    FailoverRoute,
-    HashRoute,
-    HashSpec,
-    LatestRoute,
-    NullRoute,
-    OperationSelectorRoute,
-    PoolRoute,
-    RandomRoute,
-    Route,
-    WarmUpRoute,
-    pool_destinations,
+from mcrouter_trio.routing._base import Route
+from mcrouter_trio.routing._registry import (
+    CHECK,
+    FROM_BUILD,
+    IGNORED_ARGUMENT,
+    KEY_CHECK,
+    ROUTE_ARGUMENT,
+    BuildEnv,
+    RouteType,
+    load_handles,
 )
+from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
+from mcrouter_trio.routing._tree import RouteTree, reachable_servers
+from mcrouter_trio.routing.handles.destination import pool_destinations
 
 log = logging.getLogger("mcrouter_trio.config")
-
-#: Hash function names (case-sensitive, as in mcrouter).
-HASH_FUNCS = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
-
-#: Every route `type` a config may use.
-ROUTE_TYPES: Mapping[str, type[Route]] = MappingProxyType(
-    {
-        "AllSyncRoute": AllSyncRoute,
-        "ErrorRoute": ErrorRoute,
-        "FailoverRoute": FailoverRoute,
-        "HashRoute": HashRoute,
-        "LatestRoute": LatestRoute,
-        "NullRoute": NullRoute,
-        "OperationSelectorRoute": OperationSelectorRoute,
-        "PoolRoute": PoolRoute,
-        "PrefixPolicyRoute": OperationSelectorRoute,  # mcrouter's older name
-        "RandomRoute": RandomRoute,
-        "WarmUpRoute": WarmUpRoute,
-    }
-)
-
-# What the argument of the string form `"Type|argument"` is, per type: the JSON
-# value of this field (None: no field, the argument is ignored).
-_STRING_ARGUMENT: Mapping[type[Route], str | None] = {
-    AllSyncRoute: "children",
-    ErrorRoute: "response",
-    FailoverRoute: "children",
-    HashRoute: "children",
-    LatestRoute: "children",
-    NullRoute: None,
-    PoolRoute: "pool",
-    RandomRoute: "children",
-}
-
-# Attribute names that differ from their config keys (`children` would shadow
-# the Route protocol's `children()` method). cattrs names paths by attribute.
-_CONFIG_KEYS = {"children_": "children"}
 
 # A root path no message contains, to cut paths off messages.
 _HERE = "\x00"
@@ -137,6 +98,10 @@ class ProxyConfig:
     servers: frozenset[ServerSpec]
     #: Hex MD5 of the raw config text (mcrouter's `config_md5_digest`).
     md5: str
+
+    def tree(self, default_prefix: bytes = b"/././") -> RouteTree:
+        """The route tree a router serves with, `route` under the default routing prefix."""
+        return RouteTree.build({default_prefix: self.route}, default_prefix, self.pools, self.md5)
 
 
 def load_config(
@@ -204,7 +169,7 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int) -> Proxy
     pools, problems = parse_pools(raw_pools, defaults)
     errors.extend(render_problems("$.pools", problems))
     library = raw_pools if isinstance(raw_pools, dict) else {}
-    builder = _RouteBuilder(pools, library, defaults, host_id)
+    builder = _RouteBuilder(pools, library, defaults, BuildEnv(host_id=host_id))
     route: Route | None = None
     if "route" in document:
         route, route_errors = builder.build(document["route"])
@@ -214,22 +179,16 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int) -> Proxy
     if errors or route is None:
         raise ConfigError(errors, source)
     all_pools = MappingProxyType({**pools, **builder.inline_pools})
-    return ProxyConfig(all_pools, route, _reachable_servers(route), md5)
-
-
-def _reachable_servers(route: Route) -> frozenset[ServerSpec]:
-    servers = set()
-    stack = [route]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, DestinationRoute):
-            servers.add(node.server)
-        stack.extend(node.children())
-    return frozenset(servers)
+    return ProxyConfig(all_pools, route, reachable_servers([route]), md5)
 
 
 # ---------------------------------------------------------------------------
 # The route tree
+
+
+def _has_string_form(cls: object) -> bool:
+    """Config records that may also be written as a string (PoolRoute's `hash`)."""
+    return isinstance(cls, type) and attrs.has(cls) and hasattr(cls, "from_string")
 
 
 class _RouteBuilder:
@@ -244,12 +203,13 @@ class _RouteBuilder:
         pools: Mapping[str, PoolSpec],
         raw_pools: Mapping[str, object],
         defaults: PoolDefaults,
-        host_id: int,
+        env: BuildEnv,
     ) -> None:
         self._pools = pools
         self._raw_pools = raw_pools
         self._defaults = defaults
-        self._host_id = host_id
+        self._env = env
+        self._types = load_handles()
         #: Pools defined inside the route tree (`{"type": "Pool", ...}`, PoolRoute `pool`).
         self.inline_pools: dict[str, PoolSpec] = {}
 
@@ -264,58 +224,71 @@ class _RouteBuilder:
         ):
             converter.register_structure_hook_func(partial(operator.eq, alias), hook)
         converter.register_structure_hook(PoolSpec, self._pool)
-        converter.register_structure_hook(HashSpec, self._hash)
+        converter.register_structure_hook_func(_has_string_form, self._record)
         # mcrouter's types are strict: no "100" for 100, no 1 for true.
         converter.register_structure_hook(int, _hook(check_int))
         converter.register_structure_hook(float, _hook(check_float))
         converter.register_structure_hook(bool, _hook(check_bool))
         converter.register_structure_hook(str, _hook(check_str))
-
-        def generate(cls: type[T], **overrides: Any) -> Callable[[Any, Any], T]:
-            for field in attrs.fields(cast(Any, cls)):
-                if field.name in _CONFIG_KEYS:
-                    overrides.setdefault(field.name, override(rename=_CONFIG_KEYS[field.name]))
-            return make_dict_structure_fn(cls, converter, **overrides)
-
-        hash_func = override(struct_hook=_hook(_check_hash_func))
-        self._hash_spec = generate(HashSpec, hash_func=hash_func)
-        self._hooks: dict[type[Route], Callable[[Any, Any], Route]] = {
-            AllSyncRoute: generate(AllSyncRoute),
-            ErrorRoute: generate(ErrorRoute),
-            FailoverRoute: generate(FailoverRoute),
-            HashRoute: generate(HashRoute, hash_func=hash_func),
-            LatestRoute: generate(
-                LatestRoute,
-                # The host id comes from the proxy, never from the config.
-                host_id=override(omit=True),
-                failover_count=override(struct_hook=_hook(lambda value: check_int(value, 1))),
-            ),
-            NullRoute: generate(NullRoute),
-            OperationSelectorRoute: generate(OperationSelectorRoute),
-            PoolRoute: generate(PoolRoute),
-            RandomRoute: generate(RandomRoute),
-            WarmUpRoute: generate(WarmUpRoute),
-        }
+        self._converter = converter
+        self._generated: dict[type, Callable[[Any, Any], Any]] = {}
 
     def build(self, value: object) -> tuple[Route | None, list[str]]:
         """The tree for the top-level `route`, or the `message @ $.route...` errors."""
         try:
-            return self._route(value), []
+            return self._route(value, top=True), []
         except Exception as exc:
             return None, _messages(exc, "$.route")
 
+    # -- generated structure functions ---------------------------------------
+
+    def _structure_fn(self, cls: type[T]) -> Callable[[Any, Any], T]:
+        """cattrs' structure function for a handle or config record, from its field metadata."""
+        generated = self._generated.get(cls)
+        if generated is None:
+            overrides: dict[str, Any] = {}
+            for field in attrs.fields(cast(Any, cls)):
+                metadata = field.metadata
+                if FROM_BUILD in metadata:
+                    overrides[field.name] = override(omit=True)
+                elif CHECK in metadata:
+                    overrides[field.name] = override(struct_hook=_hook(metadata[CHECK]))
+                elif KEY_CHECK in metadata:
+                    key_check = metadata[KEY_CHECK]
+                    hook = partial(self._policies, key_check=key_check)
+                    overrides[field.name] = override(struct_hook=hook)
+            generated = make_dict_structure_fn(cls, self._converter, **overrides)
+            self._generated[cls] = generated
+        return cast(Callable[[Any, Any], T], generated)
+
+    def _record(self, value: object, cls: type[T]) -> T:
+        """A config record such as PoolRoute's `hash`: a string, or an object of its fields."""
+        if isinstance(value, str):
+            return cast(T, cls.from_string(value))  # type: ignore[attr-defined]
+        if isinstance(value, dict):
+            return self._structure_fn(cls)(value, cls)
+        raise Invalid(f"expected a string or an object, got {describe(value)}")
+
     # -- the Route union -----------------------------------------------------
 
-    def _route(self, value: object, _type: object = None) -> Route:
+    def _route(self, value: object, _type: object = None, *, top: bool = False) -> Route:
         if isinstance(value, str):
-            return self._route_from_string(value)
+            return self._route_from_string(value, top)
         if isinstance(value, dict):
-            return self._route_from_object(value)
+            return self._route_from_object(value, top)
         if isinstance(value, list):
             raise Invalid("expected a single route (object or string), got an array")
         raise Invalid(f"expected a route (object or string), got {describe(value)}")
 
-    def _route_from_string(self, text: str) -> Route:
+    def _route_type(self, type_name: str, top: bool) -> RouteType:
+        entry = self._types.get(type_name)
+        if entry is None:
+            raise Invalid(f"unknown route type '{type_name}'")
+        if entry.top_only and not top:
+            raise Invalid(f"{type_name} is only allowed as the route of a route tree")
+        return entry
+
+    def _route_from_string(self, text: str, top: bool) -> Route:
         type_name, has_argument, argument = text.partition("|")
         if not text:
             raise Invalid("expected a route, got an empty string")
@@ -324,24 +297,26 @@ class _RouteBuilder:
                 f"'{text}' is a list of routes: use it where children are expected,"
                 f" or 'PoolRoute|{argument}' for one route"
             )
-        cls = _route_type(type_name)
-        if cls is OperationSelectorRoute and has_argument:
-            return self._route(argument)  # not an object: mcrouter reads a plain route
-        if cls not in _STRING_ARGUMENT:
+        entry = self._route_type(type_name, top)
+        field = entry.shorthand
+        if field == ROUTE_ARGUMENT and has_argument:
+            return self._route(argument, top=top)  # not an object: mcrouter reads a plain route
+        if field is None or field == ROUTE_ARGUMENT:
             raise Invalid(f"{type_name} needs an object")
-        field = _STRING_ARGUMENT[cls]
-        if field is not None and not has_argument and cls is not ErrorRoute:
+        if not has_argument and not entry.shorthand_optional:
             raise Invalid(f"{type_name} needs an argument: '{type_name}|<{field}>'")
-        data: dict[str, object] = {field: argument} if field is not None and has_argument else {}
+        data: dict[str, object] = {}
+        if field != IGNORED_ARGUMENT and has_argument:
+            data[field] = argument
         try:
-            return self._structure(cls, data)
+            return self._structure(entry.cls, data)
         except Exception as exc:
             # The whole string is one JSON value: report its problems right here,
             # without the paths inside the object it stands for.
             messages = [line.partition(f" @ {_HERE}")[0] for line in _messages(exc, _HERE)]
             raise _group([Invalid(message) for message in messages]) from None
 
-    def _route_from_object(self, value: dict[str, object]) -> Route:
+    def _route_from_object(self, value: dict[str, object], top: bool) -> Route:
         data = dict(value)
         if "type" not in data:
             raise _problems_error([(("type",), "required field missing")])
@@ -350,22 +325,21 @@ class _RouteBuilder:
             raise _problems_error([(("type",), f"expected a string, got {describe(type_name)}")])
         if type_name == "Pool":
             raise Invalid("a Pool is a list of routes: use it where children are expected")
-        cls = _route_type(type_name)
-        if "name" in data and "name" not in attrs.fields_dict(cls):  # type: ignore[arg-type]
+        cls = self._route_type(type_name, top).cls
+        if "name" in data and "name" not in attrs.fields_dict(cls):
             # mcrouter registers named handles by `name`; naming alone changes nothing.
             data.pop("name")
         return self._structure(cls, data)
 
-    def _structure(self, cls: type[Route], data: dict[str, object]) -> Route:
-        route = self._hooks[cls](data, cls)
-        if isinstance(route, LatestRoute):
-            route = attrs.evolve(route, host_id=self._host_id)
-        if (
-            isinstance(route, OperationSelectorRoute)
-            and not route.operation_policies
-            and route.default_policy is None
-        ):
-            raise Invalid("needs 'operation_policies' or 'default_policy'")
+    def _structure(self, cls: type, data: dict[str, object]) -> Route:
+        route: Route = self._structure_fn(cls)(data, cls)
+        from_build = {
+            field.name: getattr(self._env, field.metadata[FROM_BUILD])
+            for field in attrs.fields(cls)
+            if FROM_BUILD in field.metadata
+        }
+        if from_build:
+            route = attrs.evolve(cast(Any, route), **from_build)
         return route
 
     # -- field types ---------------------------------------------------------
@@ -397,22 +371,27 @@ class _RouteBuilder:
             return pool_destinations(self._inline_pool(body))
         return (self._route(value),)
 
-    def _policies(self, value: object, _type: object = None) -> dict[str, Route]:
-        """OperationSelectorRoute's `operation_policies`: operation name -> route."""
+    def _policies(
+        self,
+        value: object,
+        _type: object = None,
+        key_check: Callable[[str], object] | None = None,
+    ) -> dict[str, Route]:
+        """A mapping of names to routes (`operation_policies`, `policies`)."""
         if not isinstance(value, dict):
-            raise Invalid(f"expected an object of operation: route, got {describe(value)}")
+            raise Invalid(f"expected an object of name: route, got {describe(value)}")
         policies: dict[str, Route] = {}
         errors: list[Exception] = []
-        for operation, policy in value.items():
+        for name, policy in value.items():
             try:
-                if operation not in OPERATION_NAMES:
-                    raise Invalid(f"unknown operation '{operation}'")
-                policies[operation] = self._route(policy)
+                if key_check is not None:
+                    key_check(name)
+                policies[name] = self._route(policy)
             except Exception as exc:
-                exc.add_note(AttributeValidationNote(f"@ {operation}", operation, Route))
+                exc.add_note(AttributeValidationNote(f"@ {name}", name, Route))
                 errors.append(exc)
         if errors:
-            raise ClassValidationError("invalid operation policies", errors, dict)
+            raise ClassValidationError("invalid policies", errors, dict)
         return policies
 
     def _pool(self, value: object, _type: object = None) -> PoolSpec:
@@ -422,14 +401,6 @@ class _RouteBuilder:
         if isinstance(value, dict):
             return self._inline_pool(value)
         raise Invalid(f"expected a pool name or a pool object, got {describe(value)}")
-
-    def _hash(self, value: object, _type: object = None) -> HashSpec:
-        """PoolRoute's `hash`: a function name or `{hash_func, salt, weights}`."""
-        if isinstance(value, str):
-            return HashSpec(_check_hash_func(value))
-        if isinstance(value, dict):
-            return self._hash_spec(value, HashSpec)
-        raise Invalid(f"expected a hash function name or an object, got {describe(value)}")
 
     # -- pools ---------------------------------------------------------------
 
@@ -460,20 +431,6 @@ class _RouteBuilder:
         return pool
 
 
-def _route_type(type_name: str) -> type[Route]:
-    cls = ROUTE_TYPES.get(type_name)
-    if cls is None:
-        raise Invalid(f"unknown route type '{type_name}'")
-    return cls
-
-
-def _check_hash_func(value: object) -> str:
-    name = check_str(value)
-    if name not in HASH_FUNCS:
-        raise Invalid(f"unknown hash function '{name}' (known: {', '.join(sorted(HASH_FUNCS))})")
-    return name
-
-
 def _hook(check: Callable[[object], T]) -> Callable[[object, object], T]:
     """A cattrs structure hook from a one-argument checker."""
 
@@ -489,7 +446,6 @@ def _hook(check: Callable[[object], T]) -> Callable[[object, object], T]:
 
 def _messages(exc: BaseException, root: str) -> list[str]:
     """`message @ path` lines for an error raised while structuring at `root`."""
-    _rename_notes(exc)
     return cattrs.transform_error(exc, path=root, format_exception=_format)
 
 
@@ -501,22 +457,6 @@ def _format(exc: BaseException, type_: Any) -> str:
     # A route class rejecting its arguments (e.g. a hash function that cannot
     # take this many children).
     return f"cannot build route: {str(exc) or type(exc).__name__}"
-
-
-def _rename_notes(exc: BaseException) -> None:
-    """Rename attribute paths to config keys (`children_` -> `children`)."""
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            _rename_notes(sub)
-    notes = getattr(exc, "__notes__", None)
-    if not notes:
-        return
-    renamed: list[str] = []
-    for note in notes:
-        if type(note) is AttributeValidationNote and note.name in _CONFIG_KEYS:
-            note = AttributeValidationNote(str(note), _CONFIG_KEYS[note.name], note.type)
-        renamed.append(note)
-    exc.__notes__ = renamed
 
 
 def _group(errors: Sequence[Exception]) -> Exception:

@@ -2,46 +2,39 @@
 
 Commands about the proxy itself (`version`, `verbosity`, `stats`) are answered
 here; `flush_all` is refused unless enabled and then sent to every server; a
-multi-key retrieval is split into one request per key (mcrouter routes each key
-independently) and merged back in key order, unless every key goes to one server
-as it is, in which case the client's get goes there whole; everything else goes
-down the route tree from the config.
+multi-key retrieval goes whole when the route tree sends every key the same way
+(`Route.route_whole`), and is otherwise split into one request per key (mcrouter
+routes each key independently) and merged back in key order; everything else goes
+down the route tree.
+
+The router holds the current `RouteTree` by one reference (`tree`); `swap` replaces
+it in one assignment and each request is routed by the tree it found. Routing is
+guarded: a bug in a route handle answers its request with an error and is logged
+once, and the proxy keeps serving.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
 
 from mcrouter_trio import __version__
-from mcrouter_trio.config import ProxyConfig
-from mcrouter_trio.messages import (
-    GET_LIKE,
-    Op,
-    Pending,
-    Reply,
-    Request,
-    Result,
-    error_reply,
-)
+from mcrouter_trio.messages import GET_LIKE, Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.protocol import strtol
+from mcrouter_trio.routing._base import NO_ROUTE, Route
+from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, failing_handle, gather
 from mcrouter_trio.routing._multiget import merge
-from mcrouter_trio.routing.handles import (
-    AllSyncRoute,
-    DestinationRoute,
-    PoolRoute,
-    Route,
-    split_routing_prefix,
-)
+from mcrouter_trio.routing._tree import RouteTree
+from mcrouter_trio.routing.handles.destination import split_routing_prefix
 from mcrouter_trio.upstream._context import ProxyContext
 
 VERSION_LINE: Final = f"VERSION {__version__} mcrouter-trio\r\n".encode()
-_NO_ROUTE: Final = error_reply(Result.LOCAL_ERROR, "RootRoute: No rh found")
 _FLUSH_DISABLED: Final = error_reply(Result.LOCAL_ERROR, "Command disabled")
+_BAD_EXPTIME: Final = Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR invalid exptime argument\r\n")
 
 
 @attrs.frozen
@@ -51,128 +44,131 @@ class RouterSettings:
 
 
 class Router:
-    """Routes requests through the current config's tree."""
+    """Routes requests through the current route tree."""
 
     def __init__(
         self,
-        config: ProxyConfig,
+        tree: RouteTree,
         ctx: ProxyContext,
         stats: ProxyStats,
         settings: RouterSettings | None = None,
     ) -> None:
-        self.config = config
         self.ctx = ctx
         self.stats = stats
         self.settings = settings or RouterSettings()
-        self._root: Route = config.route
-        #: The root when it is a plain PoolRoute: multi-gets can then often go whole.
-        self._root_pool = config.route if type(config.route) is PoolRoute else None
         self._op_counts = stats.ops
-        for server in config.servers:
-            ctx.destination(server)
-        # flush_all reaches every server of every pool, not only those this host's
-        # route tree would pick (LatestRoute, for one, uses a per-host subset).
-        every_server = set(config.servers)
-        for pool in config.pools.values():
-            every_server.update(pool.servers)
-        self._flush_route = AllSyncRoute(
-            tuple(DestinationRoute(server) for server in sorted(every_server, key=repr))
-        )
+        ctx.open(tree.servers)
+        self.tree = tree
+
+    def swap(self, tree: RouteTree) -> None:
+        """Route with `tree` from now on; requests already routed finish on the old one."""
+        self.ctx.open(tree.servers)
+        self.tree = tree
 
     def route(self, request: Request) -> Pending:
         op = request.op
         self._op_counts[op] += 1
-        if op in GET_LIKE:
-            keys = request.keys
-            if keys is not None and len(keys) > 1:
-                return self._multiget(request, keys)
-        elif op is Op.VERSION:
-            return Pending(Reply(Result.OK, VERSION_LINE))
-        elif op is Op.VERBOSITY:
-            return Pending(Reply(Result.OK, b"OK\r\n"))
-        elif op is Op.STATS:
-            return Pending(self.stats.reply(request.args, self.ctx.destinations))
-        elif op is Op.FLUSH_ALL:
-            return self._flush_all(request)
-        if request.key[:1] != b"/":
-            return self._root.route(request, self.ctx)
-        return self._route_key(request)
+        try:
+            if op in GET_LIKE:
+                keys = request.keys
+                if keys is not None and len(keys) > 1:
+                    return self._multiget(request, keys)
+            elif op is Op.VERSION:
+                return Pending(Reply(Result.OK, VERSION_LINE))
+            elif op is Op.VERBOSITY:
+                return Pending(Reply(Result.OK, b"OK\r\n"))
+            elif op is Op.STATS:
+                return Pending(self.stats.reply(request.args, self.ctx.destinations))
+            elif op is Op.FLUSH_ALL:
+                return self._flush_all(request)
+            if request.key[:1] != b"/":
+                return self.tree.default_root.route(request, self.ctx)
+            return self._route_key(request)
+        except Exception as exc:
+            return _failed(exc)
 
     def route_get(self, request: Request) -> Pending:
         """`route` for a single-key `get` (the parser's shortcut), minus the checks it skips."""
         self._op_counts[Op.GET] += 1
-        if request.key[:1] != b"/":
-            return self._root.route(request, self.ctx)
-        return self._route_key(request)
+        try:
+            if request.key[:1] != b"/":
+                return self.tree.default_root.route(request, self.ctx)
+            return self._route_key(request)
+        except Exception as exc:
+            return _failed(exc)
 
     def _route_key(self, request: Request) -> Pending:
+        """One key's request, whose key may carry a routing prefix."""
+        tree = self.tree
         key = request.key
         if key[:1] == b"/":
             prefix, _rest = split_routing_prefix(key)
-            if prefix and not _prefix_matches(prefix, self.settings.default_route):
-                return Pending(_NO_ROUTE)
-        return self._root.route(request, self.ctx)
+            if prefix:
+                root = tree.root_for(prefix)
+                if root is None:
+                    return Pending(NO_ROUTE)
+                return root.route(request, self.ctx)
+        return tree.default_root.route(request, self.ctx)
 
-    def _multiget(self, request: Request, keys: list[bytes]) -> Pending:
+    def _multiget(self, request: Request, keys: Sequence[bytes]) -> Pending:
         # A plain get may answer a repeated key once; gat/gats must look each copy up
         # again (memcached does: a gat that expires the item makes later copies miss).
         touching = request.op is Op.GAT or request.op is Op.GATS
-        if not touching and self._root_pool is not None:
-            whole = self._root_pool.route_whole(request, self.ctx)
+        if not touching and not any(key[:1] == b"/" for key in keys):
+            whole = self.tree.default_root.route_whole(request, self.ctx, self._split)
             if whole is not None:
                 return whole
-        lookups = keys if touching else list(dict.fromkeys(keys))
-        replies: list[Reply | None] = [None] * len(lookups)
-        remaining = [len(lookups)]
-        out = Pending()
+        return self._by_key(request, keys, self._route_key)
 
-        def collect(index: int) -> Callable[[Reply], None]:
-            def on_reply(reply: Reply) -> None:
-                replies[index] = reply
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done = [r for r in replies if r is not None]
-                    if touching:
-                        out.resolve(merge(done))
-                    else:
-                        by_key = dict(zip(lookups, done, strict=True))
-                        out.resolve(merge([by_key[key] for key in keys]))
+    def _split(self, route: Route, request: Request) -> Pending:
+        """A multi-get routed key by key through `route` (a failover's fallback)."""
+        keys = request.keys or (request.key,)
+        return self._by_key(request, keys, lambda one: route.route(one, self.ctx))
 
-            return on_reply
+    def _by_key(
+        self, request: Request, keys: Sequence[bytes], route_one: Callable[[Request], Pending]
+    ) -> Pending:
+        """Route each key on its own and merge the replies in the client's key order.
 
+        Single-key gets bound for one server are gathered into one multi-key get
+        (`ProxyContext.gather_gets`); if that turns out to be the client's get as it
+        is, it goes whole.
+        """
+        touching = request.op is Op.GAT or request.op is Op.GATS
+        lookups = list(keys) if touching else list(dict.fromkeys(keys))
         if touching:
-            routed = [self._route_key(request.with_keys([key])) for key in lookups]
+            routed = [route_one(request.with_keys([key])) for key in lookups]
         else:
             self.ctx.gather_gets()
             routed = []
             try:
                 for key in lookups:
-                    routed.append(self._route_key(request.with_keys([key])))
+                    routed.append(route_one(request.with_keys([key])))
             finally:
                 whole = self.ctx.send_gathered(request.op, request, routed)
             if whole is not None:
                 return whole
-        for index, pending in enumerate(routed):
-            pending.then(collect(index))
-        return out
+
+        def combine(replies: list[Reply], _arrival: list[int]) -> Reply:
+            if touching:
+                return merge(replies)
+            by_key = dict(zip(lookups, replies, strict=True))
+            return merge([by_key[key] for key in keys])
+
+        return gather(routed, combine, name="multi-get")
 
     def _flush_all(self, request: Request) -> Pending:
         if not self.settings.enable_flush_cmd:
             return Pending(_FLUSH_DISABLED)
         if request.args and strtol(request.args[0]) is None:
-            return Pending(Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR invalid exptime argument\r\n"))
-        return self._flush_route.route(request, self.ctx)
+            return Pending(_BAD_EXPTIME)
+        return self.tree.broadcast.route(request, self.ctx)
 
 
-def _prefix_matches(prefix: bytes, default_route: bytes) -> bool:
-    """Whether a key's routing prefix selects the default route (`*` globs a part)."""
-    if prefix == default_route:
-        return True
-    wanted = prefix.strip(b"/").split(b"/")
-    have = default_route.strip(b"/").split(b"/")
-    return len(wanted) == len(have) and all(
-        w == b"*" or w == h for w, h in zip(wanted, have, strict=True)
-    )
+def _failed(exc: Exception) -> Pending:
+    """A route handle raised while routing: this request gets an error, nothing else."""
+    FAILURES.record(failing_handle(exc), exc)
+    return Pending(ROUTING_FAILED)
 
 
 def host_id_for(name: str) -> int:

@@ -167,7 +167,10 @@ async def serve(
             batch_gets=settings.batch_gets,
             host_id=host_id if host_id is not None else host_id_for(socket.gethostname()),
         )
-        router = Router(config, ctx, stats, router_settings or RouterSettings())
+        router_settings = router_settings or RouterSettings()
+        tree = config.tree(router_settings.default_route)
+        router = Router(tree, ctx, stats, router_settings)
+        destination_nursery.start_soon(ctx.run_timers, name="route timers")
         proxy = Proxy(router, settings, stats)
         destination_nursery.start_soon(proxy.reactor.run, name="client reactor")
         reuse = settings.reuse_port

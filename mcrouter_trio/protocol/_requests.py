@@ -177,7 +177,9 @@ class RequestParser:
             return None
         self._first_byte_seen = True
         key = plain[1]
-        return Request(Op.GET, key, [key], wire=data if data[-2:] == b"\r\n" else None)
+        if data[-2:] == b"\r\n":
+            return Request.as_sent(Op.GET, key, (key,), data)
+        return Request(Op.GET, key, (key,))
 
     def next_event(self) -> Event:
         if self._closed:
@@ -212,7 +214,7 @@ class RequestParser:
             plain = _PLAIN_GET(line)
             if plain is not None:
                 key = plain[1]
-                return Request(Op.GET, key, [key], wire=line + b"\r\n")
+                return Request.as_sent(Op.GET, key, (key,), line + b"\r\n")
         return self._parse_line(line)
 
     # -- framing ---------------------------------------------------------------
@@ -237,8 +239,11 @@ class RequestParser:
         request = state.request
         if self._buf[start + state.length : start + need] != b"\r\n":
             return self._bad_chunk(request, state.length)
-        request.data = bytes(self._buf[start : start + state.length])
-        return request
+        data = bytes(self._buf[start : start + state.length])
+        return Request(
+            request.op, request.key, None, request.args, data, request.noreply,
+            request.quiet_forwarded,
+        )  # fmt: skip
 
     def _bad_chunk(self, request: Request, length: int) -> Event:
         """Answer a data block not ended by CRLF: the backend never sees it.
@@ -364,7 +369,7 @@ class RequestParser:
         for key in keys:
             if len(key) > KEY_MAX_LENGTH:
                 return ImmediateReply(BAD_FORMAT)
-        return Request(op, keys[0], keys, args)
+        return Request(op, keys[0], tuple(keys), args)
 
     def _storage(self, op: Op, words: list[bytes], ntokens: int) -> Event:
         is_cas = op is Op.CAS

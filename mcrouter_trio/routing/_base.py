@@ -2,74 +2,84 @@
 
 A route handle is a frozen attrs value built from the config. Routing is
 synchronous and callback-driven: `route(request, ctx)` returns a `Pending` at once,
-and composite handles combine their children's `Pending`s with callbacks. No task
-is spawned per request; the only I/O happens in the destinations behind
-`ctx.send`.
+and composite handles combine their children's `Pending`s through the combinators
+in `_combinators` (which guard every callback). No task is spawned per request;
+the only I/O happens behind the `RouteContext`.
 """
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
 
-from mcrouter_trio.messages import (
-    GET_LIKE,
-    UPDATE_LIKE,
-    Op,
-    Pending,
-    Reply,
-    Request,
-    Result,
-    error_reply,
-)
+from mcrouter_trio.messages import GET_LIKE, UPDATE_LIKE, Op, Pending, Reply, Request, Result
 from mcrouter_trio.routing._specs import ServerSpec
 
-log = logging.getLogger("mcrouter_trio.routing")
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class BackgroundWork(Protocol):
+    """Fire-and-forget requests with a cap on how many are in flight (see `background`)."""
+
+    def start(self, name: str, send: Callable[[], Pending]) -> bool: ...
 
 
 class RouteContext(Protocol):
-    """What route handles may use at run time (owned by the proxy, not the config)."""
+    """What route handles may use at run time (owned by the proxy, not the config).
+
+    Handles reach I/O only through this: `send` queues a request on the shared
+    connection to a server, `now` and `call_later` give time (one timer task for
+    the whole proxy, not a task per timer), `background` runs fire-and-forget work.
+    """
 
     rng: random.Random
     host_id: int
+
+    @property
+    def background(self) -> BackgroundWork: ...
 
     def send(self, server: ServerSpec, request: Request) -> Pending:
         """Queue `request` on the shared pipelined connection to `server`."""
         ...
 
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
 
-class Route(Protocol):
-    def route(self, request: Request, ctx: RouteContext) -> Pending: ...
-
-    def children(self) -> list[Route]:
-        """Every route this one may send to (for `__mcrouter__.route`, flush_all, ...)."""
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        """Run `callback()` after `delay` seconds (guarded: a failure is logged)."""
         ...
 
 
-def chain(source: Pending, step: Callable[[Reply], Reply | Pending]) -> Pending:
-    """A Pending for `step(reply)` once `source` resolves.
+#: Routes a multi-key get key by key through a route (`Route.route_whole`'s fallback).
+SplitRouting = Callable[["Route", Request], Pending]
 
-    A bug in `step` must not leave a client waiting for ever or break the
-    destination that resolved `source`: the exception becomes an error reply.
-    """
-    out = Pending()
 
-    def on_reply(reply: Reply) -> None:
-        try:
-            produced = step(reply)
-        except Exception:
-            log.exception("route handle failed")
-            out.resolve(error_reply(Result.LOCAL_ERROR, "Error routing request"))
-            return
-        if isinstance(produced, Pending):
-            produced.then(out.resolve)
-        else:
-            out.resolve(produced)
+class Route(Protocol):
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        """Route one request; the reply comes through the returned `Pending`."""
+        ...
 
-    source.then(on_reply)
-    return out
+    def targets(self) -> Sequence[Route]:
+        """Every route this one may send to (for flush_all, the route tree, admin keys)."""
+        ...
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        """Route a multi-key get as one request, or None if its keys part ways.
+
+        A handle that would send every key of `request` the same way routes the
+        whole request that way, so the server answers the client's multi-get as it
+        is and nothing is split or merged. A handle that cannot tell (or would
+        change the reply per key) returns None, and the caller routes key by key;
+        one that decides only after a reply (failover) may use `split(route,
+        request)` to route the keys one by one through `route` from then on.
+        """
+        ...
 
 
 def meta_echo(request: Request) -> bytes:
@@ -109,10 +119,6 @@ def policy_name(request: Request) -> str:
     config with `get`/`set`/`delete` policies also covers mg/ms/md/ma clients.
     """
     op = request.op
-    if op is Op.MG or op is Op.ME:
-        return "get"
-    if op is Op.MD:
-        return "delete"
     if op is Op.MA:
         decr = any(flag[:1] == b"M" and flag[1:2] in (b"D", b"d", b"-") for flag in request.args)
         return "decr" if decr else "incr"
@@ -123,7 +129,20 @@ def policy_name(request: Request) -> str:
             if flag[:1] == b"M":
                 return _MS_MODES.get(flag[1:2].upper(), "set")
         return "set"
-    return op.name.lower()
+    return STATIC_POLICY_NAMES[op]
 
 
 _MS_MODES = {b"E": "add", b"A": "append", b"P": "prepend", b"R": "replace", b"S": "set"}
+
+#: The policy name of every command whose name does not depend on its flags.
+STATIC_POLICY_NAMES: dict[Op, str] = {
+    **{op: op.name.lower() for op in Op},
+    Op.MG: "get",
+    Op.ME: "get",
+    Op.MD: "delete",
+    Op.FLUSH_ALL: "flushall",
+}
+del STATIC_POLICY_NAMES[Op.MA], STATIC_POLICY_NAMES[Op.MS]
+
+#: No route for the key: its routing prefix or key prefix matches nothing (mcrouter's text).
+NO_ROUTE: Final = Reply(Result.LOCAL_ERROR, b"SERVER_ERROR RootRoute: No rh found\r\n")

@@ -6,13 +6,16 @@ import attrs
 
 DEFAULT_SERVER_TIMEOUT_MS = 1000
 
+#: (host, port, protocol, mech, server name): one destination per distinct key.
+ConnectionKey = tuple[str, int, str, str, str | None]
+
 
 @attrs.frozen(cache_hash=True)  # hashed per request to find its destination
 class ServerSpec:
     """One memcached server and how to talk to it.
 
-    Two pools that list the same server with the same settings share one
-    destination (one pipelined connection), as in mcrouter.
+    Pools that list the same server share one destination (one pipelined
+    connection) when their `identity` is the same.
     """
 
     host: str
@@ -24,6 +27,21 @@ class ServerSpec:
     connect_timeout_ms: int = DEFAULT_SERVER_TIMEOUT_MS
     #: Name checked against the server's certificate (mcrouter pools' SNI/hostname).
     server_name: str | None = None
+    #: `timeout_ms` in seconds, as destinations take it with each request.
+    timeout: float = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "timeout", self.timeout_ms / 1000)
+
+    @property
+    def identity(self) -> ConnectionKey:
+        """What makes two specs one connection: the address, protocol and TLS settings.
+
+        Timeouts are not part of it: they travel with each request, so pools that
+        list a server with different timeouts share its connection, and a reload
+        that changes a timeout keeps the connection.
+        """
+        return (self.host, self.port, self.protocol, self.mech, self.server_name)
 
     @property
     def address(self) -> str:

@@ -1,55 +1,77 @@
-"""The routing context at run time: the destinations behind the route handles.
+"""The routing context at run time: what route handles reach I/O and time through.
 
-`ProxyContext` is what route handles reach I/O through. It owns the destination
-registry (one `Destination` per distinct server spec, shared by every client and
-kept across config reloads) and starts each destination's task in the destination
-nursery the first time it is needed.
+`ProxyContext` owns the destination registry: one `Destination` per connection
+identity (address, protocol, TLS settings; see `ServerSpec.identity`), shared by
+every client and by every route tree, so a new tree keeps the connections. Each
+destination's task starts in the destination nursery the first time it is needed.
+It also owns the proxy's one timer task (`call_later`) and the cap on
+fire-and-forget requests (`background`).
 """
 
 from __future__ import annotations
 
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import trio
 
 from mcrouter_trio.messages import Op, Pending, Request
+from mcrouter_trio.routing._combinators import Background
 from mcrouter_trio.routing._multiget import split_multiget
-from mcrouter_trio.routing._specs import ServerSpec
-from mcrouter_trio.transport._socket import WriteBatch
+from mcrouter_trio.routing._specs import ConnectionKey, ServerSpec
+from mcrouter_trio.routing._timers import Timer, TimerQueue
+from mcrouter_trio.transport._socket import Parker, WriteBatch
 from mcrouter_trio.upstream._destination import DEFAULT_MAX_PENDING, Destination
+
+SSLContextFor = Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None]
 
 
 class ProxyContext:
-    """Implements `RouteContext`: the destinations behind the route handles."""
+    """Implements `RouteContext`: the destinations, the clock and timers, background work."""
 
     def __init__(
         self,
         nursery: trio.Nursery,
         *,
-        ssl_context_for: Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None] | None = None,
+        ssl_context_for: SSLContextFor | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
         batch_gets: bool | None = None,
         host_id: int = 0,
-        seed: int | None = None,
     ) -> None:
-        self.rng = random.Random(seed)
+        self.rng = random.Random()
         self.host_id = host_id
+        self.background = Background()
+        self._by_identity: dict[ConnectionKey, Destination] = {}
+        #: Every destination, by the spec it was opened for (live, for stats).
         self.destinations: dict[ServerSpec, Destination] = {}
+        #: Every spec seen so far -> its destination (the per-request look-up).
+        self._by_spec: dict[ServerSpec, Destination] = {}
         self._nursery = nursery
         self._ssl_context_for = ssl_context_for
         self._max_pending = max_pending
         self._batch_gets = batch_gets
         self._gathering: dict[Destination, list[tuple[bytes, Pending]]] | None = None
+        #: The longest timeout among each destination's gathered gets.
+        self._gathered_timeout: dict[Destination, float] = {}
+        self._timers = TimerQueue()
+        self._timers_changed = Parker()
         #: Batches the client writes of replies resolved by destination readers.
         self.client_writes = WriteBatch()
         #: Batches the server writes of requests routed by one reactor pass.
         self.backend_writes = WriteBatch()
 
+    def open(self, servers: Iterable[ServerSpec]) -> None:
+        """Make sure each server has its destination (before a tree starts routing)."""
+        for server in servers:
+            self.destination(server)
+
     def destination(self, server: ServerSpec) -> Destination:
-        destination = self.destinations.get(server)
+        destination = self._by_spec.get(server)
+        if destination is not None:
+            return destination
+        destination = self._by_identity.get(server.identity)
         if destination is None:
             tls = self._ssl_context_for(server) if self._ssl_context_for else None
             destination = Destination(
@@ -60,20 +82,58 @@ class ProxyContext:
                 client_writes=self.client_writes,
                 backend_writes=self.backend_writes,
             )
+            self._by_identity[server.identity] = destination
             self.destinations[server] = destination
             self._nursery.start_soon(destination.run, name=f"destination {server.address}")
+        self._by_spec[server] = destination
         return destination
 
     def send(self, server: ServerSpec, request: Request) -> Pending:
-        destination = self.destinations.get(server)
+        destination = self._by_spec.get(server)
         if destination is None:
             destination = self.destination(server)
         gathering = self._gathering
         if gathering is not None and (request.op is Op.GET or request.op is Op.GETS):
             pending = Pending()
             gathering.setdefault(destination, []).append((request.key, pending))
+            timeouts = self._gathered_timeout
+            if server.timeout > timeouts.get(destination, 0.0):
+                timeouts[destination] = server.timeout
             return pending
-        return destination.send(request)
+        return destination.send(request, server.timeout)
+
+    # -- time ----------------------------------------------------------------------
+
+    def now(self) -> float:
+        return trio.current_time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        earliest = self._timers.next_deadline()
+        timer = self._timers.add(trio.current_time() + delay, callback)
+        if earliest is None or timer.deadline < earliest:
+            self._timers_changed.wake()
+        return timer
+
+    async def run_timers(self) -> None:
+        """The proxy's one timer task: fires due timers; runs until cancelled."""
+        timers = self._timers
+        while True:
+            deadline = timers.next_deadline()
+            if deadline is None:
+                await self._timers_changed.park()
+                continue
+            with trio.move_on_at(deadline):
+                await self._timers_changed.park()  # an earlier timer came in
+            # Requests and replies from the callbacks go out once, at the end.
+            self.backend_writes.hold()
+            self.client_writes.hold()
+            try:
+                timers.fire_due(trio.current_time())
+            finally:
+                self.client_writes.release()
+                self.backend_writes.release()
+
+    # -- batched multi-gets ---------------------------------------------------------
 
     def gather_gets(self) -> None:
         """Hold back single-key gets sent from now on, to batch them per server."""
@@ -96,6 +156,7 @@ class ProxyContext:
         skipped. Otherwise the result is None.
         """
         gathering, self._gathering = self._gathering, None
+        timeouts, self._gathered_timeout = self._gathered_timeout, {}
         if not gathering:
             return None
         if whole is not None and routed is not None and len(gathering) == 1:
@@ -105,12 +166,13 @@ class ProxyContext:
                 fragment is pending and key == lookup
                 for (key, fragment), pending, lookup in zip(fragments, routed, lookups, strict=True)
             ):
-                return destination.send(whole)
+                return destination.send(whole, timeouts[destination])
         for destination, fragments in gathering.items():
-            keys = [key for key, _ in fragments]
+            keys = tuple(key for key, _ in fragments)
             request = Request(op, keys[0], keys)
+            sent = destination.send(request, timeouts[destination])
             if len(fragments) == 1:
-                destination.send(request).then(fragments[0][1].resolve)
+                sent.then(fragments[0][1].resolve)
             else:
-                destination.send(request).then(partial(split_multiget, fragments))
+                sent.then(partial(split_multiget, fragments))
         return None

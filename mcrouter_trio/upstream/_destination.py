@@ -110,7 +110,6 @@ class Destination:
         batch_gets: bool | None = None,
     ) -> None:
         self.server = server
-        self.timeout = server.timeout_ms / 1000
         self.connect_timeout = server.connect_timeout_ms / 1000
         # 0 means no limit (as `--max-client-outstanding-reqs 0` does).
         self.max_pending = max_pending or sys.maxsize
@@ -128,9 +127,15 @@ class Destination:
         self._out = bytearray()
         #: Send single-key gets of one pass as one multi-key get (None: on TLS servers).
         self.batch_gets = ssl_context is not None if batch_gets is None else batch_gets
-        #: The single-key gets routed in this pass, not on the output yet.
+        #: The single-key gets routed in this pass, not on the output yet, and the
+        #: longest timeout among them.
         self._get_keys: list[bytes] = []
         self._get_pendings: list[Pending] = []
+        self._get_timeout = 0.0
+        #: The latest deadline queued: a request's deadline is never earlier, so the
+        #: FIFO head always has the earliest one even when pools sharing this
+        #: connection have different timeouts (replies come in order anyway).
+        self._last_deadline = 0.0
         self._work = Parker()
         self._client_writes = client_writes or WriteBatch()
         self._backend_writes = backend_writes or WriteBatch()
@@ -153,7 +158,8 @@ class Destination:
 
     # -- called by route handles (synchronous, any task) ----------------------------
 
-    def send(self, request: Request) -> Pending:
+    def send(self, request: Request, timeout: float) -> Pending:
+        """Queue `request`; its reply is an error if none came within `timeout` seconds."""
         if self._closed:
             return Pending(error_reply(Result.LOCAL_ERROR, "destination closed"))
         if self.pending_count >= self.max_pending:
@@ -170,15 +176,21 @@ class Destination:
                 get_keys = self._get_keys
             get_keys.append(request.key)
             self._get_pendings.append(pending)
+            if timeout > self._get_timeout:
+                self._get_timeout = timeout
         else:
             if get_keys:
                 self._emit_gets()  # keep the server's order the order requests came in
+            deadline = _now() + timeout
+            if deadline < self._last_deadline:
+                deadline = self._last_deadline
+            self._last_deadline = deadline
             if request.quiet_forwarded:
                 # The backend may stay silent; `mn` always answers, keeping the FIFO aligned.
-                queue.append((Op.MA_QUIET, pending, _now() + self.timeout))
+                queue.append((Op.MA_QUIET, pending, deadline))
                 out += request.to_wire() + b"mn\r\n"
             else:
-                queue.append((request.op, pending, _now() + self.timeout))
+                queue.append((request.op, pending, deadline))
                 wire = request.wire
                 out += wire if wire is not None else request.to_wire()
         self.stats.requests += 1
@@ -196,7 +208,9 @@ class Destination:
         pendings = self._get_pendings
         self._get_keys = []
         self._get_pendings = []
-        deadline = _now() + self.timeout
+        deadline = max(_now() + self._get_timeout, self._last_deadline)
+        self._last_deadline = deadline
+        self._get_timeout = 0.0
         if len(keys) == 1:
             self._queue.append((Op.GET, pendings[0], deadline))
             self._out += b"get " + keys[0] + b"\r\n"
@@ -470,12 +484,12 @@ class Destination:
             self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
 
     async def _watchdog(self, scope: trio.CancelScope) -> None:
-        # Requests on one connection share a timeout and are answered in order, so
-        # the head of the FIFO always has the earliest deadline.
+        # Deadlines never decrease along the FIFO (see `_last_deadline`) and replies
+        # come in order, so the head always has the earliest deadline.
         queue = self._queue
         while True:
             if not queue:
-                await trio.sleep(self.timeout)
+                await trio.sleep(self.server.timeout)
                 continue
             remaining = queue[0][2] - _now()
             if remaining <= 0:

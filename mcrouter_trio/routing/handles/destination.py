@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
 from mcrouter_trio.messages import GET_LIKE, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import values
-from mcrouter_trio.routing._base import Route, RouteContext, chain
-from mcrouter_trio.routing._specs import ServerSpec
+from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
+from mcrouter_trio.routing._combinators import sequence
+from mcrouter_trio.routing._specs import PoolSpec, ServerSpec
 
 
 def split_routing_prefix(key: bytes) -> tuple[bytes, bytes]:
@@ -23,7 +26,10 @@ def split_routing_prefix(key: bytes) -> tuple[bytes, bytes]:
 
 @attrs.frozen
 class DestinationRoute:
-    """Sends to one server, stripping the routing prefix unless the pool keeps it."""
+    """Sends to one server, stripping the routing prefix unless the pool keeps it.
+
+    Not a config type: `Pool|A` and PoolRoute make one per server of a pool.
+    """
 
     server: ServerSpec
     keep_routing_prefix: bool = False
@@ -42,10 +48,25 @@ class DestinationRoute:
         if request.op not in GET_LIKE:
             return pending
         # Clients must see their own keys in VALUE lines, not the stripped ones.
-        return chain(pending, lambda reply: _restore_prefix(reply, prefix))
+        return sequence(
+            pending, lambda reply: _restore_prefix(reply, prefix), name="DestinationRoute"
+        )
 
-    def children(self) -> list[Route]:
-        return []
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        keys = request.keys or ()
+        if not self.keep_routing_prefix and any(key[:1] == b"/" for key in keys):
+            return None  # prefixes are stripped key by key
+        return ctx.send(self.server, request)
+
+    def targets(self) -> Sequence[Route]:
+        return ()
+
+
+def pool_destinations(pool: PoolSpec) -> tuple[DestinationRoute, ...]:
+    """`Pool|A`: one destination route per server of the pool, in order."""
+    return tuple(DestinationRoute(server, pool.keep_routing_prefix) for server in pool.servers)
 
 
 def _restore_prefix(reply: Reply, prefix: bytes) -> Reply:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+
 import attrs
 
-from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
+from mcrouter_trio.messages import GET_LIKE, Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import values
-from mcrouter_trio.routing._base import Route, RouteContext, chain
+from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
+from mcrouter_trio.routing._combinators import sequence
+from mcrouter_trio.routing._registry import route_type
 
-_REFILLED = frozenset({Op.GET, Op.GETS, Op.GAT, Op.GATS})
+_NAME = "WarmUpRoute"
 
 
+@route_type("WarmUpRoute")
 @attrs.frozen
 class WarmUpRoute:
     """Reads try `cold`, then `warm`; a warm hit is copied into `cold` with `add`.
@@ -28,18 +34,24 @@ class WarmUpRoute:
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         op = request.op
-        if op not in _REFILLED and op is not Op.MG:
+        if op not in GET_LIKE and op is not Op.MG:
             return self.cold.route(request, ctx)
 
         def after_cold(cold_reply: Reply) -> Reply | Pending:
             if cold_reply.result is Result.FOUND:
                 return cold_reply
-            return chain(
+            return sequence(
                 self.warm.route(request, ctx),
                 lambda warm_reply: self._after_warm(request, ctx, cold_reply, warm_reply),
+                name=_NAME,
             )
 
-        return chain(self.cold.route(request, ctx), after_cold)
+        return sequence(self.cold.route(request, ctx), after_cold, name=_NAME)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None  # misses are refilled key by key
 
     def _after_warm(
         self, request: Request, ctx: RouteContext, cold_reply: Reply, warm_reply: Reply
@@ -53,16 +65,19 @@ class WarmUpRoute:
         ]
         if not adds:
             return warm_reply
+        cold = self.cold
         if request.op is Op.GET:
-            for add in adds:
-                self.cold.route(add, ctx)  # background refill: the reply is not needed
+            for add in adds:  # the client does not wait for the refill
+                ctx.background.start(_NAME, partial(cold.route, add, ctx))
             return warm_reply
-        return chain(
-            self.cold.route(adds[0], ctx),
-            lambda _added: chain(
-                self.cold.route(request, ctx),
+        return sequence(
+            cold.route(adds[0], ctx),
+            lambda _added: sequence(
+                cold.route(request, ctx),
                 lambda again: again if again.result is Result.FOUND else warm_reply,
+                name=_NAME,
             ),
+            name=_NAME,
         )
 
     def _add_for(self, request: Request, header: bytes, block: bytes) -> Request:
@@ -71,5 +86,5 @@ class WarmUpRoute:
         exptime = request.args[0] if request.op in (Op.GAT, Op.GATS) else b"%d" % self.exptime
         return Request(Op.ADD, request.key, None, (flags, exptime, b"%d" % len(data)), data)
 
-    def children(self) -> list[Route]:
-        return [self.cold, self.warm]
+    def targets(self) -> Sequence[Route]:
+        return (self.cold, self.warm)
