@@ -16,7 +16,7 @@ from typing import Final
 
 import attrs
 
-from mcrouter_trio import __version__
+from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.messages import (
     GET_LIKE,
@@ -39,7 +39,7 @@ from mcrouter_trio.routing.handles import (
 )
 from mcrouter_trio.upstream._context import ProxyContext
 
-VERSION_LINE: Final = f"VERSION {__version__} mcrouter-trio\r\n".encode()
+VERSION_LINE: Final = f"VERSION {SERVER_VERSION}\r\n".encode()
 _NO_ROUTE: Final = error_reply(Result.LOCAL_ERROR, "RootRoute: No rh found")
 _FLUSH_DISABLED: Final = error_reply(Result.LOCAL_ERROR, "Command disabled")
 
