@@ -10,7 +10,6 @@ down the route tree from the config.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from typing import Final
 
@@ -173,8 +172,3 @@ def _prefix_matches(prefix: bytes, default_route: bytes) -> bool:
     return len(wanted) == len(have) and all(
         w == b"*" or w == h for w, h in zip(wanted, have, strict=True)
     )
-
-
-def host_id_for(name: str) -> int:
-    """A stable 32-bit id for this host (LatestRoute's per-host choice)."""
-    return zlib.crc32(name.encode())

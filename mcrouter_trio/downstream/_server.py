@@ -26,7 +26,7 @@ import trio
 
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.downstream._reactor import ClientReactor
-from mcrouter_trio.downstream._router import Router, RouterSettings, host_id_for
+from mcrouter_trio.downstream._router import Router, RouterSettings
 from mcrouter_trio.downstream._session import ClientSession
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.routing._specs import ServerSpec
@@ -153,10 +153,13 @@ async def serve(
     shutdown: trio.Event | None = None,
     client_ssl_context_for: Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None]
     | None = None,
-    host_id: int | None = None,
+    host_id: int = 0,
     task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the proxy until `shutdown` is set (then drain gracefully) or cancelled."""
+    """Run the proxy until `shutdown` is set (then drain gracefully) or cancelled.
+
+    `host_id` is the one `config` was loaded with, for the routes' context.
+    """
     stats = stats or ProxyStats()
     shutdown = shutdown if shutdown is not None else trio.Event()
     async with trio.open_nursery() as destination_nursery:
@@ -165,7 +168,7 @@ async def serve(
             ssl_context_for=client_ssl_context_for,
             max_pending=settings.max_pending_per_server,
             batch_gets=settings.batch_gets,
-            host_id=host_id if host_id is not None else host_id_for(socket.gethostname()),
+            host_id=host_id,
         )
         router = Router(config, ctx, stats, router_settings or RouterSettings())
         proxy = Proxy(router, settings, stats)
