@@ -66,7 +66,6 @@ class Proxy:
         self.router = router
         self.settings = settings
         self.stats = stats
-        self.terminating = False
         self.listeners: list[trio.SocketListener] = []
         self._sessions: set[ClientSession] = set()
         #: Does the I/O of every client session; its task runs in `serve`.
@@ -94,7 +93,6 @@ class Proxy:
 
     def stop_idle_sessions(self) -> None:
         """Shutdown: close sessions waiting for input; busy ones answer what they have."""
-        self.terminating = True
         for session in list(self._sessions):
             if not session.busy:
                 session.scope.cancel()

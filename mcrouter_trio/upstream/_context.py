@@ -33,9 +33,8 @@ class ProxyContext:
         max_pending: int = DEFAULT_MAX_PENDING,
         batch_gets: bool | None = None,
         host_id: int = 0,
-        seed: int | None = None,
     ) -> None:
-        self.rng = random.Random(seed)
+        self.rng = random.Random()
         self.host_id = host_id
         self.destinations: dict[ServerSpec, Destination] = {}
         self._nursery = nursery
