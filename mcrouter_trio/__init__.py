@@ -1,3 +1,15 @@
 """mcrouter-trio: a memcached protocol router with mcrouter's semantics, on Trio."""
 
 __version__ = "0.1.0"
+
+#: The memcached release whose text protocol the proxy reproduces byte for byte.
+MEMCACHED_VERSION = "1.6.18"
+
+#: What the `version` command and the `version` stat report. Clients read the leading
+#: number as the server's memcached version and pick their behaviour by it:
+#: libmemcached takes major.minor.micro with strtol (a major of 0, as in a bare
+#: "0.1.0", is a parse error) and ignores what follows; its memcapable expects 1.6's
+#: replies once the minor digit is 6 or more; pymemcache returns the whole remainder.
+#: So the memcached version comes first, as mcrouter puts its own version first "for
+#: libmemcached", and the proxy's name and version follow after a space.
+SERVER_VERSION = f"{MEMCACHED_VERSION} mcrouter-trio/{__version__}"

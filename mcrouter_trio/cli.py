@@ -20,6 +20,7 @@ from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_con
 from mcrouter_trio.downstream._router import RouterSettings
 from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
+from mcrouter_trio.ops._host import local_host_id
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.ops._workers import parent_watch, publish_stats, run_workers
 from mcrouter_trio.tls._setup import (
@@ -202,18 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load(args: argparse.Namespace) -> ProxyConfig:
-    """The config from -f / --config / --config-str, or the default one."""
+def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
+    """The config from -f / --config / --config-str, or the default one.
+
+    `host_id` is this host's id (LatestRoute's per-host choice of servers).
+    """
     timeout = args.server_timeout
     if args.config and args.config.startswith("file:"):
-        return load_config_file(args.config[len("file:") :], default_timeout_ms=timeout)
+        path = args.config[len("file:") :]
+        return load_config_file(path, default_timeout_ms=timeout, host_id=host_id)
     if args.config:
-        return load_config(args.config, source="--config", default_timeout_ms=timeout)
+        return load_config(
+            args.config, source="--config", default_timeout_ms=timeout, host_id=host_id
+        )
     if args.config_file:
-        return load_config_file(args.config_file, default_timeout_ms=timeout)
+        return load_config_file(args.config_file, default_timeout_ms=timeout, host_id=host_id)
     if args.config_str:
-        return load_config(args.config_str, source="--config-str", default_timeout_ms=timeout)
-    return load_config(DEFAULT_CONFIG, source="default config", default_timeout_ms=timeout)
+        return load_config(
+            args.config_str, source="--config-str", default_timeout_ms=timeout, host_id=host_id
+        )
+    text = DEFAULT_CONFIG
+    return load_config(text, source="default config", default_timeout_ms=timeout, host_id=host_id)
 
 
 def _workers(text: str) -> int:
@@ -248,8 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_tls_arguments(parser, args)
     _setup_logging(args)
+    host_id = local_host_id()
     try:
-        config = load(args)
+        config = load(args, host_id)
     except (ConfigError, OSError) as exc:
         print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -290,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats=ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv])),
         tls=tls,
         tls_reload_interval=args.tls_reload_interval,
+        host_id=host_id,
     )
     if args.num_proxies == 1:
         return _serve_process(plan, None)
@@ -314,6 +326,7 @@ class ProxyPlan:
     stats: ProxyStats
     tls: TLSSetup
     tls_reload_interval: float
+    host_id: int
 
 
 def _serve_process(plan: ProxyPlan, supervisor: int | None) -> int:
@@ -357,6 +370,7 @@ async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
                 stats=plan.stats,
                 shutdown=shutdown,
                 client_ssl_context_for=tls.client_context_for,
+                host_id=plan.host_id,
                 task_status=task_status,
             )
             # Drained after a signal: stop the signal loop and the file watcher too.

@@ -60,6 +60,8 @@ def test_public_api() -> None:
             "ch3",
             "const_shard",
             "crc32",
+            "host_id_for",
+            "ip_address_hash",
             "make_selector",
             "murmur64a",
             "routing_key",

@@ -15,6 +15,7 @@ import trio
 from conftest import Memcached, free_port
 
 import mcrouter_trio.downstream._session
+from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.config import load_config
 from mcrouter_trio.downstream._server import ServerSettings, serve
 from mcrouter_trio.messages import Op, Pending, Request
@@ -87,6 +88,6 @@ async def test_a_failure_while_answering_closes_only_that_client(
     # destination's reader task.
     assert await exchange(proxy_port, b"mg nokey q v\r\nmn\r\n", until=b"MN\r\n") == b"<CLOSED>"
     assert await exchange(proxy_port, b"version\r\n", until=b"\r\n") == (
-        b"VERSION 0.1.0 mcrouter-trio\r\n"
+        f"VERSION {SERVER_VERSION}\r\n".encode()
     )
     assert await exchange(proxy_port, b"get k\r\n", until=b"END\r\n") == b"END\r\n"

@@ -307,12 +307,6 @@ async def test_client_hostname_check(nursery: trio.Nursery, mat: Pki) -> None:
     assert "hostname mismatch" in await refused(server.port, client_ctx(mat), hostname=wrong)
     # mcrouter semantics: chain trust only.
     await exchange(server.port, client_ctx(mat, check_hostname=False), hostname=wrong)
-    # The override replaces the dialed host in SNI and in the check.
-    settings = ClientTLSSettings(
-        ca_path=mat.ca_file, verify_peers=True, server_hostname="localhost"
-    )
-    assert settings.hostname_for(HOST) == "localhost"
-    assert ClientTLSSettings().hostname_for(HOST) == HOST
 
 
 async def test_client_tls13_only(nursery: trio.Nursery, mat: Pki) -> None:

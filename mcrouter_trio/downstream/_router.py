@@ -15,13 +15,12 @@ once, and the proxy keeps serving.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
 
-from mcrouter_trio import __version__
+from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.messages import GET_LIKE, Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.protocol import strtol
@@ -32,7 +31,7 @@ from mcrouter_trio.routing._tree import RouteTree
 from mcrouter_trio.routing.handles.destination import split_routing_prefix
 from mcrouter_trio.upstream._context import ProxyContext
 
-VERSION_LINE: Final = f"VERSION {__version__} mcrouter-trio\r\n".encode()
+VERSION_LINE: Final = f"VERSION {SERVER_VERSION}\r\n".encode()
 _FLUSH_DISABLED: Final = error_reply(Result.LOCAL_ERROR, "Command disabled")
 _BAD_EXPTIME: Final = Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR invalid exptime argument\r\n")
 
@@ -169,8 +168,3 @@ def _failed(exc: Exception) -> Pending:
     """A route handle raised while routing: this request gets an error, nothing else."""
     FAILURES.record(failing_handle(exc), exc)
     return Pending(ROUTING_FAILED)
-
-
-def host_id_for(name: str) -> int:
-    """A stable 32-bit id for this host (LatestRoute's per-host choice)."""
-    return zlib.crc32(name.encode())

@@ -26,7 +26,7 @@ import trio
 
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.downstream._reactor import ClientReactor
-from mcrouter_trio.downstream._router import Router, RouterSettings, host_id_for
+from mcrouter_trio.downstream._router import Router, RouterSettings
 from mcrouter_trio.downstream._session import ClientSession
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.routing._specs import ServerSpec
@@ -66,7 +66,6 @@ class Proxy:
         self.router = router
         self.settings = settings
         self.stats = stats
-        self.terminating = False
         self.listeners: list[trio.SocketListener] = []
         self._sessions: set[ClientSession] = set()
         #: Does the I/O of every client session; its task runs in `serve`.
@@ -94,7 +93,6 @@ class Proxy:
 
     def stop_idle_sessions(self) -> None:
         """Shutdown: close sessions waiting for input; busy ones answer what they have."""
-        self.terminating = True
         for session in list(self._sessions):
             if not session.busy:
                 session.scope.cancel()
@@ -153,10 +151,13 @@ async def serve(
     shutdown: trio.Event | None = None,
     client_ssl_context_for: Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None]
     | None = None,
-    host_id: int | None = None,
+    host_id: int = 0,
     task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the proxy until `shutdown` is set (then drain gracefully) or cancelled."""
+    """Run the proxy until `shutdown` is set (then drain gracefully) or cancelled.
+
+    `host_id` is the one `config` was loaded with, for the routes' context.
+    """
     stats = stats or ProxyStats()
     shutdown = shutdown if shutdown is not None else trio.Event()
     async with trio.open_nursery() as destination_nursery:
@@ -165,7 +166,7 @@ async def serve(
             ssl_context_for=client_ssl_context_for,
             max_pending=settings.max_pending_per_server,
             batch_gets=settings.batch_gets,
-            host_id=host_id if host_id is not None else host_id_for(socket.gethostname()),
+            host_id=host_id,
         )
         router_settings = router_settings or RouterSettings()
         tree = config.tree(router_settings.default_route)

@@ -7,6 +7,8 @@ fleet of mcrouter and mcrouter-trio instances agrees on key placement:
 * :func:`ch3` (furc_hash, mcrouter's default), :func:`crc32`, :func:`weighted_ch3`,
   :func:`const_shard` -- the hash functions, ``(key, n) -> index``;
 * :func:`murmur64a`, :func:`spooky_hash32` -- the underlying hash primitives;
+* :func:`host_id_for`, :func:`ip_address_hash` -- mcrouter's host id, from the host's
+  addresses (LatestRoute's per-host choice);
 * :func:`make_selector` -- a validated, memoised per-pool ``key -> index`` function
   for the request path.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 from ._const_shard import const_shard
 from ._crc32 import crc32
 from ._furc import ch3
+from ._host_id import host_id_for, ip_address_hash
 from ._keys import routing_key
 from ._murmur import murmur64a
 from ._selector import HashFunc, make_selector
@@ -27,6 +30,8 @@ __all__ = [
     "ch3",
     "const_shard",
     "crc32",
+    "host_id_for",
+    "ip_address_hash",
     "make_selector",
     "murmur64a",
     "routing_key",

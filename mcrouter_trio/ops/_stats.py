@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from mcrouter_trio import __version__
+from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.messages import Op, Reply, Result
 from mcrouter_trio.ops._board import SharedStats, Snapshot
 
@@ -115,7 +115,7 @@ class ProxyStats:
             for name, value in other["basic"].items():
                 counters[name] += value
         lines: list[tuple[str, object]] = [
-            ("version", f"{__version__} mcrouter-trio"),
+            ("version", SERVER_VERSION),
             ("commandargs", self.commandargs),
             ("pid", os.getpid()),
             ("parent_pid", os.getppid()),

@@ -1,8 +1,8 @@
 """The memcached wire protocol, pure: bytes in, events out; no I/O and no Trio.
 
 `RequestParser` frames and validates what clients send; `frame_reply` frames what
-backends send back; `render_reply` (in `_render`) turns a routed reply into the
-bytes a client receives.
+backends send back, and `GetBatchFramer` splits the reply to a batched get into each
+key's own; `strtol`/`strtoull` parse numbers as memcached does.
 """
 
 from mcrouter_trio.protocol._numbers import strtol, strtoull

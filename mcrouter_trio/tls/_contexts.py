@@ -1,8 +1,8 @@
 """TLS building blocks: ``ssl.SSLContext`` factories, hot reloading and client session reuse.
 
 This module is pure (no Trio import): it only turns settings into ``ssl.SSLContext`` objects.
-The server and the destinations wrap their streams themselves, e.g. with
-``trio.SSLStream(stream, holder.context, server_side=True)``.
+The listeners and the destinations wrap their sockets themselves, in a
+``transport.TLSSocket`` made from ``holder.context``.
 
 Semantics follow mcrouter (``--ssl-port`` / ``--server-pem-*`` downstream, ``--pem-*`` and
 ``--ssl-verify-peers`` upstream), with two deliberate differences:
@@ -85,8 +85,8 @@ class ClientTLSSettings:
 
     The defaults mirror mcrouter: no server verification unless ``verify_peers`` is set
     (``--ssl-verify-peers``), and even then no hostname check (mcrouter trusts the chain only)
-    unless ``check_hostname`` is set. ``server_hostname`` overrides the name sent in SNI and
-    checked against the certificate; otherwise the destination's host is used.
+    unless ``check_hostname`` is set. The name sent in SNI and checked is the destination's
+    (its pool's ``server_name``, else its host), chosen by whoever dials.
     """
 
     cert_path: Path | None = attrs.field(default=None, converter=_to_optional_path)
@@ -94,7 +94,6 @@ class ClientTLSSettings:
     ca_path: Path | None = attrs.field(default=None, converter=_to_optional_path)
     verify_peers: bool = False
     check_hostname: bool = False
-    server_hostname: str | None = None
     tls13_only: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -104,10 +103,6 @@ class ClientTLSSettings:
     def watched_paths(self) -> tuple[Path, ...]:
         """The files whose change should trigger a rebuild."""
         return _present(self.cert_path, self.key_path, self.ca_path)
-
-    def hostname_for(self, host: str) -> str:
-        """The SNI / verification name to pass as ``server_hostname`` when dialing ``host``."""
-        return self.server_hostname if self.server_hostname is not None else host
 
 
 def _refuse_encrypted_key() -> str:
@@ -269,23 +264,19 @@ class ReloadingContext(Generic[SettingsT]):
 class SessionCache:
     """Client-side TLS sessions per destination, for abbreviated (resumed) handshakes.
 
-    Usage with a Trio ``SSLStream`` (which forwards ``session`` to its ``SSLObject``)::
+    Usage (as ``upstream`` does, with ``session=`` passed on to ``SSLContext.wrap_bio``)::
 
         ctx = holder.context
-        stream = trio.SSLStream(tcp, ctx, server_hostname=settings.hostname_for(host))
         offered = cache.get(host, port, ctx)
-        if offered is not None:
-            stream.session = offered          # before the handshake
+        tls = TLSSocket(tcp, ctx, server_hostname=name, session=offered)
         try:
-            await stream.do_handshake()
-        except trio.BrokenResourceError:
+            await tls.do_handshake()
+        except (ssl.SSLError, OSError):
             if offered is not None:
                 cache.disable(host, port)     # then redial once without a session
             raise
         ...                                   # send a request, read its reply
-        cache.put(host, port, ctx, stream.session)
-
-    With plain ``ssl`` pass ``session=`` to ``wrap_socket``/``wrap_bio`` instead.
+        cache.put(host, port, ctx, tls.session)
 
     Three details matter:
 

@@ -4,8 +4,8 @@ Trio's `SocketStream.send_all`/`receive_some` add a checkpoint, a conflict
 detector and a context manager to every call, and a Trio task switch costs
 about 3 µs here: each is paid per proxied request unless avoided. For plain TCP
 the proxy uses non-blocking syscalls directly and parks in
-`wait_readable`/`wait_writable` only when the socket would block. TLS streams
-keep Trio's implementation.
+`wait_readable`/`wait_writable` only when the socket would block. TLS
+connections get the same treatment from `TLSSocket` (`_tls.py`).
 """
 
 from __future__ import annotations

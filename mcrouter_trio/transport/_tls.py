@@ -2,7 +2,7 @@
 
 `trio.SSLStream` moves at most one TLS record per `receive_some` and takes locks
 and checkpoints around every call, which makes a pipelined connection pay a Trio
-wake-up per record. `TLSSocket` does what `_fastio.FastSocketIO` does for plain
+wake-up per record. `TLSSocket` does what `_socket.FastSocketIO` does for plain
 TCP: one non-blocking read takes everything the kernel has, every complete
 record in it is decrypted at once, and a write encrypts a whole batch into one
 send. It is a `trio.abc.Stream` (the destinations use it as one), and its
@@ -55,7 +55,7 @@ class TLSSocket(trio.abc.Stream):
         #: The peer sent close_notify or closed the TCP connection.
         self.eof = False
 
-    # -- what SSLStream callers ask about ------------------------------------------------
+    # -- what trio.SSLStream would also answer --------------------------------------------
 
     @property
     def session(self) -> ssl.SSLSession | None:
