@@ -14,7 +14,7 @@ them. The parent only supervises:
   seconds (a port in use, say) stops the whole proxy instead of looping.
 - A worker whose parent disappears shuts itself down (see `parent_watch`).
 - Each worker keeps its counters on a shared stats board (`publish_stats`, see
-  stats_board.py), so whichever worker answers `stats` answers for all of them.
+  `_board.py`), so whichever worker answers `stats` answers for all of them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The servers side: pipelined destinations and the routing context that reaches them."""
 
 from mcrouter_trio.upstream._context import ProxyContext
-from mcrouter_trio.upstream._destination import DEFAULT_MAX_PENDING, Destination, DestinationStats
+from mcrouter_trio.upstream._destination import DEFAULT_MAX_PENDING, Destination
 
-__all__ = ["DEFAULT_MAX_PENDING", "Destination", "DestinationStats", "ProxyContext"]
+__all__ = ["DEFAULT_MAX_PENDING", "Destination", "ProxyContext"]

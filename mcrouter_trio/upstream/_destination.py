@@ -31,9 +31,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-import attrs
 import trio
 
+from mcrouter_trio.counters import ServerCounters
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import GetBatchFramer, ReplyStreamError, frame_reply
 from mcrouter_trio.routing._specs import ServerSpec
@@ -81,21 +81,6 @@ class _GetBatch:
             pending.resolve(reply)
 
 
-@attrs.define
-class DestinationStats:
-    requests: int = 0
-    replies: int = 0
-    errors: int = 0
-    connects: int = 0
-    connect_failures: int = 0
-    batches: int = 0
-    #: Multi-key gets made of single-key gets (`batch_gets`).
-    get_batches: int = 0
-    #: TLS handshakes completed, and how many of them resumed an earlier session.
-    tls_handshakes: int = 0
-    tls_resumed: int = 0
-
-
 class Destination:
     """The pipelined connection to one server, shared by every client session."""
 
@@ -113,7 +98,7 @@ class Destination:
         self.connect_timeout = server.connect_timeout_ms / 1000
         # 0 means no limit (as `--max-client-outstanding-reqs 0` does).
         self.max_pending = max_pending or sys.maxsize
-        self.stats = DestinationStats()
+        self.stats = ServerCounters()
         self.state = "new"
         self._ssl_context = ssl_context
         self._tls_sessions = SessionCache()

@@ -1,0 +1,215 @@
+"""Every stat the proxy reports, declared once.
+
+`PROXY_STATS` is mcrouter's basic `stats` group, line by line in the order `stats`
+shows it; `SERVER_STATS` is the fields of one `stats servers` line. Everything that
+reports stats is rendered from these two tables: `stats`, `stats servers`, `stats reset`
+and the snapshot each `--num-proxies` worker puts on the stats board.
+
+A `STORED` stat is a counter kept in a slot of the same name on a holder made from its
+table (`ProxyCounters`, `ServerCounters`), so adding one is one line here plus the
+`holder.name += 1` where it happens; counting stays a plain attribute increment. The
+other sources are read when stats are asked for: an `OP` stat is the router's count
+of its command, a `COMPUTED` stat is worked out by the `stats` code (`ops/_stats.py`)
+from the process, the clock and the destinations.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Final
+
+import attrs
+
+from mcrouter_trio.messages import Op
+
+
+class Kind(enum.Enum):
+    #: Counts events: only goes up, unless `stats reset` zeroes it.
+    COUNTER = "counter"
+    #: An amount right now: connections open, requests waiting for a reply.
+    GAUGE = "gauge"
+    #: A fact about the process: its version, pid, the time.
+    INFO = "info"
+
+
+class Source(enum.Enum):
+    #: A slot of the stat's name on the table's holder, bumped where the event happens.
+    STORED = "stored"
+    #: The router's count of requests of the stat's `op`.
+    OP = "op"
+    #: Worked out when stats are read.
+    COMPUTED = "computed"
+
+
+@attrs.frozen
+class Stat:
+    name: str
+    """As `stats` (or a `stats servers` field) names it."""
+    kind: Kind
+    source: Source
+    help: str
+    summed: bool = True
+    """Adds up over `--num-proxies` workers (so it travels in their board snapshots)."""
+    resets: bool = False
+    """`stats reset` sets it to zero (or to `reset_to`'s value)."""
+    reset_to: str | None = None
+    """The stored stat whose value it restarts from on `stats reset`, rather than zero."""
+    op: Op | None = None
+    """For an `OP` stat: the command counted."""
+    format: str = ""
+    """Format spec of its value in `stats` (`format(value, spec)`)."""
+    tls_only: bool = False
+    """Shown in `stats servers` only for servers reached over TLS."""
+
+    def __attrs_post_init__(self) -> None:
+        if (self.op is not None) != (self.source is Source.OP):
+            raise ValueError(f"{self.name}: an OP stat, and only one, names its op")
+        if self.resets and self.source is Source.COMPUTED:
+            raise ValueError(f"{self.name}: a computed stat has nothing to reset")
+
+
+def _info(name: str, help: str) -> Stat:
+    return Stat(name, Kind.INFO, Source.COMPUTED, help, summed=False)
+
+
+def _cpu_seconds(name: str, help: str) -> Stat:
+    return Stat(name, Kind.COUNTER, Source.COMPUTED, help, format=".6f")
+
+
+def _connections(name: str, help: str) -> Stat:
+    return Stat(name, Kind.COUNTER, Source.STORED, help, resets=True)
+
+
+def _servers_in(state: str) -> Stat:
+    help = f"servers whose connection is {state}, in the worker answering"
+    return Stat(f"num_servers_{state}", Kind.GAUGE, Source.COMPUTED, help, summed=False)
+
+
+def _requests(name: str, op: Op) -> Stat:
+    return Stat(name, Kind.COUNTER, Source.OP, f"{op.name} requests received", resets=True, op=op)
+
+
+#: The basic `stats` group, in the order `stats` shows it.
+PROXY_STATS: Final = (
+    _info("version", "mcrouter-trio's version"),
+    _info("commandargs", "the command line the proxy was started with"),
+    _info("pid", "the process answering"),
+    _info("parent_pid", "its parent (the supervisor, with --num-proxies)"),
+    _info("time", "the time now, in seconds since the epoch"),
+    _info("uptime", "seconds since the process answering started"),
+    _cpu_seconds("rusage_user", "CPU seconds spent in user mode"),
+    _cpu_seconds("rusage_system", "CPU seconds spent in the kernel"),
+    Stat("curr_connections", Kind.GAUGE, Source.STORED, "client connections open"),
+    Stat(
+        "total_connections",
+        Kind.COUNTER,
+        Source.STORED,
+        "client connections accepted",
+        resets=True,
+        reset_to="curr_connections",
+    ),
+    _connections("rejected_connections", "client connections refused by --max-conns"),
+    _connections("ssl_handshakes", "client TLS handshakes completed"),
+    _connections("ssl_handshakes_resumed", "client TLS handshakes that resumed a session"),
+    _connections("ssl_handshakes_refused", "client TLS handshakes refused or failed"),
+    Stat("num_servers", Kind.GAUGE, Source.COMPUTED, "servers configured", summed=False),
+    _servers_in("up"),
+    _servers_in("down"),
+    _servers_in("closed"),
+    _servers_in("new"),
+    Stat(
+        "num_proxies",
+        Kind.INFO,
+        Source.COMPUTED,
+        "worker processes (--num-proxies)",
+        summed=False,
+    ),
+    Stat(
+        "proxy_reqs_processing",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        "requests sent to servers or waiting to be, not answered yet",
+    ),
+    # Per command, named as memcached and mcrouter name them.
+    _requests("cmd_get", Op.GET),
+    _requests("cmd_gets", Op.GETS),
+    _requests("cmd_gat", Op.GAT),
+    _requests("cmd_gats", Op.GATS),
+    _requests("cmd_set", Op.SET),
+    _requests("cmd_add", Op.ADD),
+    _requests("cmd_replace", Op.REPLACE),
+    _requests("cmd_append", Op.APPEND),
+    _requests("cmd_prepend", Op.PREPEND),
+    _requests("cmd_cas", Op.CAS),
+    _requests("cmd_delete", Op.DELETE),
+    _requests("cmd_incr", Op.INCR),
+    _requests("cmd_decr", Op.DECR),
+    _requests("cmd_touch", Op.TOUCH),
+    _requests("cmd_flush", Op.FLUSH_ALL),
+    _requests("cmd_meta_get", Op.MG),
+    _requests("cmd_meta_set", Op.MS),
+    _requests("cmd_meta_delete", Op.MD),
+    _requests("cmd_meta_arithmetic", Op.MA),
+)
+
+
+def _server_counter(name: str, help: str, *, tls_only: bool = False) -> Stat:
+    # Not reset: `stats reset` leaves per-server counters alone, as it always has.
+    return Stat(name, Kind.COUNTER, Source.STORED, help, tls_only=tls_only)
+
+
+#: The fields of a `stats servers` line, in order: its gauges come before the server's
+#: state, its counters after.
+SERVER_STATS: Final = (
+    Stat(
+        "pending_reqs",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        "requests sent or waiting to be, not answered yet",
+    ),
+    _server_counter("requests", "requests routed to the server"),
+    _server_counter("replies", "replies read from it"),
+    _server_counter("errors", "requests failed here: no connection, broken, or timed out"),
+    _server_counter("connects", "connections made"),
+    _server_counter("connect_failures", "connections that failed or timed out"),
+    _server_counter("batches", "writes, each carrying every request buffered by then"),
+    _server_counter("get_batches", "multi-key gets made of single-key gets (--batch-gets)"),
+    _server_counter("tls_handshakes", "TLS handshakes completed", tls_only=True),
+    _server_counter("tls_resumed", "TLS handshakes that resumed a session", tls_only=True),
+)
+
+
+def _stored_names(table: tuple[Stat, ...]) -> tuple[str, ...]:
+    return tuple(stat.name for stat in table if stat.source is Source.STORED)
+
+
+class _Counters:
+    """A slot per `STORED` stat of a table, each starting at zero."""
+
+    __slots__ = ()
+    #: The slots' names, in table order.
+    stored: tuple[str, ...] = ()
+
+    if TYPE_CHECKING:
+        # The slots are made from the tables, where the type checker cannot see them. A
+        # misspelt counter still fails, at run time: there is no slot of that name.
+        def __getattr__(self, name: str) -> int: ...
+        def __setattr__(self, name: str, value: int) -> None: ...
+
+    def __init__(self) -> None:
+        for name in self.stored:
+            setattr(self, name, 0)
+
+
+class ProxyCounters(_Counters):
+    """The proxy's stored counters (`PROXY_STATS`), bumped by the listeners."""
+
+    stored = _stored_names(PROXY_STATS)
+    __slots__ = stored
+
+
+class ServerCounters(_Counters):
+    """One server's stored counters (`SERVER_STATS`), bumped by its destination."""
+
+    stored = _stored_names(SERVER_STATS)
+    __slots__ = stored
