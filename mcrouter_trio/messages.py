@@ -250,19 +250,32 @@ class Pending:
     Route handles return one of these synchronously; a destination's reader task
     resolves it when the backend's bytes arrive. Callbacks (not tasks) keep the
     per-request cost at a few function calls: no task spawn, no channel hop.
+
+    `recover`, when set, sees the reply first and may replace it: it returns
+    None to let the reply stand, or another Pending whose reply this one takes
+    instead (failover tries the next child this way without a Pending of its own).
+    It runs once; routing's combinators set it and guard it.
     """
 
-    __slots__ = ("_callback", "_more", "reply")
+    __slots__ = ("_callback", "_more", "recover", "reply")
 
     def __init__(self, reply: Reply | None = None) -> None:
         self.reply = reply
         # Almost every reply has exactly one listener: keep it without a list.
         self._callback: Callable[[Reply], None] | None = None
         self._more: list[Callable[[Reply], None]] | None = None
+        self.recover: Callable[[Reply], Pending | None] | None = None
 
     def resolve(self, reply: Reply) -> None:
         if self.reply is not None:
             return
+        recover = self.recover
+        if recover is not None:
+            self.recover = None
+            instead = recover(reply)
+            if instead is not None:
+                instead.then(self.resolve)
+                return
         self.reply = reply
         callback = self._callback
         if callback is not None:

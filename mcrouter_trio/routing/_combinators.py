@@ -9,7 +9,7 @@ task that resolved the reply never sees the exception.
 
 - `sequence(first, step)`: `step(reply)` once `first` resolves (warm-up, prefixes).
 - `gather(pendings, combine)`: every reply, then one answer (AllSync, multi-gets).
-- `first_acceptable(count, attempt, acceptable)`: try in order (failover).
+- `first_acceptable(routes, request, ctx, acceptable)`: try in order (failover).
 - `quorum(pendings, needed, is_vote, otherwise)`: answer once enough agree.
 - `Background.start(name, send)`: fire-and-forget with a cap on what is in flight.
 """
@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
-from mcrouter_trio.messages import Pending, Reply, Result, error_reply
+from mcrouter_trio.messages import Pending, Reply, Request, Result, error_reply
+from mcrouter_trio.routing._base import Route, RouteContext
 
 log = logging.getLogger("mcrouter_trio.routing")
 
@@ -148,50 +149,58 @@ def gather(
     return out
 
 
-class _Attempts:
-    """The state of one `first_acceptable`: which attempt is out, and where to answer."""
+def recovering(pending: Pending, recover: Callable[[Reply], Pending | None]) -> Pending:
+    """`pending`, whose reply `recover` sees first and may replace (see `Pending.recover`).
 
-    __slots__ = ("acceptable", "attempt", "count", "index", "name", "out")
+    `recover` must guard itself. A reply already known, or a Pending someone else
+    recovers, gets a Pending of its own.
+    """
+    if pending.reply is None and pending.recover is None:
+        pending.recover = recover
+        return pending
+    out = Pending()
+    out.recover = recover
+    pending.then(out.resolve)
+    return out
 
-    def __init__(
-        self,
-        count: int,
-        attempt: Callable[[int], Pending],
-        acceptable: Callable[[Reply], bool],
-        name: str,
-    ) -> None:
-        self.out = Pending()
-        self.count = count
-        self.attempt = attempt
-        self.acceptable = acceptable
-        self.name = name
-        self.index = 0
 
-    def on_reply(self, reply: Reply) -> None:
-        try:
-            if self.acceptable(reply) or self.index + 1 >= self.count:
-                self.out.resolve(reply)
-                return
-            self.index += 1
-            self.attempt(self.index).then(self.on_reply)
-        except Exception as exc:
-            FAILURES.record(self.name, exc)
-            self.out.resolve(ROUTING_FAILED)
+def _next_attempt(
+    routes: Sequence[Route],
+    request: Request,
+    ctx: RouteContext,
+    acceptable: Callable[[Reply], bool],
+    name: str,
+    index: int,
+    reply: Reply,
+) -> Pending | None:
+    """`first_acceptable`'s step: None keeps `reply`, else the next route's Pending."""
+    try:
+        if index >= len(routes) or acceptable(reply):
+            return None
+        step = partial(_next_attempt, routes, request, ctx, acceptable, name, index + 1)
+        return recovering(routes[index].route(request, ctx), step)
+    except Exception as exc:
+        FAILURES.record(name, exc)
+        return Pending(ROUTING_FAILED)
 
 
 def first_acceptable(
-    count: int,
-    attempt: Callable[[int], Pending],
+    routes: Sequence[Route],
+    request: Request,
+    ctx: RouteContext,
     acceptable: Callable[[Reply], bool],
     *,
     name: str,
 ) -> Pending:
-    """Try `attempt(0)`, `attempt(1)`, ... until a reply is acceptable; else the last reply."""
-    if count == 1:
-        return attempt(0)
-    state = _Attempts(count, attempt, acceptable, name)
-    attempt(0).then(state.on_reply)
-    return state.out
+    """`request` through `routes` in order until a reply is acceptable; else the last reply.
+
+    The first route's Pending is returned itself and recovered in place, so the
+    common case (the first route answers well) costs no Pending and no callback.
+    """
+    first = routes[0].route(request, ctx)
+    if len(routes) == 1:
+        return first
+    return recovering(first, partial(_next_attempt, routes, request, ctx, acceptable, name, 1))
 
 
 def quorum(

@@ -22,12 +22,7 @@ def failover(children: Sequence[Route], request: Request, ctx: RouteContext, nam
     """Try children in order until a reply is not a failover-type error."""
     if not children:
         return Pending(default_reply(request))
-    return first_acceptable(
-        len(children),
-        lambda index: children[index].route(request, ctx),
-        no_failover_error,
-        name=name,
-    )
+    return first_acceptable(children, request, ctx, no_failover_error, name=name)
 
 
 def failover_whole(

@@ -14,7 +14,7 @@ from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
 from mcrouter_trio.routing._checks import Invalid, check_str, check_weights
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
-from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
+from mcrouter_trio.routing.handles.destination import pool_destinations
 
 #: Hash function names (case-sensitive, as in mcrouter).
 HASH_FUNCS: Final = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
@@ -132,10 +132,3 @@ class PoolRoute:
 
     def targets(self) -> Sequence[Route]:
         return self._hash_route.children
-
-    @property
-    def destinations(self) -> tuple[DestinationRoute, ...]:
-        """The pool's servers, in order (one route each)."""
-        return tuple(
-            child for child in self._hash_route.children if isinstance(child, DestinationRoute)
-        )
