@@ -15,11 +15,14 @@ import trio
 from conftest import Memcached, free_port
 
 import mcrouter_trio.downstream._session
+import mcrouter_trio.upstream._context
 from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.config import load_config
 from mcrouter_trio.downstream._server import ServerSettings, serve
-from mcrouter_trio.messages import Op, Pending, Request
+from mcrouter_trio.messages import Op, Pending, Reply, Request
+from mcrouter_trio.routing import FAILURES
 from mcrouter_trio.routing._specs import ServerSpec
+from mcrouter_trio.upstream import Destination
 from mcrouter_trio.upstream._context import ProxyContext
 
 
@@ -91,3 +94,41 @@ async def test_a_failure_while_answering_closes_only_that_client(
         f"VERSION {SERVER_VERSION}\r\n".encode()
     )
     assert await exchange(proxy_port, b"get k\r\n", until=b"END\r\n") == b"END\r\n"
+
+
+async def test_a_failure_splitting_a_batched_get_fails_only_that_get(
+    proxy_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_split(fragments: object, reply: object) -> None:
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(mcrouter_trio.upstream._context, "split_multiget", broken_split)
+    # Keys with a routing prefix are stripped one by one, so the batched get that
+    # carries them must be split back per key.
+    received = await exchange(
+        proxy_port, b"get /././a /././b\r\nset k 0 0 1\r\nv\r\nget k\r\n", until=b"END\r\n"
+    )
+    assert received == (
+        b"SERVER_ERROR Error routing request\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+    )
+
+
+async def test_a_failing_reply_callback_does_not_stop_the_reader(memcached: Memcached) -> None:
+    failures = FAILURES.count
+    server = ServerSpec("127.0.0.1", memcached.port)
+    destination = Destination(server)
+    got: list[bytes] = []
+
+    def broken_callback(reply: Reply) -> None:
+        raise RuntimeError("planted bug")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(destination.run)
+        destination.send(Request(Op.GET, b"a"), 1.0).then(broken_callback)
+        destination.send(Request(Op.VERSION), 1.0).then(lambda reply: got.append(reply.raw))
+        with trio.fail_after(5):
+            while not got:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert got[0].startswith(b"VERSION ")
+    assert FAILURES.count == failures + 1

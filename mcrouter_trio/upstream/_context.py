@@ -17,8 +17,8 @@ from functools import partial
 
 import trio
 
-from mcrouter_trio.messages import Op, Pending, Request
-from mcrouter_trio.routing._combinators import Background
+from mcrouter_trio.messages import Op, Pending, Reply, Request
+from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, Background
 from mcrouter_trio.routing._multiget import split_multiget
 from mcrouter_trio.routing._specs import ConnectionKey, ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
@@ -174,5 +174,15 @@ class ProxyContext:
             if len(fragments) == 1:
                 sent.then(fragments[0][1].resolve)
             else:
-                sent.then(partial(split_multiget, fragments))
+                sent.then(partial(_split, fragments))
         return None
+
+
+def _split(fragments: list[tuple[bytes, Pending]], reply: Reply) -> None:
+    """`split_multiget`, guarded: if it fails, every key still gets an answer."""
+    try:
+        split_multiget(fragments, reply)
+    except Exception as exc:
+        FAILURES.record("multi-get", exc)
+        for _key, pending in fragments:
+            pending.resolve(ROUTING_FAILED)

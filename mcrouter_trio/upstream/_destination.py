@@ -36,6 +36,7 @@ import trio
 from mcrouter_trio.counters import ServerCounters
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import GetBatchFramer, ReplyStreamError, frame_reply
+from mcrouter_trio.routing._combinators import FAILURES
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.tls._contexts import SessionCache, describe_ssl_error
 from mcrouter_trio.transport._socket import FastSocketIO, Parker, WriteBatch
@@ -73,12 +74,18 @@ class _GetBatch:
     def resolve(self, reply: Reply) -> None:
         """One reply (an error) for every key."""
         for pending in self.pendings:
-            pending.resolve(reply)
+            try:
+                pending.resolve(reply)
+            except Exception as exc:
+                reply_callback_failed(exc)
 
     def resolve_framed(self) -> None:
         """Each key's own reply, once the framer has framed them."""
         for pending, reply in zip(self.pendings, self.framer.replies, strict=True):
-            pending.resolve(reply)
+            try:
+                pending.resolve(reply)
+            except Exception as exc:
+                reply_callback_failed(exc)
 
 
 class Destination:
@@ -451,7 +458,10 @@ class Destination:
                         reply, pos = framed
                         queue.popleft()
                         self.stats.replies += 1
-                        pending.resolve(reply)
+                        try:
+                            pending.resolve(reply)
+                        except Exception as exc:
+                            reply_callback_failed(exc)
                     else:
                         if pos < len(buf):
                             raise ReplyStreamError("data received with no request pending")
@@ -494,7 +504,19 @@ class Destination:
                 self.stats.errors += len(pending.pendings)
             else:
                 self.stats.errors += 1
-            pending.resolve(reply)
+            try:
+                pending.resolve(reply)
+            except Exception as exc:
+                reply_callback_failed(exc)
+
+
+def reply_callback_failed(exc: Exception) -> None:
+    """A callback on a reply raised: record it and go on with the other replies.
+
+    Routing's combinators and the sessions guard their own callbacks; this is the
+    last line, so that a bug there can never stop a reader that serves every client.
+    """
+    FAILURES.record("reply callback", exc)
 
 
 def _describe(why: object) -> object:
