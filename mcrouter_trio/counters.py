@@ -130,6 +130,30 @@ PROXY_STATS: Final = (
         Source.COMPUTED,
         "requests sent to servers or waiting to be, not answered yet",
     ),
+    Stat(
+        "route_handle_failures",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "requests answered with an error because a route handle failed (logged once per cause)",
+    ),
+    Stat(
+        "background_requests_in_flight",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        "fire-and-forget requests (warm-up refills, ...) not answered yet",
+    ),
+    Stat(
+        "background_requests_dropped",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "fire-and-forget requests not sent: too many were in flight",
+    ),
+    Stat(
+        "background_requests_failed",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "fire-and-forget requests answered with an error",
+    ),
     # Per command, named as memcached and mcrouter name them.
     _requests("cmd_get", Op.GET),
     _requests("cmd_gets", Op.GETS),

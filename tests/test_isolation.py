@@ -41,6 +41,14 @@ async def exchange(port: int, data: bytes, *, until: bytes) -> bytes:
         return received
 
 
+async def route_handle_failures(port: int) -> int:
+    stats = await exchange(port, b"stats\r\n", until=b"END\r\n")
+    for line in stats.decode().splitlines():
+        if line.startswith("STAT route_handle_failures "):
+            return int(line.split()[2])
+    raise AssertionError(f"no route_handle_failures in {stats!r}")
+
+
 @pytest.fixture
 async def proxy_port(memcached: Memcached) -> AsyncIterator[int]:
     config = load_config(
@@ -64,6 +72,7 @@ async def test_a_failure_while_routing_fails_only_that_request(
             raise RuntimeError("planted bug")
         return send(self, server, request)
 
+    before = await route_handle_failures(proxy_port)
     # Every route to a backend passes here, the single-key get shortcut included.
     monkeypatch.setattr(ProxyContext, "send", broken_send)
     for failing in (b"get boom\r\n", b"set boom 0 0 1\r\nv\r\n", b"get boom a\r\n"):
@@ -74,6 +83,8 @@ async def test_a_failure_while_routing_fails_only_that_request(
         assert received == (
             b"SERVER_ERROR Error routing request\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
         )
+    # Each failure is counted in `stats`.
+    assert await route_handle_failures(proxy_port) == before + 3
 
 
 async def test_a_failure_while_answering_closes_only_that_client(

@@ -171,6 +171,7 @@ async def serve(
         router_settings = router_settings or RouterSettings()
         tree = config.tree(router_settings.default_route)
         router = Router(tree, ctx, stats, router_settings)
+        stats.background = ctx.background
         destination_nursery.start_soon(ctx.run_timers, name="route timers")
         proxy = Proxy(router, settings, stats)
         destination_nursery.start_soon(proxy.reactor.run, name="client reactor")

@@ -12,6 +12,7 @@ from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.counters import PROXY_STATS, SERVER_STATS, Kind, ProxyCounters, Source
 from mcrouter_trio.messages import Op, Reply, Result
 from mcrouter_trio.ops._board import SharedStats, Snapshot
+from mcrouter_trio.routing._combinators import FAILURES, Background
 
 if TYPE_CHECKING:
     from mcrouter_trio.routing._specs import ServerSpec
@@ -32,7 +33,7 @@ class ProxyStats(ProxyCounters):
     stats board and `stats` adds the other workers' published counters to this worker's own.
     """
 
-    __slots__ = ("commandargs", "ops", "shared", "started")
+    __slots__ = ("background", "commandargs", "ops", "shared", "started")
 
     def __init__(self, commandargs: str = "") -> None:
         super().__init__()
@@ -40,6 +41,8 @@ class ProxyStats(ProxyCounters):
         self.commandargs = commandargs
         self.ops: dict[Op, int] = dict.fromkeys(Op, 0)
         self.shared: SharedStats | None = None
+        #: The routing context's fire-and-forget work (set when serving starts).
+        self.background = Background()
 
     def reset(self) -> None:
         """`stats reset`: every resettable stat back to zero (or to its `reset_to`)."""
@@ -96,6 +99,7 @@ class ProxyStats(ProxyCounters):
         now = time.time()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         states = [d.state for d in destinations.values()]
+        background = self.background
         return {
             "version": SERVER_VERSION,
             "commandargs": self.commandargs,
@@ -112,6 +116,10 @@ class ProxyStats(ProxyCounters):
             "num_servers_new": states.count("new"),
             "num_proxies": self.shared.workers if self.shared is not None else 1,
             "proxy_reqs_processing": sum(d.pending_count for d in destinations.values()),
+            "route_handle_failures": FAILURES.count,
+            "background_requests_in_flight": background.in_flight,
+            "background_requests_dropped": background.dropped,
+            "background_requests_failed": background.failed,
         }
 
     def servers(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
