@@ -42,7 +42,7 @@ async def test_timers_fire_in_deadline_order_and_cancelled_ones_never(
         nursery.cancel_scope.cancel()
     assert [name for name, _ in fired] == ["first", "second", "third"]
     assert [when for _, when in fired] == sorted(when for _, when in fired)
-    assert all(when >= deadline for (_, when), deadline in zip(fired, (1.0, 1.5, 3.0)))
+    assert all(when >= deadline for (_, when), deadline in zip(fired, (1.0, 1.5, 3.0), strict=True))
 
 
 async def test_a_failing_timer_is_counted_and_the_others_still_fire(
