@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
@@ -21,6 +21,7 @@ from mcrouter_trio.downstream._router import RouterSettings
 from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
 from mcrouter_trio.ops._host import local_host_id
+from mcrouter_trio.ops._reload import ConfigWatcher, files_digest
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.ops._workers import parent_watch, publish_stats, run_workers
 from mcrouter_trio.tls._setup import (
@@ -74,6 +75,13 @@ def _size(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1 (bytes)")
+    return value
+
+
+def _delay_ms(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 3_600_000:
+        raise argparse.ArgumentTypeError("must be an integer from 0 to 3600000 (milliseconds)")
     return value
 
 
@@ -197,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         "its own server connections; `auto`: one per core this process may use (default 1)",
     )
     add("-L", "--log-path", metavar="FILE", help="log to FILE instead of stderr")
+    add(
+        "--reconfiguration-delay-ms",
+        type=_delay_ms,
+        default=1000,
+        metavar="MS",
+        help="after the config file (or a file it imports) changes, or SIGHUP, wait this "
+        "long, then load it and swap it in (default 1000)",
+    )
+    add(
+        "--disable-reload-configs",
+        action="store_true",
+        help="never reload the config while running (SIGHUP then only logs)",
+    )
     add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
     add_tls_arguments(parser, _ports)
@@ -259,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_tls_arguments(parser, args)
     _setup_logging(args)
     host_id = local_host_id()
+    reload = _reload_plan(args, host_id)  # before loading: a change from now on reloads
     try:
         config = load(args, host_id)
     except (ConfigError, OSError) as exc:
@@ -302,12 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls=tls,
         tls_reload_interval=args.tls_reload_interval,
         host_id=host_id,
+        reload=reload,
     )
     if args.num_proxies == 1:
         return _serve_process(plan, None)
     supervisor = os.getpid()
     servers = {*config.servers, *(s for pool in config.pools.values() for s in pool.servers)}
-    board = StatsBoard.for_servers(args.num_proxies, len(servers))
+    # Room for the servers a reloaded config may add (a slot is 512 bytes per server).
+    board = StatsBoard.for_servers(args.num_proxies, 4 * len(servers) + 64)
 
     def run_worker(index: int) -> int:
         plan.stats.shared = SharedStats(board, index)
@@ -327,6 +351,36 @@ class ProxyPlan:
     tls: TLSSetup
     tls_reload_interval: float
     host_id: int
+    #: How to reload the config while running; None: it is not reloaded.
+    reload: ReloadPlan | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReloadPlan:
+    load: Callable[[], ProxyConfig]
+    #: The files whose changes trigger a reload.
+    files: tuple[str, ...]
+    #: The files' digest before the serving config was read from them.
+    digest: str
+    delay: float
+
+
+def _reload_plan(args: argparse.Namespace, host_id: int) -> ReloadPlan | None:
+    """How this process reloads its config: only a config read from a file reloads."""
+    if args.disable_reload_configs:
+        return None
+    if args.config and args.config.startswith("file:"):
+        path = args.config[len("file:") :]
+    elif args.config_file and not args.config:
+        path = args.config_file
+    else:
+        return None  # inline JSON: nothing to watch; SIGHUP has nothing new to read
+    return ReloadPlan(
+        load=partial(load, args, host_id),
+        files=(path,),
+        digest=files_digest([path]),
+        delay=args.reconfiguration_delay_ms / 1000,
+    )
 
 
 def _serve_process(plan: ProxyPlan, supervisor: int | None) -> int:
@@ -383,13 +437,39 @@ async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
             nursery.start_soon(parent_watch, supervisor, shutdown)
         if plan.stats.shared is not None:
             nursery.start_soon(publish_stats, plan.stats, proxy.router.ctx.destinations)
+        watcher = None
+        if plan.reload is not None:
+            default_route = plan.router_settings.default_route
+
+            def apply(new: ProxyConfig) -> None:
+                proxy.router.swap(new.tree(default_route))
+
+            watcher = ConfigWatcher(
+                plan.reload.load,
+                apply,
+                plan.reload.files,
+                plan.stats.config,
+                loaded_digest=plan.reload.digest,
+                delay=plan.reload.delay,
+            )
+            nursery.start_soon(watcher.run, name="config watcher")
         tls_only = set(settings.ssl_ports) - set(settings.ports)
         for listener in proxy.listeners:
             host, port = listener.socket.getsockname()[:2]
             log.info("listening on %s port %s%s", host, port, " (TLS)" if port in tls_only else "")
         log.info("mcrouter-trio %s routing to %d servers", __version__, len(config.servers))
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if watcher is None:
+                        log.info(
+                            "received SIGHUP: this config is not reloaded (inline or "
+                            "--disable-reload-configs)"
+                        )
+                    else:
+                        log.info("received SIGHUP: reloading the config")
+                        watcher.request_reload()
+                    continue
                 if shutdown.is_set():
                     nursery.cancel_scope.cancel()  # second signal: stop now
                     break

@@ -130,6 +130,16 @@ PROXY_STATS: Final = (
         Source.COMPUTED,
         "requests sent to servers or waiting to be, not answered yet",
     ),
+    _info("config_age", "seconds since the config now serving was loaded"),
+    _info("config_last_attempt", "when the config was last loaded or tried (epoch seconds)"),
+    _info("config_last_success", "when the config was last loaded (epoch seconds)"),
+    Stat(
+        "config_failures",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "config reloads that failed (the previous config kept serving)",
+        summed=False,
+    ),
     Stat(
         "route_handle_failures",
         Kind.COUNTER,

@@ -27,7 +27,7 @@ from mcrouter_trio.protocol import strtol
 from mcrouter_trio.routing._base import NO_ROUTE, Route
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, failing_handle, gather
 from mcrouter_trio.routing._multiget import merge
-from mcrouter_trio.routing._tree import RouteTree
+from mcrouter_trio.routing._tree import RouteTree, reachable_servers
 from mcrouter_trio.routing.handles.destination import split_routing_prefix
 from mcrouter_trio.upstream._context import ProxyContext
 
@@ -60,9 +60,14 @@ class Router:
         self.tree = tree
 
     def swap(self, tree: RouteTree) -> None:
-        """Route with `tree` from now on; requests already routed finish on the old one."""
+        """Route with `tree` from now on; requests already routed finish on the old one.
+
+        Destinations the new tree shares with the old one (same connection identity)
+        are kept with their connections and counters; the others close once idle.
+        """
         self.ctx.open(tree.servers)
         self.tree = tree
+        self.ctx.retire_unused(reachable_servers([tree.broadcast, *tree.roots.values()]))
 
     def route(self, request: Request) -> Pending:
         op = request.op

@@ -12,6 +12,7 @@ from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.counters import PROXY_STATS, SERVER_STATS, Kind, ProxyCounters, Source
 from mcrouter_trio.messages import Op, Reply, Result
 from mcrouter_trio.ops._board import SharedStats, Snapshot
+from mcrouter_trio.ops._reload import ConfigStatus
 from mcrouter_trio.routing._combinators import FAILURES, Background
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class ProxyStats(ProxyCounters):
     stats board and `stats` adds the other workers' published counters to this worker's own.
     """
 
-    __slots__ = ("background", "commandargs", "ops", "shared", "started")
+    __slots__ = ("background", "commandargs", "config", "ops", "shared", "started")
 
     def __init__(self, commandargs: str = "") -> None:
         super().__init__()
@@ -43,6 +44,8 @@ class ProxyStats(ProxyCounters):
         self.shared: SharedStats | None = None
         #: The routing context's fire-and-forget work (set when serving starts).
         self.background = Background()
+        #: When the config serving now was loaded, and how reloads went.
+        self.config = ConfigStatus()
 
     def reset(self) -> None:
         """`stats reset`: every resettable stat back to zero (or to its `reset_to`)."""
@@ -116,6 +119,10 @@ class ProxyStats(ProxyCounters):
             "num_servers_new": states.count("new"),
             "num_proxies": self.shared.workers if self.shared is not None else 1,
             "proxy_reqs_processing": sum(d.pending_count for d in destinations.values()),
+            "config_age": int(now - self.config.loaded_at),
+            "config_last_attempt": int(self.config.last_attempt),
+            "config_last_success": int(self.config.last_success),
+            "config_failures": self.config.failures,
             "route_handle_failures": FAILURES.count,
             "background_requests_in_flight": background.in_flight,
             "background_requests_dropped": background.dropped,

@@ -65,7 +65,7 @@ class ProxyContext:
     def open(self, servers: Iterable[ServerSpec]) -> None:
         """Make sure each server has its destination (before a tree starts routing)."""
         for server in servers:
-            self.destination(server)
+            self.destination(server).reinstate()
 
     def destination(self, server: ServerSpec) -> Destination:
         destination = self._by_spec.get(server)
@@ -84,9 +84,27 @@ class ProxyContext:
             )
             self._by_identity[server.identity] = destination
             self.destinations[server] = destination
-            self._nursery.start_soon(destination.run, name=f"destination {server.address}")
+            self._nursery.start_soon(self._run, destination, name=f"destination {server.address}")
         self._by_spec[server] = destination
         return destination
+
+    def retire_unused(self, servers: Iterable[ServerSpec]) -> None:
+        """Close, once idle, every destination none of `servers` connects to."""
+        kept = {server.identity for server in servers}
+        for identity, destination in list(self._by_identity.items()):
+            if identity not in kept:
+                destination.retire()
+
+    async def _run(self, destination: Destination) -> None:
+        try:
+            await destination.run()
+        finally:
+            # Gone (retired, or the proxy is stopping): a later send opens a new one.
+            if self._by_identity.get(destination.server.identity) is destination:
+                del self._by_identity[destination.server.identity]
+                del self.destinations[destination.server]
+            for spec in [spec for spec, known in self._by_spec.items() if known is destination]:
+                del self._by_spec[spec]
 
     def send(self, server: ServerSpec, request: Request) -> Pending:
         destination = self._by_spec.get(server)

@@ -139,6 +139,8 @@ class Destination:
         self._write_error: BaseException | None = None
         self._break_reply: Reply | None = None
         self._closed = False
+        #: No route tree uses this server any more: close once idle (`retire`).
+        self._retired = False
 
     def __repr__(self) -> str:
         return f"<Destination {self.server.address} {self.state}>"
@@ -248,6 +250,18 @@ class Destination:
         else:
             out.clear()
 
+    def retire(self) -> None:
+        """The server left the config: finish what is queued, then close and end `run`.
+
+        A request sent meanwhile (by a route tree still finishing) is served first.
+        """
+        self._retired = True
+        self._work.wake()
+
+    def reinstate(self) -> None:
+        """A new config uses the server again: keep the destination open."""
+        self._retired = False
+
     def fail(self) -> None:
         """A bug in `flush`: leave the output to the writer task."""
         log.exception("server %s: writing a batch failed", self.server.address)
@@ -264,6 +278,9 @@ class Destination:
         try:
             while True:
                 while not self._queue and not self._get_keys:
+                    if self._retired:
+                        log.info("server %s: no longer in the config; closed", self.server.address)
+                        return
                     await self._work.park()
                 stream = await self._connect()
                 if stream is not None:
@@ -398,6 +415,9 @@ class Destination:
                 if self._get_keys:
                     self._emit_gets()
                 if not self._out and not (tls is not None and tls.raw_pending):
+                    if self._retired and not self._queue:
+                        scope.cancel()  # idle and no longer in the config
+                        return
                     self._writer_idle = True
                     try:
                         await self._work.park()
@@ -468,6 +488,9 @@ class Destination:
                 finally:
                     backend_writes.release()
                     client_writes.release()
+                if self._retired and not queue:
+                    scope.cancel()  # idle and no longer in the config
+                    return
                 if self._tls_session_source is not None:
                     self._remember_tls_session()
                 if isinstance(buf, bytearray) and pos > RECEIVE_SIZE:
