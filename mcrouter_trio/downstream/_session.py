@@ -12,6 +12,11 @@ Trio wake-up is spent per request.
 A session stops reading while `max_outstanding` requests are unanswered or while
 its client does not read its replies, which bounds what one client can have in
 flight, as memcached does.
+
+The end of a client's input (EOF after `shutdown(SHUT_WR)`, a TLS close_notify, or
+the proxy shutting down) ends reading only: every complete request already read is
+still routed, answered and flushed, and then the connection closes. A client that
+half-closes after pipelining (`nc -N`, batch scripts) gets every reply.
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ class ClientSession:
     The reactor calls `on_readable`/`on_writable`; replies resolved by destination
     readers reach `_on_reply`, which moves the ready ones to the output and asks
     the `WriteBatch` for a write. The session's own task only owns its lifetime:
-    it waits until the session is finished (or is cancelled at shutdown), then
+    it waits until the session is finished (or the shutdown grace period ends), then
     unregisters from the reactor before the descriptor is closed.
     """
 
@@ -128,7 +133,6 @@ class ClientSession:
         flusher: WriteBatch,
     ) -> None:
         self.proxy = proxy
-        self.scope = trio.CancelScope()
         self.parser = _parser_for(proxy)
         self.fd = stream.socket.fileno()
         #: TLS clients: replies are encrypted into the TLS socket's raw buffer.
@@ -150,6 +154,9 @@ class ClientSession:
         self._full = False
         #: After `quit` (or input memcached closes on): answer what is left, then close.
         self._closing = False
+        #: Nothing more will be read (EOF, close_notify, shutdown); complete requests
+        #: already read are still routed and answered.
+        self._input_ended = False
         self._finished = False
         self._done = Parker()
         #: The epoll interest currently registered (None: not registered).
@@ -158,10 +165,6 @@ class ClientSession:
     @property
     def finished(self) -> bool:
         return self._finished
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting or self._unsent())
 
     def _unsent(self) -> int:
         unsent = len(self._out)
@@ -174,9 +177,8 @@ class ClientSession:
             # read with it: the socket will not signal them again.
             self._take_tls(self._tls, b"")
         try:
-            with self.scope:
-                while not self._finished:
-                    await self._done.park()
+            while not self._finished:
+                await self._done.park()
         finally:
             # From now on nothing may be written: the descriptor is about to close
             # and its number may be reused by another client.
@@ -184,10 +186,9 @@ class ClientSession:
             self._reactor.remove(self)
 
     def drain(self) -> None:
-        """Shutdown: read nothing more, finish once every reply is written."""
-        self._closing = True
-        self._check_done()
-        self._update_interest()
+        """Shutdown: read nothing more; answer the requests already read, then finish."""
+        if not self._finished:
+            self._end_input()
 
     # -- called by the reactor -----------------------------------------------------
 
@@ -200,7 +201,7 @@ class ClientSession:
             self._finish()  # reset by the client: nobody is left to answer
             return
         if not data:
-            self._finish()
+            self._end_input()  # a half-close: the client still reads its replies
             return
         if self._tls is not None:
             self._take_tls(self._tls, data)
@@ -213,13 +214,14 @@ class ClientSession:
         except ssl.SSLError:
             self._finish()  # a corrupt stream: nothing more can be read from it
             return
-        if tls.eof:
-            self._finish()
-            return
         if tls.raw_pending:
             self.flush()  # what TLS had to answer (a key update)
         if data:
             self._take(data)
+        if tls.eof and not self._finished:
+            # close_notify ends the client's writing only: its requests before it
+            # are answered (TLS lets a peer go on writing after receiving one).
+            self._end_input()
 
     def _take(self, data: bytes) -> None:
         """Parse and route what the client sent."""
@@ -240,13 +242,25 @@ class ClientSession:
     def on_hangup(self) -> None:
         self._finish()
 
+    def _end_input(self) -> None:
+        """Read nothing more; route what is buffered, answer it all, then finish."""
+        self._input_ended = True
+        if self._full or self._closing:
+            # `_resume` routes the rest once replies make room; `_closing` has none.
+            self._check_done()
+            self._update_interest()
+        else:
+            self._route_input()
+
     # -- routing and answering -------------------------------------------------------
 
     def _route_input(self) -> None:
         status = route_buffered(self.parser, self._route, self._waiting, self._limit)
         if status is Status.FULL:
             self._full = True
-        elif status is Status.CLOSE:
+        elif status is Status.CLOSE or self._input_ended:
+            # After the end of input, NEED_DATA means every complete request is routed
+            # (a partial one at the end is dropped, as memcached drops it).
             self._closing = True
         self._advance()
         if self._out:
@@ -378,7 +392,7 @@ class ClientSession:
             wanted = 0
         elif self._write_blocked:
             wanted = select.EPOLLOUT
-        elif self._full or self._closing:
+        elif self._full or self._closing or self._input_ended:
             wanted = 0
         else:
             wanted = select.EPOLLIN
