@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Final
 
@@ -41,6 +41,10 @@ DEFAULT_CONFIG: Final = json.dumps(
 )
 EXIT_BAD_CONFIG: Final = 3
 EXIT_CANNOT_START: Final = 2
+#: Signals that stop the proxy gracefully (a second one stops it at once).
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+#: Signals that must not kill the proxy: SIGHUP asks for a reload, the others are ignored.
+_OTHER_SIGNALS: Final = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 #: `--batch-gets` choices, as `Destination(batch_gets=...)` takes them.
 _BATCH_GETS: Final[dict[str, bool | None]] = {"tls": None, "always": True, "never": False}
 
@@ -345,6 +349,14 @@ def _normalise_prefix(prefix: str) -> bytes:
 
 
 async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
+    # Handlers first: a signal sent as soon as the port answers must not kill the proxy.
+    with trio.open_signal_receiver(*_STOP_SIGNALS, *_OTHER_SIGNALS) as signals:
+        await _serve_until_stopped(plan, supervisor, signals)
+
+
+async def _serve_until_stopped(
+    plan: ProxyPlan, supervisor: int | None, signals: AsyncIterator[int]
+) -> None:
     config, settings, tls = plan.config, plan.settings, plan.tls
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -374,10 +386,25 @@ async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
             host, port = listener.socket.getsockname()[:2]
             log.info("listening on %s port %s%s", host, port, " (TLS)" if port in tls_only else "")
         log.info("mcrouter-trio %s routing to %d servers", __version__, len(config.servers))
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                if shutdown.is_set():
-                    nursery.cancel_scope.cancel()  # second signal: stop now
-                    break
-                log.info("received %s: shutting down", signal.Signals(signum).name)
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                request_reload(plan, proxy)
+            elif signum not in _STOP_SIGNALS:
+                log.info("received %s: ignored", name)
+            elif shutdown.is_set():
+                nursery.cancel_scope.cancel()  # second signal: stop now
+                break
+            else:
+                log.info("received %s: shutting down", name)
                 shutdown.set()
+
+
+def request_reload(plan: ProxyPlan, proxy: Proxy) -> None:
+    """SIGHUP: the hook for reloading the config (the supervisor passes SIGHUP on).
+
+    Reloading is not implemented yet: the running config keeps serving.
+    """
+    log.warning(
+        "reload requested; config reload is not implemented yet: the running config keeps serving"
+    )

@@ -1,8 +1,9 @@
-"""Signals never lose a reply.
+"""Signals never lose a reply and never kill the proxy by accident.
 
 SIGTERM under pipelined load: every set memcached stored must have had its
 STORED delivered to the client (read back from memcached directly), and the
-proxy exits 0.
+proxy exits 0. SIGHUP (a reload request), SIGUSR1 and SIGUSR2 leave the proxy
+serving, with one process or with a supervisor and workers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 
 import attrs
-from conftest import Memcached, Proxy, connect, poll, pool_config
+from conftest import Client, Memcached, Proxy, connect, poll, pool_config
 
 MemcachedFactory = Callable[..., Memcached]
 ProxyFactory = Callable[..., Proxy]
@@ -129,3 +130,49 @@ def test_sigterm_closes_an_idle_connection_and_exits_zero(
         proxy.process.send_signal(signal.SIGTERM)
         assert client.read_for(10) == b"<CLOSED>"
     assert proxy.process.wait(timeout=10) == 0
+
+
+def serves(port: int) -> bool:
+    with connect(port) as client:
+        return client.call(b"set alive 0 0 3\r\nyes\r\n") == b"STORED\r\n"
+
+
+def test_sighup_and_sigusr_leave_the_proxy_serving(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(pool_config(memcached.address))
+    with connect(proxy.port) as open_client:
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+            proxy.process.send_signal(signum)
+            assert serves(proxy.port)
+        assert (
+            open_client.call(b"get alive\r\n", b"END\r\n") == b"VALUE alive 0 3\r\nyes\r\nEND\r\n"
+        )
+    assert poll(lambda: proxy.log().count("reload requested") == 2)
+    assert "received SIGUSR1: ignored" in proxy.log()
+    assert proxy.process.poll() is None
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(timeout=10) == 0
+
+
+def test_sighup_to_the_supervisor_reaches_every_worker_and_kills_none(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(pool_config(memcached.address), "--num-proxies", "2")
+    assert poll(lambda: proxy.log().count("listening on") == 2, 10)
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        proxy.process.send_signal(signum)
+    assert poll(lambda: proxy.log().count("reload requested") == 2, 10), proxy.log()
+    assert "passing it to 2 workers" in proxy.log()
+    assert proxy.process.poll() is None
+    # Both workers still serve (connections spread over them), none was restarted.
+    clients = [Client(proxy.port) for _ in range(8)]
+    try:
+        for client in clients:
+            assert client.call(b"set w 0 0 1\r\nx\r\n") == b"STORED\r\n"
+    finally:
+        for client in clients:
+            client.close()
+    assert "exited with status" not in proxy.log()
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(timeout=15) == 0
