@@ -20,6 +20,7 @@ from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_con
 from mcrouter_trio.downstream._router import RouterSettings
 from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
+from mcrouter_trio.ops._limits import default_max_conns, raise_open_files_limit
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.ops._workers import parent_watch, publish_stats, run_workers
 from mcrouter_trio.tls._setup import (
@@ -159,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         default=0,
         metavar="N",
-        help="client connections accepted at once; 0 = no limit (default)",
+        help="client connections served at once, beyond which a client gets `ERROR Too many "
+        "open connections`; 0 (default): the open-files limit less room for the proxy's own "
+        "descriptors (32, one per listener, two per server)",
     )
     add(
         "--target-max-pending-requests",
@@ -270,13 +273,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TLSStartupError as exc:
         print(f"mcrouter-trio: cannot start: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
+    addresses = tuple(a for a in args.listen_addresses.split(",") if a)
+    servers = {*config.servers, *(s for pool in config.pools.values() for s in pool.servers)}
+    open_files = raise_open_files_limit()
+    # Without addresses every port is bound twice: IPv4 and IPv6.
+    listeners = (len(ports) + len(ssl_ports(args))) * (len(addresses) or 2)
+    max_conns = args.max_conns or default_max_conns(
+        open_files, servers=len(servers), listeners=listeners
+    )
+    log.info("open-files limit %s: at most %s client connections", open_files, max_conns or "any")
     settings = ServerSettings(
         ports=ports,
-        listen_addresses=tuple(a for a in args.listen_addresses.split(",") if a),
+        listen_addresses=addresses,
         max_value_size=args.max_value_size,
         max_line_length=args.max_line_length,
         max_outstanding=args.max_client_outstanding_reqs,
-        max_conns=args.max_conns,
+        max_conns=max_conns,
         max_pending_per_server=args.target_max_pending_requests,
         batch_gets=_BATCH_GETS[args.batch_gets],
         grace_period=args.graceful_shutdown_timeout,
@@ -298,7 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_proxies == 1:
         return _serve_process(plan, None)
     supervisor = os.getpid()
-    servers = {*config.servers, *(s for pool in config.pools.values() for s in pool.servers)}
     board = StatsBoard.for_servers(args.num_proxies, len(servers))
 
     def run_worker(index: int) -> int:

@@ -26,13 +26,13 @@ import ssl
 import struct
 import termios
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Final
 
 import attrs
 import trio
 
 from mcrouter_trio.config import ProxyConfig
+from mcrouter_trio.downstream._accept import AcceptShortage, serve_listener
 from mcrouter_trio.downstream._reactor import ClientReactor
 from mcrouter_trio.downstream._router import Router, RouterSettings, host_id_for
 from mcrouter_trio.downstream._session import ClientSession
@@ -83,6 +83,7 @@ class Proxy:
         self._sessions: set[ClientSession] = set()
         #: Does the I/O of every client session; its task runs in `serve`.
         self.reactor = ClientReactor(router.ctx.backend_writes)
+        self.accept_shortage = AcceptShortage()
 
     async def handle(self, stream: trio.SocketStream | TLSSocket) -> None:
         """Serve one accepted connection; never lets an exception reach the listener."""
@@ -226,12 +227,11 @@ async def serve(
             async with trio.open_nursery() as accept_nursery:
                 for listener in plain:
                     accept_nursery.start_soon(
-                        partial(
-                            trio.serve_listeners,
-                            proxy.handle,
-                            [listener],
-                            handler_nursery=connection_nursery,
-                        )
+                        serve_listener,
+                        listener,
+                        proxy.handle,
+                        connection_nursery,
+                        proxy.accept_shortage,
                     )
                 if secure:
                     from mcrouter_trio.downstream._tls_listener import serve_tls_listener
