@@ -156,6 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 34133)",
     )
     add(
+        "--max-client-buffer",
+        type=_count,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="replies not yet written plus requests not yet parsed that one client may hold; "
+        "at the limit nothing more is routed for it; 0 = no limit (default 67108864)",
+    )
+    add(
+        "--client-timeout",
+        type=_positive_ms,
+        default=1000,
+        metavar="MS",
+        help="a client held at --max-client-buffer that does not read its replies for this "
+        "long is disconnected (default 1000)",
+    )
+    add(
         "--max-conns",
         type=_count,
         default=0,
@@ -288,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_value_size=args.max_value_size,
         max_line_length=args.max_line_length,
         max_outstanding=args.max_client_outstanding_reqs,
+        max_client_buffer=args.max_client_buffer,
+        client_timeout=args.client_timeout / 1000,
         max_conns=max_conns,
         max_pending_per_server=args.target_max_pending_requests,
         batch_gets=_BATCH_GETS[args.batch_gets],

@@ -56,6 +56,10 @@ class ServerSettings:
     max_value_size: int = 1024 * 1024
     max_line_length: int = 1024 * 1024
     max_outstanding: int = 34133
+    #: Bytes of unwritten output and buffered input one client may hold (0: no limit),
+    #: and how long it may stay at that limit before it is disconnected.
+    max_client_buffer: int = 64 * 1024 * 1024
+    client_timeout: float = 1.0
     #: Client connections served at once; 0: no cap (the command line derives one).
     max_conns: int = 0
     max_pending_per_server: int = 100_000
@@ -102,7 +106,8 @@ class Proxy:
         self._sessions.add(session)
         try:
             await session.run()
-            await close_gracefully(stream.socket)
+            if not session.abandoned:
+                await close_gracefully(stream.socket)
         except Exception:
             log.exception("client session failed")
         finally:

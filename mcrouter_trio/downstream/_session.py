@@ -11,7 +11,11 @@ Trio wake-up is spent per request.
 
 A session stops reading while `max_outstanding` requests are unanswered or while
 its client does not read its replies, which bounds what one client can have in
-flight, as memcached does.
+flight, as memcached does. What it holds (unwritten output and buffered input) is
+bounded too: at `max_client_buffer` bytes it routes nothing more, and a client
+that does not bring it back under the limit within `client_timeout` is
+disconnected, which frees its replies (those still in flight are dropped as they
+arrive).
 
 The end of a client's input (EOF after `shutdown(SHUT_WR)`, a TLS close_notify, or
 the proxy shutting down) ends reading only: every complete request already read is
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import select
 import ssl
@@ -152,6 +157,12 @@ class ClientSession:
         self._write_blocked = False
         #: `max_outstanding` requests are unanswered: stop reading until some are.
         self._full = False
+        #: Unwritten output and buffered input reached `max_client_buffer` bytes: route
+        #: nothing more; `_drain_clock` disconnects the client unless it drains in time.
+        self._backlogged = False
+        self._buffer_limit = proxy.settings.max_client_buffer or sys.maxsize
+        self._client_timeout = proxy.settings.client_timeout
+        self._drain_clock = trio.CancelScope()
         #: After `quit` (or input memcached closes on): answer what is left, then close.
         self._closing = False
         #: Nothing more will be read (EOF, close_notify, shutdown); complete requests
@@ -177,13 +188,30 @@ class ClientSession:
             # read with it: the socket will not signal them again.
             self._take_tls(self._tls, b"")
         try:
-            while not self._finished:
-                await self._done.park()
+            with self._drain_clock:
+                while not self._finished:
+                    await self._done.park()
+            if self._drain_clock.cancelled_caught:
+                self._disconnect_backlogged()
         finally:
             # From now on nothing may be written: the descriptor is about to close
             # and its number may be reused by another client.
             self._finished = True
             self._reactor.remove(self)
+
+    @property
+    def abandoned(self) -> bool:
+        """Disconnected for not reading its replies: nothing is left to deliver."""
+        return self._drain_clock.cancelled_caught
+
+    def _disconnect_backlogged(self) -> None:
+        log.info(
+            "client disconnected: %d bytes held for it and not read within %g s "
+            "(--max-client-buffer, --client-timeout)",
+            self._unsent() + self.parser.buffered,
+            self._client_timeout,
+        )
+        self._finish()
 
     def drain(self) -> None:
         """Shutdown: read nothing more; answer the requests already read, then finish."""
@@ -237,6 +265,8 @@ class ClientSession:
         self._write_blocked = False
         self.flush()
         if not self._write_blocked:
+            if self._backlogged:
+                self._watch_backlog()
             self._resume()
 
     def on_hangup(self) -> None:
@@ -282,7 +312,12 @@ class ClientSession:
 
     def _resume(self) -> None:
         """Route input held back by `max_outstanding` once replies went out."""
-        if self._full and len(self._waiting) < self._limit and not self._closing:
+        if (
+            self._full
+            and len(self._waiting) < self._limit
+            and not self._closing
+            and not self._backlogged
+        ):
             self._full = False
             self._route_input()
         else:
@@ -342,6 +377,8 @@ class ClientSession:
                     return
             elif (out or self._tls.raw_pending) and not self._write_tls(self._tls, out):
                 return
+        else:
+            self._watch_backlog()  # replies pile up behind a client that does not read
         if self._full or self._closing:
             self._resume()
 
@@ -375,7 +412,17 @@ class ClientSession:
 
     def _blocked(self) -> None:
         self._write_blocked = True
+        self._watch_backlog()
         self._update_interest()
+
+    def _watch_backlog(self) -> None:
+        """Run the drain clock while what this client holds is over the limit."""
+        over = self._unsent() + self.parser.buffered >= self._buffer_limit
+        if over != self._backlogged:
+            self._backlogged = over
+            self._drain_clock.deadline = (
+                trio.current_time() + self._client_timeout if over else math.inf
+            )
 
     def _check_done(self) -> None:
         if self._closing and not self._waiting and not self._unsent() and not self._finished:
@@ -384,6 +431,7 @@ class ClientSession:
     def _finish(self) -> None:
         self._finished = True
         self._out.clear()
+        self._waiting.clear()  # replies still in flight are dropped as they arrive
         self._update_interest()
         self._done.wake()
 
