@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Final
 
@@ -21,6 +21,7 @@ from mcrouter_trio.downstream._router import RouterSettings
 from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
 from mcrouter_trio.ops._host import local_host_id
+from mcrouter_trio.ops._limits import default_max_conns, raise_open_files_limit
 from mcrouter_trio.ops._reload import ConfigWatcher, files_digest
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.ops._workers import parent_watch, publish_stats, run_workers
@@ -43,6 +44,10 @@ DEFAULT_CONFIG: Final = json.dumps(
 )
 EXIT_BAD_CONFIG: Final = 3
 EXIT_CANNOT_START: Final = 2
+#: Signals that stop the proxy gracefully (a second one stops it at once).
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+#: Signals that must not kill the proxy: SIGHUP asks for a reload, the others are ignored.
+_OTHER_SIGNALS: Final = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 #: `--batch-gets` choices, as `Destination(batch_gets=...)` takes them.
 _BATCH_GETS: Final[dict[str, bool | None]] = {"tls": None, "always": True, "never": False}
 
@@ -160,11 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 34133)",
     )
     add(
+        "--max-client-buffer",
+        type=_count,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="replies not yet written plus requests not yet parsed that one client may hold; "
+        "at the limit nothing more is routed for it; 0 = no limit (default 67108864)",
+    )
+    add(
+        "--client-timeout",
+        type=_positive_ms,
+        default=1000,
+        metavar="MS",
+        help="a client held at --max-client-buffer that does not read its replies for this "
+        "long is disconnected (default 1000)",
+    )
+    add(
         "--max-conns",
         type=_count,
         default=0,
         metavar="N",
-        help="client connections accepted at once; 0 = no limit (default)",
+        help="client connections served at once, beyond which a client gets `ERROR Too many "
+        "open connections`; 0 (default): the open-files limit less room for the proxy's own "
+        "descriptors (32, one per listener, two per server)",
     )
     add(
         "--target-max-pending-requests",
@@ -299,13 +322,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TLSStartupError as exc:
         print(f"mcrouter-trio: cannot start: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
+    addresses = tuple(a for a in args.listen_addresses.split(",") if a)
+    servers = {*config.servers, *(s for pool in config.pools.values() for s in pool.servers)}
+    open_files = raise_open_files_limit()
+    # Without addresses every port is bound twice: IPv4 and IPv6.
+    listeners = (len(ports) + len(ssl_ports(args))) * (len(addresses) or 2)
+    max_conns = args.max_conns or default_max_conns(
+        open_files, servers=len(servers), listeners=listeners
+    )
+    log.info("open-files limit %s: at most %s client connections", open_files, max_conns or "any")
     settings = ServerSettings(
         ports=ports,
-        listen_addresses=tuple(a for a in args.listen_addresses.split(",") if a),
+        listen_addresses=addresses,
         max_value_size=args.max_value_size,
         max_line_length=args.max_line_length,
         max_outstanding=args.max_client_outstanding_reqs,
-        max_conns=args.max_conns,
+        max_client_buffer=args.max_client_buffer,
+        client_timeout=args.client_timeout / 1000,
+        max_conns=max_conns,
         max_pending_per_server=args.target_max_pending_requests,
         batch_gets=_BATCH_GETS[args.batch_gets],
         grace_period=args.graceful_shutdown_timeout,
@@ -361,7 +395,7 @@ class ReloadPlan:
     #: The files whose changes trigger a reload.
     files: tuple[str, ...]
     #: The files' digest before the serving config was read from them.
-    digest: str
+    digest: str | None
     delay: float
 
 
@@ -412,6 +446,14 @@ def _normalise_prefix(prefix: str) -> bytes:
 
 
 async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
+    # Handlers first: a signal sent as soon as the port answers must not kill the proxy.
+    with trio.open_signal_receiver(*_STOP_SIGNALS, *_OTHER_SIGNALS) as signals:
+        await _serve_until_stopped(plan, supervisor, signals)
+
+
+async def _serve_until_stopped(
+    plan: ProxyPlan, supervisor: int | None, signals: AsyncIterator[int]
+) -> None:
     config, settings, tls = plan.config, plan.settings, plan.tls
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -458,20 +500,22 @@ async def _run(plan: ProxyPlan, supervisor: int | None = None) -> None:
             host, port = listener.socket.getsockname()[:2]
             log.info("listening on %s port %s%s", host, port, " (TLS)" if port in tls_only else "")
         log.info("mcrouter-trio %s routing to %d servers", __version__, len(config.servers))
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    if watcher is None:
-                        log.info(
-                            "received SIGHUP: this config is not reloaded (inline or "
-                            "--disable-reload-configs)"
-                        )
-                    else:
-                        log.info("received SIGHUP: reloading the config")
-                        watcher.request_reload()
-                    continue
-                if shutdown.is_set():
-                    nursery.cancel_scope.cancel()  # second signal: stop now
-                    break
-                log.info("received %s: shutting down", signal.Signals(signum).name)
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                if watcher is None:
+                    log.info(
+                        "received SIGHUP: this config is not reloaded (inline or "
+                        "--disable-reload-configs)"
+                    )
+                else:
+                    log.info("received SIGHUP: reloading the config")
+                    watcher.request_reload()
+            elif signum not in _STOP_SIGNALS:
+                log.info("received %s: ignored", name)
+            elif shutdown.is_set():
+                nursery.cancel_scope.cancel()  # second signal: stop now
+                break
+            else:
+                log.info("received %s: shutting down", name)
                 shutdown.set()

@@ -165,6 +165,14 @@ def test_run_all_end_to_end(edge_pair: EdgePair) -> None:
         assert dc_a.call(b"get edge\r\n", b"END\r\n") == b"VALUE edge 0 5\r\nhello\r\nEND\r\n"
     finally:
         dc_a.close()
+    # A client that half-closes after pipelining (nc -N) gets every reply across the pair.
+    with socket.create_connection(("127.0.0.1", ports["dc_a"]), timeout=10) as half_closed:
+        half_closed.sendall(b"get edge\r\n" * 50)
+        half_closed.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := half_closed.recv(65536):
+            received += chunk
+    assert received == b"VALUE edge 0 5\r\nhello\r\nEND\r\n" * 50
     # The value is in DC-B's memcached, and DC-B serves it to a client with a certificate.
     direct = Client(ports["dc_b_memcached"], timeout=10)
     try:

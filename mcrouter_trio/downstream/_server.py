@@ -2,6 +2,11 @@
 
 Each accepted connection, plain or TLS, gets a session task (see session.py).
 
+A connection the proxy closes (after `quit`, at shutdown) is closed gracefully:
+FIN after the last reply, then the client's input is read and dropped until the
+replies are delivered. Closing a socket with unread input makes the kernel send
+RST, and RST discards whatever of our replies it has not yet delivered.
+
 Ownership (the nursery tree in `serve`):
     serve
     ├── destination nursery: one task per backend server (see destination.py),
@@ -14,17 +19,20 @@ Ownership (the nursery tree in `serve`):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Final
 
 import attrs
 import trio
 
 from mcrouter_trio.config import ProxyConfig
+from mcrouter_trio.downstream._accept import AcceptShortage, serve_listener
 from mcrouter_trio.downstream._reactor import ClientReactor
 from mcrouter_trio.downstream._router import Router, RouterSettings
 from mcrouter_trio.downstream._session import ClientSession
@@ -36,6 +44,9 @@ from mcrouter_trio.upstream._context import ProxyContext
 log = logging.getLogger("mcrouter_trio.downstream")
 
 _TOO_MANY_CONNECTIONS: Final = b"ERROR Too many open connections\r\n"
+#: The longest a closed connection waits for its replies to be delivered.
+LINGER_SECONDS: Final = 2.0
+_LINGER_POLL_SECONDS: Final = 0.01
 
 
 @attrs.frozen
@@ -45,6 +56,11 @@ class ServerSettings:
     max_value_size: int = 1024 * 1024
     max_line_length: int = 1024 * 1024
     max_outstanding: int = 34133
+    #: Bytes of unwritten output and buffered input one client may hold (0: no limit),
+    #: and how long it may stay at that limit before it is disconnected.
+    max_client_buffer: int = 64 * 1024 * 1024
+    client_timeout: float = 1.0
+    #: Client connections served at once; 0: no cap (the command line derives one).
     max_conns: int = 0
     max_pending_per_server: int = 100_000
     #: Send a pass's single-key gets to a server as one multi-key get: True, False,
@@ -66,14 +82,21 @@ class Proxy:
         self.router = router
         self.settings = settings
         self.stats = stats
+        #: Shutdown has begun: a connection accepted from now on is closed unread.
+        self.terminating = False
         self.listeners: list[trio.SocketListener] = []
         self._sessions: set[ClientSession] = set()
         #: Does the I/O of every client session; its task runs in `serve`.
         self.reactor = ClientReactor(router.ctx.backend_writes)
+        self.accept_shortage = AcceptShortage()
 
     async def handle(self, stream: trio.SocketStream | TLSSocket) -> None:
         """Serve one accepted connection; never lets an exception reach the listener."""
         stats = self.stats
+        if self.terminating:
+            # Accepted (a TLS handshake, say) as shutdown began: nothing was read.
+            await trio.aclose_forcefully(stream)
+            return
         if self.settings.max_conns and stats.curr_connections >= self.settings.max_conns:
             stats.rejected_connections += 1
             await _reject(stream)
@@ -84,6 +107,8 @@ class Proxy:
         self._sessions.add(session)
         try:
             await session.run()
+            if not session.abandoned:
+                await close_gracefully(stream.socket)
         except Exception:
             log.exception("client session failed")
         finally:
@@ -91,13 +116,43 @@ class Proxy:
             stats.curr_connections -= 1
             await trio.aclose_forcefully(stream)
 
-    def stop_idle_sessions(self) -> None:
-        """Shutdown: close sessions waiting for input; busy ones answer what they have."""
+    def drain_sessions(self) -> None:
+        """Shutdown: read no more; answer the requests already read, then close."""
+        self.terminating = True
         for session in list(self._sessions):
-            if not session.busy:
-                session.scope.cancel()
-            else:
-                session.drain()
+            session.drain()
+
+
+async def close_gracefully(sock: trio.socket.SocketType) -> None:
+    """Send FIN after the replies; read and drop input until they are delivered.
+
+    Returns when the client has closed too, or has acknowledged every byte sent
+    and sent nothing more, or after `LINGER_SECONDS`. Does nothing on a socket
+    that is already broken.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        with trio.move_on_after(LINGER_SECONDS):
+            while _unread(sock) or _undelivered(sock):
+                with trio.move_on_after(_LINGER_POLL_SECONDS):
+                    if not await sock.recv(65536):
+                        return  # the client closed: nothing can be reset any more
+    except OSError:
+        return
+
+
+def _unread(sock: trio.socket.SocketType) -> int:
+    return _queue_size(sock, termios.FIONREAD)
+
+
+def _undelivered(sock: trio.socket.SocketType) -> int:
+    """Bytes sent (our FIN included) that the client has not acknowledged."""
+    return _queue_size(sock, termios.TIOCOUTQ)
+
+
+def _queue_size(sock: trio.socket.SocketType, request: int) -> int:
+    size: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+    return size
 
 
 async def _reject(stream: trio.abc.Stream) -> None:
@@ -185,12 +240,11 @@ async def serve(
             async with trio.open_nursery() as accept_nursery:
                 for listener in plain:
                     accept_nursery.start_soon(
-                        partial(
-                            trio.serve_listeners,
-                            proxy.handle,
-                            [listener],
-                            handler_nursery=connection_nursery,
-                        )
+                        serve_listener,
+                        listener,
+                        proxy.handle,
+                        connection_nursery,
+                        proxy.accept_shortage,
                     )
                 if secure:
                     from mcrouter_trio.downstream._tls_listener import serve_tls_listener
@@ -202,7 +256,7 @@ async def serve(
                 task_status.started(proxy)
                 await shutdown.wait()
                 accept_nursery.cancel_scope.cancel()
-            log.info("shutting down: draining client connections")
-            proxy.stop_idle_sessions()
+            log.info("shutting down: answering the requests already read, then closing")
+            proxy.drain_sessions()
             connection_nursery.cancel_scope.deadline = trio.current_time() + settings.grace_period
         destination_nursery.cancel_scope.cancel()

@@ -11,13 +11,23 @@ Trio wake-up is spent per request.
 
 A session stops reading while `max_outstanding` requests are unanswered or while
 its client does not read its replies, which bounds what one client can have in
-flight, as memcached does.
+flight, as memcached does. What it holds (unwritten output and buffered input) is
+bounded too: at `max_client_buffer` bytes it routes nothing more, and a client
+that does not bring it back under the limit within `client_timeout` is
+disconnected, which frees its replies (those still in flight are dropped as they
+arrive).
+
+The end of a client's input (EOF after `shutdown(SHUT_WR)`, a TLS close_notify, or
+the proxy shutting down) ends reading only: every complete request already read is
+still routed, answered and flushed, and then the connection closes. A client that
+half-closes after pipelining (`nc -N`, batch scripts) gets every reply.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import select
 import ssl
@@ -116,7 +126,7 @@ class ClientSession:
     The reactor calls `on_readable`/`on_writable`; replies resolved by destination
     readers reach `_on_reply`, which moves the ready ones to the output and asks
     the `WriteBatch` for a write. The session's own task only owns its lifetime:
-    it waits until the session is finished (or is cancelled at shutdown), then
+    it waits until the session is finished (or the shutdown grace period ends), then
     unregisters from the reactor before the descriptor is closed.
     """
 
@@ -128,7 +138,6 @@ class ClientSession:
         flusher: WriteBatch,
     ) -> None:
         self.proxy = proxy
-        self.scope = trio.CancelScope()
         self.parser = _parser_for(proxy)
         self.fd = stream.socket.fileno()
         #: TLS clients: replies are encrypted into the TLS socket's raw buffer.
@@ -148,8 +157,17 @@ class ClientSession:
         self._write_blocked = False
         #: `max_outstanding` requests are unanswered: stop reading until some are.
         self._full = False
+        #: Unwritten output and buffered input reached `max_client_buffer` bytes: route
+        #: nothing more; `_drain_clock` disconnects the client unless it drains in time.
+        self._backlogged = False
+        self._buffer_limit = proxy.settings.max_client_buffer or sys.maxsize
+        self._client_timeout = proxy.settings.client_timeout
+        self._drain_clock = trio.CancelScope()
         #: After `quit` (or input memcached closes on): answer what is left, then close.
         self._closing = False
+        #: Nothing more will be read (EOF, close_notify, shutdown); complete requests
+        #: already read are still routed and answered.
+        self._input_ended = False
         self._finished = False
         self._done = Parker()
         #: The epoll interest currently registered (None: not registered).
@@ -158,10 +176,6 @@ class ClientSession:
     @property
     def finished(self) -> bool:
         return self._finished
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting or self._unsent())
 
     def _unsent(self) -> int:
         unsent = len(self._out)
@@ -174,20 +188,35 @@ class ClientSession:
             # read with it: the socket will not signal them again.
             self._take_tls(self._tls, b"")
         try:
-            with self.scope:
+            with self._drain_clock:
                 while not self._finished:
                     await self._done.park()
+            if self._drain_clock.cancelled_caught:
+                self._disconnect_backlogged()
         finally:
             # From now on nothing may be written: the descriptor is about to close
             # and its number may be reused by another client.
             self._finished = True
             self._reactor.remove(self)
 
+    @property
+    def abandoned(self) -> bool:
+        """Disconnected for not reading its replies: nothing is left to deliver."""
+        return self._drain_clock.cancelled_caught
+
+    def _disconnect_backlogged(self) -> None:
+        log.info(
+            "client disconnected: %d bytes held for it and not read within %g s "
+            "(--max-client-buffer, --client-timeout)",
+            self._unsent() + self.parser.buffered,
+            self._client_timeout,
+        )
+        self._finish()
+
     def drain(self) -> None:
-        """Shutdown: read nothing more, finish once every reply is written."""
-        self._closing = True
-        self._check_done()
-        self._update_interest()
+        """Shutdown: read nothing more; answer the requests already read, then finish."""
+        if not self._finished:
+            self._end_input()
 
     # -- called by the reactor -----------------------------------------------------
 
@@ -200,7 +229,7 @@ class ClientSession:
             self._finish()  # reset by the client: nobody is left to answer
             return
         if not data:
-            self._finish()
+            self._end_input()  # a half-close: the client still reads its replies
             return
         if self._tls is not None:
             self._take_tls(self._tls, data)
@@ -213,13 +242,14 @@ class ClientSession:
         except ssl.SSLError:
             self._finish()  # a corrupt stream: nothing more can be read from it
             return
-        if tls.eof:
-            self._finish()
-            return
         if tls.raw_pending:
             self.flush()  # what TLS had to answer (a key update)
         if data:
             self._take(data)
+        if tls.eof and not self._finished:
+            # close_notify ends the client's writing only: its requests before it
+            # are answered (TLS lets a peer go on writing after receiving one).
+            self._end_input()
 
     def _take(self, data: bytes) -> None:
         """Parse and route what the client sent."""
@@ -235,10 +265,22 @@ class ClientSession:
         self._write_blocked = False
         self.flush()
         if not self._write_blocked:
+            if self._backlogged:
+                self._watch_backlog()
             self._resume()
 
     def on_hangup(self) -> None:
         self._finish()
+
+    def _end_input(self) -> None:
+        """Read nothing more; route what is buffered, answer it all, then finish."""
+        self._input_ended = True
+        if self._full or self._closing:
+            # `_resume` routes the rest once replies make room; `_closing` has none.
+            self._check_done()
+            self._update_interest()
+        else:
+            self._route_input()
 
     # -- routing and answering -------------------------------------------------------
 
@@ -246,7 +288,9 @@ class ClientSession:
         status = route_buffered(self.parser, self._route, self._waiting, self._limit)
         if status is Status.FULL:
             self._full = True
-        elif status is Status.CLOSE:
+        elif status is Status.CLOSE or self._input_ended:
+            # After the end of input, NEED_DATA means every complete request is routed
+            # (a partial one at the end is dropped, as memcached drops it).
             self._closing = True
         self._advance()
         if self._out:
@@ -268,7 +312,12 @@ class ClientSession:
 
     def _resume(self) -> None:
         """Route input held back by `max_outstanding` once replies went out."""
-        if self._full and len(self._waiting) < self._limit and not self._closing:
+        if (
+            self._full
+            and len(self._waiting) < self._limit
+            and not self._closing
+            and not self._backlogged
+        ):
             self._full = False
             self._route_input()
         else:
@@ -328,6 +377,8 @@ class ClientSession:
                     return
             elif (out or self._tls.raw_pending) and not self._write_tls(self._tls, out):
                 return
+        else:
+            self._watch_backlog()  # replies pile up behind a client that does not read
         if self._full or self._closing:
             self._resume()
 
@@ -361,7 +412,17 @@ class ClientSession:
 
     def _blocked(self) -> None:
         self._write_blocked = True
+        self._watch_backlog()
         self._update_interest()
+
+    def _watch_backlog(self) -> None:
+        """Run the drain clock while what this client holds is over the limit."""
+        over = self._unsent() + self.parser.buffered >= self._buffer_limit
+        if over != self._backlogged:
+            self._backlogged = over
+            self._drain_clock.deadline = (
+                trio.current_time() + self._client_timeout if over else math.inf
+            )
 
     def _check_done(self) -> None:
         if self._closing and not self._waiting and not self._unsent() and not self._finished:
@@ -370,6 +431,7 @@ class ClientSession:
     def _finish(self) -> None:
         self._finished = True
         self._out.clear()
+        self._waiting.clear()  # replies still in flight are dropped as they arrive
         self._update_interest()
         self._done.wake()
 
@@ -378,7 +440,7 @@ class ClientSession:
             wanted = 0
         elif self._write_blocked:
             wanted = select.EPOLLOUT
-        elif self._full or self._closing:
+        elif self._full or self._closing or self._input_ended:
             wanted = 0
         else:
             wanted = select.EPOLLIN

@@ -17,6 +17,7 @@ from typing import Final
 
 import trio
 
+from mcrouter_trio.downstream._accept import serve_listener
 from mcrouter_trio.downstream._server import Proxy
 from mcrouter_trio.tls._contexts import describe_ssl_error
 from mcrouter_trio.transport._tls import TLSSocket
@@ -32,9 +33,8 @@ _NOT_TLS: Final = frozenset(
 async def serve_tls_listener(
     proxy: Proxy, listener: trio.SocketListener, handler_nursery: trio.Nursery
 ) -> None:
-    # serve_listeners also rides out EMFILE and friends instead of crashing the proxy.
-    await trio.serve_listeners(
-        partial(_handshake_then_serve, proxy), [listener], handler_nursery=handler_nursery
+    await serve_listener(
+        listener, partial(_handshake_then_serve, proxy), handler_nursery, proxy.accept_shortage
     )
 
 

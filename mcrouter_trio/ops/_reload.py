@@ -29,6 +29,8 @@ import trio
 from mcrouter_trio.config import ConfigError, ProxyConfig
 
 log = logging.getLogger("mcrouter_trio.ops")
+# watchfiles logs every batch of changes at INFO; the reloads are logged here.
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 @attrs.define
@@ -45,15 +47,33 @@ class ConfigStatus:
     md5: str = ""
 
 
-def files_digest(paths: Sequence[str | os.PathLike[str]]) -> str:
-    """One MD5 over the files' contents (missing files count as empty)."""
+def files_digest(paths: Sequence[str | os.PathLike[str]]) -> str | None:
+    """One MD5 over the files' contents; None if one cannot be read right now."""
     digest = hashlib.md5(usedforsecurity=False)
     for path in paths:
         try:
             digest.update(Path(path).read_bytes())
         except OSError:
-            digest.update(b"\x00missing")
+            return None
     return digest.hexdigest()
+
+
+def watched_names(files: Sequence[Path]) -> frozenset[str]:
+    """The paths whose changes may change `files`: each file and every link on its way.
+
+    A Kubernetes ConfigMap mounts `config.json -> ..data/config.json`, and an update
+    swaps the `..data` link: its events are on `..data`, not on `config.json`.
+    """
+    names: set[str] = set()
+    for file in files:
+        path = Path(os.path.abspath(file))
+        for _ in range(40):  # a link loop is not followed for ever
+            names.add(str(path))
+            if not path.is_symlink():
+                break
+            path = Path(os.path.abspath(path.parent / os.readlink(path)))
+            names.update(str(parent) for parent in path.parents)
+    return frozenset(names)
 
 
 class ConfigWatcher:
@@ -66,7 +86,7 @@ class ConfigWatcher:
         files: Sequence[str | os.PathLike[str]],
         status: ConfigStatus,
         *,
-        loaded_digest: str,
+        loaded_digest: str | None,
         delay: float = 1.0,
     ) -> None:
         """`loaded_digest`: `files_digest(files)` taken before the serving config was read."""
@@ -98,13 +118,24 @@ class ConfigWatcher:
         from watchfiles import awatch  # imported here: only a watching proxy needs it
 
         directories = sorted({str(file.absolute().parent) for file in self._files})
+
+        def relevant(_change: object, path: str) -> bool:
+            # Other files in the directory (a log file next to the config) are not ours.
+            return path in watched_names(self._files) or Path(path).name.startswith("..")
+
         # Every second without events yields too: the contents are compared then as well,
         # which catches a change made before the watch began (and is mcrouter's fallback).
         changes = awatch(
-            *directories, debounce=50, recursive=False, yield_on_timeout=True, rust_timeout=1000
+            *directories,
+            watch_filter=relevant,
+            debounce=50,
+            recursive=False,
+            yield_on_timeout=True,
+            rust_timeout=1000,
         )
         async for _changes in changes:
-            if files_digest(self._files) != self._digest:
+            digest = files_digest(self._files)
+            if digest is not None and digest != self._digest:
                 self._requested.set()
 
     async def reload(self) -> bool:

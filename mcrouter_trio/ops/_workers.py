@@ -8,6 +8,7 @@ them. The parent only supervises:
 
 - SIGTERM or SIGINT to the parent becomes one SIGTERM to every worker, which then
   drains gracefully; the parent exits when they all have (status: the worst one).
+  SIGHUP (reload) is passed on to every worker; SIGUSR1 and SIGUSR2 are ignored.
   Workers run in their own process group, so Ctrl-C in a terminal reaches them
   once, through the parent, and not twice.
 - A worker that dies on its own is restarted; one that dies within its first
@@ -42,6 +43,8 @@ log = logging.getLogger("mcrouter_trio.ops")
 #: to bind its ports or load what it needs, and would fail again.
 START_GRACE_SECONDS: Final = 1.0
 RESTART_DELAY_SECONDS: Final = 1.0
+#: Signals the supervisor handles without stopping: SIGHUP goes on to the workers.
+_NOT_STOPPING: Final = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def run_workers(count: int, run_worker: Callable[[int], int]) -> int:
@@ -56,6 +59,9 @@ def run_workers(count: int, run_worker: Callable[[int], int]) -> int:
             os.setpgid(0, 0)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # Until the worker's own handlers are installed, these must not kill it.
+            for signum in _NOT_STOPPING:
+                signal.signal(signum, signal.SIG_IGN)
             code = 1
             try:
                 code = run_worker(index)
@@ -73,8 +79,19 @@ def run_workers(count: int, run_worker: Callable[[int], int]) -> int:
         for pid in workers:
             _kill(pid, signal.SIGTERM)
 
+    def pass_on(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            log.info("received %s: passing it to %d workers", name, len(workers))
+            for pid in workers:
+                _kill(pid, signum)
+        else:
+            log.info("received %s: ignored", name)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for signum in _NOT_STOPPING:
+        signal.signal(signum, pass_on)
     for index in range(count):
         start(index)
     while workers:
