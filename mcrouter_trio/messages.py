@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final
 
 import attrs
@@ -254,7 +255,8 @@ class Pending:
     `recover`, when set, sees the reply first and may replace it: it returns
     None to let the reply stand, or another Pending whose reply this one takes
     instead (failover tries the next child this way without a Pending of its own).
-    It runs once; routing's combinators set it and guard it.
+    It runs once; routing's combinators set it and guard it. While the replacement
+    is awaited, any other `resolve` is ignored, as it is once a reply is known.
     """
 
     __slots__ = ("_callback", "_more", "recover", "reply")
@@ -266,15 +268,17 @@ class Pending:
         self._more: list[Callable[[Reply], None]] | None = None
         self.recover: Callable[[Reply], Pending | None] | None = None
 
-    def resolve(self, reply: Reply) -> None:
+    def resolve(self, reply: Reply, *, recovered: bool = False) -> None:
         if self.reply is not None:
             return
         recover = self.recover
-        if recover is not None:
-            self.recover = None
+        if recover is not None and not recovered:
+            if recover is _awaiting_replacement:
+                return  # the reply comes from the Pending `recover` put in its place
+            self.recover = _awaiting_replacement
             instead = recover(reply)
             if instead is not None:
-                instead.then(self.resolve)
+                instead.then(partial(self.resolve, recovered=True))
                 return
         self.reply = reply
         callback = self._callback
@@ -297,3 +301,8 @@ class Pending:
             self._more = [callback]
         else:
             self._more.append(callback)
+
+
+def _awaiting_replacement(reply: Reply) -> Pending | None:
+    """`Pending.recover` while a recovered Pending waits for its replacement's reply."""
+    raise AssertionError("a recovery ran twice")

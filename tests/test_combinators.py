@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import pytest
 from _routing import MISS, STORED, TIMEOUT, error, hit, resolved
 
-from mcrouter_trio.messages import Pending, Reply, Result
+from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
 from mcrouter_trio.routing import (
     FAILURES,
     ROUTING_FAILED,
@@ -18,6 +19,7 @@ from mcrouter_trio.routing import (
     quorum,
     sequence,
 )
+from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
 from mcrouter_trio.routing.testing import FakeContext
 
 A, B, C = hit(b"a"), hit(b"b"), hit(b"c")
@@ -86,16 +88,22 @@ def test_first_acceptable_tries_one_at_a_time(
     replies: list[Reply], tried: int, answer: int
 ) -> None:
     attempts: list[Pending] = []
+    answered = [0]
 
-    def attempt(index: int) -> Pending:
-        assert index == len(attempts)
-        assert all(resolved(p) for p in attempts)  # the previous attempt was answered
+    def attempt() -> Pending:
+        assert answered[0] == len(attempts)  # the previous attempt was answered
         attempts.append(Pending())
         return attempts[-1]
 
-    out = first_acceptable(3, attempt, lambda reply: reply.result is Result.FOUND, name="test")
+    routes = [Attempt(attempt) for _ in range(3)]
+    out = first_acceptable(
+        routes, REQUEST, FakeContext(), lambda reply: reply.result is Result.FOUND, name="test"
+    )
+    # The first attempt's own Pending, recovered in place: no Pending of its own.
+    assert out is attempts[0]
     for reply in replies:
         assert not resolved(out)
+        answered[0] += 1
         attempts[-1].resolve(reply)
     assert len(attempts) == tried
     assert out.reply is replies[answer]
@@ -103,7 +111,17 @@ def test_first_acceptable_tries_one_at_a_time(
 
 def test_first_acceptable_of_one_is_that_attempt() -> None:
     only = Pending()
-    assert first_acceptable(1, lambda index: only, lambda reply: False, name="test") is only
+    routes = [Attempt(lambda: only)]
+    assert first_acceptable(routes, REQUEST, FakeContext(), lambda r: False, name="test") is only
+
+
+def test_first_acceptable_after_an_answer_already_known_tries_the_next() -> None:
+    second = Pending()
+    routes = [Attempt(lambda: Pending(TIMEOUT)), Attempt(lambda: second)]
+    out = first_acceptable(routes, REQUEST, FakeContext(), lambda r: r is STORED, name="test")
+    assert not resolved(out)
+    second.resolve(STORED)
+    assert out.reply is STORED
 
 
 VOTE = STORED
@@ -264,6 +282,25 @@ def test_a_timer_set_from_a_timer_runs_on_the_clock() -> None:
 # Every callback is guarded
 
 
+REQUEST = Request(Op.GET, b"k")
+
+
+class Attempt:
+    """A route whose `route` calls `make` (first_acceptable's routes, scripted)."""
+
+    def __init__(self, make: Callable[[], Pending]) -> None:
+        self._make = make
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        return self._make()
+
+    def targets(self) -> Sequence[Route]:
+        return ()
+
+    def route_whole(self, request: Request, ctx: RouteContext, split: SplitRouting) -> None:
+        return None
+
+
 def raising(*_args: object) -> NoReturn:
     raise RuntimeError("planted bug")
 
@@ -276,12 +313,12 @@ def guarded_cases() -> list[tuple[str, Pending, list[Pending]]]:
     inputs = [Pending()]
     cases.append(("sequence-step", sequence(inputs[0], raising, name="t"), inputs))
     inputs = [Pending()]
-    out = first_acceptable(2, lambda i: inputs[0] if i == 0 else raising(), raising, name="t")
+    routes = [Attempt(lambda: inputs[0]), Attempt(raising)]
+    out = first_acceptable(routes, REQUEST, FakeContext(), raising, name="t")
     cases.append(("first-acceptable-check", out, inputs))
     inputs = [Pending(), Pending()]
-    out = first_acceptable(
-        2, lambda i: inputs[0] if i == 0 else raising(), lambda r: False, name="t"
-    )
+    routes = [Attempt(lambda: inputs[0]), Attempt(raising)]
+    out = first_acceptable(routes, REQUEST, FakeContext(), lambda r: False, name="t")
     cases.append(("first-acceptable-attempt", out, inputs))
     inputs = [Pending(), Pending()]
     cases.append(("quorum-vote", quorum(inputs, 1, raising, fallback, name="t"), inputs))
@@ -300,3 +337,14 @@ def test_a_raising_callback_answers_routing_failed(case: int) -> None:
     assert out.reply is ROUTING_FAILED
     assert FAILURES.count == before + 1
     assert ROUTING_FAILED.raw == b"SERVER_ERROR Error routing request\r\n"
+
+
+def test_a_recovered_pending_ignores_other_answers_while_it_waits_for_the_next() -> None:
+    first, second = Pending(), Pending()
+    routes = [Attempt(lambda: first), Attempt(lambda: second)]
+    out = first_acceptable(routes, REQUEST, FakeContext(), lambda r: r is STORED, name="test")
+    first.resolve(TIMEOUT)  # recovery: the second route is tried
+    first.resolve(STORED)  # a stray second answer to the first must change nothing
+    assert not resolved(out)
+    second.resolve(MISS)
+    assert out.reply is MISS

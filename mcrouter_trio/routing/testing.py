@@ -34,15 +34,15 @@ class Sent:
     server: ServerSpec
     request: Request
     pending: Pending
-
-    @property
-    def answered(self) -> bool:
-        return self.pending.reply is not None
+    #: Whether the server's answer was delivered. Not `pending.reply`: a route may
+    #: recover the Pending it got (failover), which then waits for another reply.
+    answered: bool = False
 
     def answer(self, reply: Reply) -> None:
         """Deliver `reply` as the server's answer (as a destination's reader would)."""
         if self.answered:
             raise AssertionError(f"{self.request!r} to {self.server.address} was answered already")
+        self.answered = True
         self.pending.resolve(reply)
 
 
@@ -71,7 +71,7 @@ class FakeContext:
         if self._answer is not None:
             reply = self._answer(server, request)
             if reply is not None:
-                sent.pending.resolve(reply)
+                sent.answer(reply)
         return sent.pending
 
     @property
