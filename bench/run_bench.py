@@ -8,7 +8,8 @@ right after the measured run.
 
 Targets are ``Scenario`` objects: each knows how to start its own processes
 (always a fresh memcached, so every target starts from the same empty cache) and
-which pids are "proxy" and which are "backend". Besides the three plain targets
+which pids are "proxy" and which are "backend". Besides the plain targets (one of
+them mcrouter-trio with a production-shaped route tree, ``bench/prod_route.json``)
 there are three TLS ones: twemproxy -> stunnel -> stunnel -> memcached (the
 classic encrypted edge), mcrouter-trio -> memcached -Z, and mcrouter-trio ->
 mcrouter-trio -> memcached (a native TLS edge pair).
@@ -49,6 +50,8 @@ LOOPBACK = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.json"
+#: The route tree of the `mcrouter-trio-prod` target, over pools A and B.
+PROD_ROUTE = BENCH_DIR / "prod_route.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Debian package that provides each external tool, for the "missing tool" hint.
@@ -370,6 +373,8 @@ class Deployment:
     proxy_pids: tuple[int, ...]
     backend_pids: tuple[int, ...]
     commands: tuple[tuple[str, ...], ...]
+    #: Standby memcached ports the route must not send any of the load to.
+    standby_ports: tuple[int, ...] = ()
 
 
 class Stage:
@@ -408,8 +413,8 @@ class Scenario(Protocol):
         """Label in the table."""
 
     @property
-    def compare_with(self) -> str | None:
-        """Key of the baseline scenario for the ratio table, if any."""
+    def compare_with(self) -> tuple[str, ...]:
+        """Keys of the baseline scenarios for the ratio table, one row each."""
 
     def start(self, stage: Stage) -> Deployment: ...
 
@@ -418,7 +423,7 @@ class Scenario(Protocol):
 class MemcachedDirect:
     key: str = "memcached"
     title: str = "memcached direct"
-    compare_with: str | None = None
+    compare_with: tuple[str, ...] = ()
 
     def start(self, stage: Stage) -> Deployment:
         port, pid = stage.start_memcached()
@@ -430,7 +435,7 @@ class MemcachedDirect:
 class Twemproxy:
     key: str = "twemproxy"
     title: str = "twemproxy"
-    compare_with: str | None = None
+    compare_with: tuple[str, ...] = ()
 
     def start(self, stage: Stage) -> Deployment:
         mc_port, mc_pid = stage.start_memcached()
@@ -472,19 +477,59 @@ def check_nutcracker_config(nutcracker: str, conf: Path) -> None:
 class McrouterTrio:
     key: str = "mcrouter-trio"
     title: str = "mcrouter-trio"
-    compare_with: str | None = "twemproxy"
+    compare_with: tuple[str, ...] = ("twemproxy",)
     #: `--num-proxies`: worker processes sharing the port (their CPU is counted too).
     workers: int = 1
 
     def start(self, stage: Stage) -> Deployment:
         mc_port, mc_pid = stage.start_memcached()
-        port = free_port()
-        conf = stage.workdir / "mcrouter-trio.json"
-        config = {"pools": {"A": {"servers": [f"{LOOPBACK}:{mc_port}"]}}, "route": "PoolRoute|A"}
-        conf.write_text(json.dumps(config, indent=2) + "\n")
-        argv = [*proxy_argv(stage.tools.proxy_cmd, port, conf), *worker_args(self.workers)]
-        pid = stage.start_server("mcrouter-trio", argv, port)
+        config = {"pools": {"A": plain_pool(mc_port)}, "route": "PoolRoute|A"}
+        port, pid = start_mcrouter_trio(stage, config, self.workers)
         return Deployment(port, (pid,), (mc_pid,), tuple(stage.commands))
+
+
+@dataclass(frozen=True)
+class McrouterTrioProd:
+    """mcrouter-trio with the route tree a production config has (`bench/prod_route.json`).
+
+    Pool A is the memcached the load should reach, as in `mcrouter-trio`; pool B is a
+    standby memcached that only failover (or a key prefix the load never uses) would
+    reach, so it must see none of the load: the measured cost is that of walking the
+    tree, not of extra traffic.
+    """
+
+    key: str = "mcrouter-trio-prod"
+    title: str = "mcrouter-trio, production-shaped route"
+    compare_with: tuple[str, ...] = ("mcrouter-trio", "twemproxy")
+    route_file: Path = PROD_ROUTE
+
+    def start(self, stage: Stage) -> Deployment:
+        route = read_route(self.route_file)
+        a_port, a_pid = stage.start_memcached()
+        b_port, b_pid = stage.start_memcached()
+        pools = {"A": plain_pool(a_port), "B": plain_pool(b_port)}
+        port, pid = start_mcrouter_trio(stage, {"pools": pools, "route": route}, workers=1)
+        commands = tuple(stage.commands)
+        return Deployment(port, (pid,), (a_pid, b_pid), commands, standby_ports=(b_port,))
+
+
+def read_route(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StartError(f"cannot read the route from {path}: {exc}") from exc
+
+
+def plain_pool(port: int) -> dict[str, Any]:
+    return {"servers": [f"{LOOPBACK}:{port}"]}
+
+
+def start_mcrouter_trio(stage: Stage, config: dict[str, Any], workers: int) -> tuple[int, int]:
+    """Start one mcrouter-trio (with `workers` processes) on `config`; returns (port, pid)."""
+    port = free_port()
+    conf = write_json_config(stage.workdir / "mcrouter-trio.json", config)
+    argv = [*proxy_argv(stage.tools.proxy_cmd, port, conf), *worker_args(workers)]
+    return port, stage.start_server("mcrouter-trio", argv, port)
 
 
 def worker_args(workers: int) -> list[str]:
@@ -497,6 +542,11 @@ def proxy_argv(command: Sequence[str], port: int, conf: Path) -> list[str]:
         return [part.format(port=port, config=conf) for part in command]
     # mcrouter-trio listens on every interface by default; keep it on loopback.
     return [*command, "-p", str(port), "-f", str(conf), "--listen-addresses", LOOPBACK]
+
+
+def write_json_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
 
 
 # --------------------------------------------------------------------------- TLS scenarios
@@ -598,11 +648,6 @@ def tls_listener_argv(command: Sequence[str], ssl_port: int, conf: Path) -> list
     return [*command, "--ssl-port", str(ssl_port), "-f", str(conf), "--listen-addresses", LOOPBACK]
 
 
-def write_json_config(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    return path
-
-
 def stunnel_config(
     name: str, accept: int, connect: int, cert: Path, key: Path, certs: CertPaths, client: bool
 ) -> str:
@@ -657,7 +702,7 @@ class TlsStunnel:
 
     key: str = "tls-stunnel"
     title: str = "TLS: twemproxy → stunnel → stunnel → memcached"
-    compare_with: str | None = None
+    compare_with: tuple[str, ...] = ()
 
     def start(self, stage: Stage) -> Deployment:
         stunnel = require_stunnel(stage)
@@ -684,7 +729,7 @@ class TlsMcrouterTrioMemcached:
 
     key: str = "tls-mcrouter-trio-memcached"
     title: str = "TLS: mcrouter-trio → memcached -Z"
-    compare_with: str | None = "tls-stunnel"
+    compare_with: tuple[str, ...] = ("tls-stunnel",)
     workers: int = 1
 
     def start(self, stage: Stage) -> Deployment:
@@ -708,7 +753,7 @@ class TlsMcrouterTrioPair:
 
     key: str = "tls-mcrouter-trio-pair"
     title: str = "TLS: mcrouter-trio → mcrouter-trio → memcached"
-    compare_with: str | None = "tls-stunnel"
+    compare_with: tuple[str, ...] = ("tls-stunnel",)
     #: Workers of each of the two proxies.
     workers: int = 1
 
@@ -748,12 +793,13 @@ OPT_IN_TARGETS = frozenset({"tls-mcrouter-trio-pair-2w"})
 WORKERS = 2
 
 
-def build_scenarios() -> list[Scenario]:
+def build_scenarios(prod_route: Path = PROD_ROUTE) -> list[Scenario]:
     two = f"`--num-proxies {WORKERS}`"
     return [
         MemcachedDirect(),
         Twemproxy(),
         McrouterTrio(),
+        McrouterTrioProd(route_file=prod_route),
         McrouterTrio(key="mcrouter-trio-2w", title=f"mcrouter-trio {two}", workers=WORKERS),
         TlsStunnel(),
         TlsMcrouterTrioMemcached(),
@@ -861,6 +907,36 @@ def smoke_check(port: int, timeout_s: float = 5.0) -> None:
         raise StartError(f"smoke test set/get failed: {exc}; got {reply[:120]!r}") from exc
     if reply != expected:
         raise StartError(f"smoke test set/get: expected {expected!r}, got {reply[:120]!r}")
+
+
+#: memcached `stats` counters of the commands a route could send a standby.
+COMMAND_STATS = ("cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses")
+
+
+def memcached_stats(port: int, timeout_s: float = 5.0) -> dict[str, str]:
+    reply = b""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout_s) as sock:
+        sock.sendall(b"stats\r\n")
+        while not reply.endswith(b"END\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    fields = (line.split(" ", 2) for line in reply.decode("ascii", "replace").splitlines())
+    return {parts[1]: parts[2] for parts in fields if len(parts) == 3 and parts[0] == "STAT"}
+
+
+def check_standbys_idle(ports: Sequence[int]) -> None:
+    """Fail the run if the load reached a standby memcached (a route or key-prefix mistake)."""
+    for port in ports:
+        try:
+            stats = memcached_stats(port)
+        except OSError as exc:
+            raise LoadError(f"cannot read the stats of the standby memcached: {exc}") from exc
+        served = {name: int(stats.get(name, "0")) for name in COMMAND_STATS}
+        if any(served.values()):
+            counts = ", ".join(f"{name} {count}" for name, count in served.items() if count)
+            raise LoadError(f"the load reached the standby memcached on port {port}: {counts}")
 
 
 @dataclass(frozen=True)
@@ -978,6 +1054,7 @@ def measure(scenario: Scenario, stage: Stage, spec: LoadSpec, cfg: Path, prefix:
         finally:
             scheduling = window.finish()
         after, wall_s = cpu_snapshot(deployment), time.monotonic() - started
+        check_standbys_idle(deployment.standby_ports)
     except LoadError as exc:
         return failed(result, f"load failed: {exc}", prefix, exc.log)
     fill_result(result, load, before, after, wall_s)
@@ -1023,15 +1100,24 @@ def ratios(results: Sequence[Result], scenarios: Sequence[Scenario]) -> list[dic
     by_key = {result.key: result for result in results}
     rows: list[dict[str, Any]] = []
     for scenario in scenarios:
-        base_key = scenario.compare_with
-        if base_key is None or scenario.key not in by_key or base_key not in by_key:
-            continue
-        mine, base = by_key[scenario.key], by_key[base_key]
-        row: dict[str, Any] = {"scenario": mine.key, "baseline": base.key}
-        row["ops_per_s_ratio"] = _ratio(mine.ops_per_s, base.ops_per_s)
-        row["proxy_cpu_per_op_ratio"] = _ratio(mine.proxy_cpu_us_per_op, base.proxy_cpu_us_per_op)
-        row["total_cpu_per_op_ratio"] = _ratio(mine.total_cpu_us_per_op, base.total_cpu_us_per_op)
-        rows.append(row)
+        mine = by_key.get(scenario.key)
+        for base_key in scenario.compare_with:
+            base = by_key.get(base_key)
+            if mine is None or base is None:
+                continue
+            rows.append(
+                {
+                    "scenario": mine.key,
+                    "baseline": base.key,
+                    "ops_per_s_ratio": _ratio(mine.ops_per_s, base.ops_per_s),
+                    "proxy_cpu_per_op_ratio": _ratio(
+                        mine.proxy_cpu_us_per_op, base.proxy_cpu_us_per_op
+                    ),
+                    "total_cpu_per_op_ratio": _ratio(
+                        mine.total_cpu_us_per_op, base.total_cpu_us_per_op
+                    ),
+                }
+            )
     return rows
 
 
@@ -1160,6 +1246,12 @@ def parse_args(argv: Sequence[str] | None, keys: Sequence[str]) -> argparse.Name
     parser.add_argument(
         "--only", action="append", choices=keys, help="run only this target (repeatable)"
     )
+    parser.add_argument(
+        "--prod-route",
+        type=Path,
+        default=PROD_ROUTE,
+        help="JSON route (over pools A and B) of the mcrouter-trio-prod target",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON result file")
     parser.add_argument("--start-timeout", type=float, default=15.0, help="seconds per server")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: temp)")
@@ -1168,6 +1260,8 @@ def parse_args(argv: Sequence[str] | None, keys: Sequence[str]) -> argparse.Name
         parser.error("--duration and --threads must be >= 1, --warmup >= 0")
     if args.connections < args.threads or args.connections % args.threads:
         parser.error("--connections must be a positive multiple of --threads (memcaslap rule)")
+    if not args.prod_route.is_file():
+        parser.error(f"--prod-route: no such file: {args.prod_route}")
     return args
 
 
@@ -1201,8 +1295,8 @@ def run(args: argparse.Namespace, scenarios: Sequence[Scenario], workdir: Path) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    all_scenarios = build_scenarios()
-    args = parse_args(argv, [scenario.key for scenario in all_scenarios])
+    args = parse_args(argv, [scenario.key for scenario in build_scenarios()])
+    all_scenarios = build_scenarios(args.prod_route.resolve())
     if args.only:
         scenarios = [s for s in all_scenarios if s.key in args.only]
     else:
