@@ -35,6 +35,7 @@ from mcrouter_trio.tls._setup import (
     tls_warnings,
     watch_tls_files,
 )
+from mcrouter_trio.upstream import HealthSettings
 
 log = logging.getLogger("mcrouter_trio")
 
@@ -66,6 +67,13 @@ def _positive_ms(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1_000_000:
         raise argparse.ArgumentTypeError("must be an integer from 1 to 1000000 (milliseconds)")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
     return value
 
 
@@ -129,6 +137,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         metavar="MS",
         help="reply timeout for servers whose pool sets no server_timeout (default 1000)",
+    )
+    add(
+        "--timeouts-until-tko",
+        type=_positive_count,
+        default=3,
+        metavar="N",
+        help="reply timeouts in a row that mark a server soft TKO (default 3)",
+    )
+    add(
+        "-r",
+        "--probe-timeout-initial",
+        type=_positive_ms,
+        default=10_000,
+        metavar="MS",
+        help="delay before the first probe of a TKO server; each next is 1.5 times longer "
+        "(default 10000)",
+    )
+    add(
+        "--probe-timeout-max",
+        type=_positive_ms,
+        default=60_000,
+        metavar="MS",
+        help="longest delay between probes of a TKO server (default 60000)",
+    )
+    add(
+        "--disable-tko-tracking",
+        action="store_true",
+        help="never mark servers TKO: every request is sent (reconnects still back off)",
     )
     add(
         "-R",
@@ -346,6 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_ports=ssl_ports(args),
         server_ssl_context=tls.server_context(),
         handshake_timeout=args.ssl_handshake_timeout,
+        health=HealthSettings(
+            tko_tracking=not args.disable_tko_tracking,
+            timeouts_until_tko=args.timeouts_until_tko,
+            probe_delay_initial_ms=args.probe_timeout_initial,
+            probe_delay_max_ms=args.probe_timeout_max,
+        ),
     )
     router_settings = RouterSettings(
         default_route=_normalise_prefix(args.route_prefix), enable_flush_cmd=args.enable_flush_cmd

@@ -118,6 +118,13 @@ PROXY_STATS: Final = (
     _servers_in("closed"),
     _servers_in("new"),
     Stat(
+        "num_suspect_servers",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        "servers with failures in a row (TKO or not), in the worker answering",
+        summed=False,
+    ),
+    Stat(
         "num_proxies",
         Kind.INFO,
         Source.COMPUTED,
@@ -206,6 +213,8 @@ SERVER_STATS: Final = (
     _server_counter("errors", "requests failed here: no connection, broken, or timed out"),
     _server_counter("connects", "connections made"),
     _server_counter("connect_failures", "connections that failed or timed out"),
+    _server_counter("failed_fast", "requests answered at once, unsent: server TKO or backing off"),
+    _server_counter("probes", "version probes sent while the server was TKO"),
     _server_counter("batches", "writes, each carrying every request buffered by then"),
     _server_counter("get_batches", "multi-key gets made of single-key gets (--batch-gets)"),
     _server_counter("tls_handshakes", "TLS handshakes completed", tls_only=True),

@@ -40,6 +40,7 @@ from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.transport._tls import TLSSocket
 from mcrouter_trio.upstream._context import ProxyContext
+from mcrouter_trio.upstream._health import HealthSettings
 
 log = logging.getLogger("mcrouter_trio.downstream")
 
@@ -73,6 +74,8 @@ class ServerSettings:
     handshake_timeout: float = 5.0
     #: Bind with SO_REUSEPORT, so that several worker processes share the ports.
     reuse_port: bool = False
+    #: TKO tracking and probes (`--timeouts-until-tko`, `-r`, ...).
+    health: HealthSettings = attrs.field(factory=HealthSettings)
 
 
 class Proxy:
@@ -222,6 +225,7 @@ async def serve(
             max_pending=settings.max_pending_per_server,
             batch_gets=settings.batch_gets,
             host_id=host_id,
+            health=settings.health,
         )
         router_settings = router_settings or RouterSettings()
         tree = config.tree(router_settings.default_route)

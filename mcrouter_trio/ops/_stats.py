@@ -66,6 +66,8 @@ class ProxyStats(ProxyCounters):
             lines = self.basic(destinations)
         elif group == b"servers":
             lines = self.servers(destinations)
+        elif group == b"suspect_servers":
+            lines = suspect_servers(destinations)
         elif group == b"reset":
             if self.shared is not None:
                 self.shared.request_reset()
@@ -117,6 +119,7 @@ class ProxyStats(ProxyCounters):
             "num_servers_down": states.count("down"),
             "num_servers_closed": states.count("closed"),
             "num_servers_new": states.count("new"),
+            "num_suspect_servers": len(suspect_servers(destinations)),
             "num_proxies": self.shared.workers if self.shared is not None else 1,
             "proxy_reqs_processing": sum(d.pending_count for d in destinations.values()),
             "config_age": int(now - self.config.loaded_at),
@@ -144,7 +147,7 @@ class ProxyStats(ProxyCounters):
         lines = []
         for server, dest in sorted(destinations.items(), key=lambda item: item[0].address):
             key = _server_key(server)
-            lines.append((key, _server_line(values[key], dest.state, tls=server.mech == "ssl")))
+            lines.append((key, _server_line(values[key], dest.status, tls=server.mech == "ssl")))
         return lines
 
     def publish(self, destinations: Mapping[ServerSpec, Destination]) -> None:
@@ -170,6 +173,24 @@ class ProxyStats(ProxyCounters):
         }
 
 
+def suspect_servers(destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
+    """`stats suspect_servers`: each `host:port` with failures in a row, as mcrouter shows it.
+
+    `status:tko` while the server is TKO, else `status:down`; `num_failures` counts
+    reply timeouts and connect failures (probes included) since the last reply.
+    """
+    trackers = {id(d.tracker): d.tracker for d in destinations.values() if d.tracker is not None}
+    lines = [
+        (
+            t.address,
+            f"status:{'tko' if t.refusal is not None else 'down'} num_failures:{t.failures}",
+        )
+        for t in trackers.values()
+        if t.failures > 0
+    ]
+    return sorted(lines)
+
+
 def _server_values(dest: Destination) -> dict[str, int]:
     """This process's value of every stat in `SERVER_STATS` for one destination, by name."""
     computed = {"pending_reqs": dest.pending_count}
@@ -183,6 +204,8 @@ def _server_values(dest: Destination) -> dict[str, int]:
 
 def _server_line(values: Mapping[str, int], state: str, *, tls: bool) -> str:
     """`pending_reqs:0 up; requests:5 ...`: gauges, the server's state, then counters.
+
+    The state is `[soft_tko|hard_tko] new|connecting|up|closed|down [probing]`.
 
     The TLS counters only show for servers reached over TLS, where a low resumed share
     means every reconnect pays a full handshake.

@@ -4,8 +4,9 @@
 identity (address, protocol, TLS settings; see `ServerSpec.identity`), shared by
 every client and by every route tree, so a new tree keeps the connections. Each
 destination's task starts in the destination nursery the first time it is needed.
-It also owns the proxy's one timer task (`call_later`) and the cap on
-fire-and-forget requests (`background`).
+It also owns the proxy's one timer task (`call_later`), the cap on
+fire-and-forget requests (`background`) and the servers' TKO state (`tko`, one
+tracker per `host:port`, shared by the destinations that reach it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mcrouter_trio.routing._specs import ConnectionKey, ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
 from mcrouter_trio.transport._socket import Parker, WriteBatch
 from mcrouter_trio.upstream._destination import DEFAULT_MAX_PENDING, Destination
+from mcrouter_trio.upstream._health import HealthSettings, TkoRegistry
 
 SSLContextFor = Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None]
 
@@ -39,8 +41,11 @@ class ProxyContext:
         max_pending: int = DEFAULT_MAX_PENDING,
         batch_gets: bool | None = None,
         host_id: int = 0,
+        health: HealthSettings | None = None,
     ) -> None:
         self.rng = random.Random()
+        self.health = health or HealthSettings()
+        self.tko = TkoRegistry(self.health)
         self.host_id = host_id
         self.background = Background()
         self._by_identity: dict[ConnectionKey, Destination] = {}
@@ -81,6 +86,10 @@ class ProxyContext:
                 batch_gets=self._batch_gets,
                 client_writes=self.client_writes,
                 backend_writes=self.backend_writes,
+                tracker=self.tko.tracker(server.address) if self.health.tko_tracking else None,
+                health=self.health,
+                rng=self.rng,
+                census=self._census,
             )
             self._by_identity[server.identity] = destination
             self.destinations[server] = destination
@@ -105,6 +114,11 @@ class ProxyContext:
                 del self.destinations[destination.server]
             for spec in [spec for spec, known in self._by_spec.items() if known is destination]:
                 del self._by_spec[spec]
+
+    def _census(self) -> str:
+        """ "N of M servers up", for destinations' log lines."""
+        up = sum(1 for d in self.destinations.values() if d.state == "up")
+        return f"{up} of {len(self.destinations)} servers up"
 
     def send(self, server: ServerSpec, request: Request) -> Pending:
         destination = self._by_spec.get(server)

@@ -16,14 +16,21 @@ When the reply stream breaks (reset, EOF, garbage, or the head request timing ou
 which would leave a late reply in the stream) the connection is closed and every
 request still waiting on it gets an error reply. The next request reconnects.
 
+Health (`_health.py`): reply timeouts and connect failures are reported to the
+server's `TkoTracker`. While the server is TKO, or while the destination waits out a
+reconnect backoff, `send` answers at once with the reply in `_refuse` and sends
+nothing: the only check on the request path is that one attribute.
+
 Task tree per destination (owned by the proxy's destination nursery):
-`run()` connects lazily and, per connection, runs a nursery with the reader, the
-writer and a timeout watchdog.
+`run()` runs the health monitor (probes while this destination holds its server
+TKO) beside the connection loop, which connects lazily, one connect at a time, and
+per connection runs a nursery with the reader, the writer and a timeout watchdog.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import sys
 import time
@@ -41,6 +48,7 @@ from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.tls._contexts import SessionCache, describe_ssl_error
 from mcrouter_trio.transport._socket import FastSocketIO, Parker, WriteBatch
 from mcrouter_trio.transport._tls import TLSSocket
+from mcrouter_trio.upstream._health import Backoff, HealthSettings, ProbeSchedule, TkoTracker
 
 log = logging.getLogger("mcrouter_trio.upstream")
 
@@ -49,6 +57,8 @@ DEFAULT_MAX_PENDING: Final = 100_000
 
 _TIMEOUT: Final = error_reply(Result.TIMEOUT, "Reply timeout")
 _BUSY: Final = error_reply(Result.BUSY, "307 busy")
+_STOPPED: Final = error_reply(Result.LOCAL_ERROR, "destination closed")
+_PROBE: Final = b"version\r\n"
 
 #: Deadlines are taken per request: the monotonic clock is a C call, where
 #: trio.current_time() is three Python ones.
@@ -100,6 +110,10 @@ class Destination:
         client_writes: WriteBatch | None = None,
         backend_writes: WriteBatch | None = None,
         batch_gets: bool | None = None,
+        tracker: TkoTracker | None = None,
+        health: HealthSettings | None = None,
+        rng: random.Random | None = None,
+        census: Callable[[], str] | None = None,
     ) -> None:
         self.server = server
         self.connect_timeout = server.connect_timeout_ms / 1000
@@ -138,12 +152,46 @@ class Destination:
         self._writer_idle = False
         self._write_error: BaseException | None = None
         self._break_reply: Reply | None = None
-        self._closed = False
+        #: While set, `send` answers every request with it at once and sends nothing:
+        #: the server is TKO, a reconnect backoff is running, or the destination stopped.
+        self._refuse: Reply | None = None
+        self._stopped = False
+        #: The last failure's reply while a reconnect backoff runs.
+        self._down_reply: Reply | None = None
+        self._backoff = Backoff()
+        #: The last connect failed (its failure was logged; the next ones are not).
+        self._connect_failing = False
+        #: The server's TKO state, shared with other destinations to its host:port
+        #: (None: `--disable-tko-tracking`).
+        self.tracker = tracker
+        if tracker is not None:
+            tracker.destinations.append(self)
+        self._health = health or HealthSettings()
+        self._rng = rng or random.Random()
+        #: "N of M servers up", for the log lines of state changes.
+        self._census = census or (lambda: "")
+        #: The reader reports the next reply to the tracker and the backoff (set on a
+        #: new connection and after a timeout): one attribute test per read.
+        self._watch_replies = False
+        #: This connection has read a reply.
+        self._replied = False
+        self.probing = False
+        self._probes_this_tko = 0
+        self._probe_wanted = Parker()
         #: No route tree uses this server any more: close once idle (`retire`).
         self._retired = False
 
     def __repr__(self) -> str:
-        return f"<Destination {self.server.address} {self.state}>"
+        return f"<Destination {self.server.address} {self.status}>"
+
+    @property
+    def status(self) -> str:
+        """The true state for `stats servers`: [soft_tko|hard_tko] connection state [probing]."""
+        words = [self.tracker.state] if self.tracker is not None else []
+        words.append(self.state)
+        if self.probing:
+            words.append("probing")
+        return " ".join(word for word in words if word)
 
     @property
     def pending_count(self) -> int:
@@ -154,8 +202,10 @@ class Destination:
 
     def send(self, request: Request, timeout: float) -> Pending:
         """Queue `request`; its reply is an error if none came within `timeout` seconds."""
-        if self._closed:
-            return Pending(error_reply(Result.LOCAL_ERROR, "destination closed"))
+        refuse = self._refuse
+        if refuse is not None:
+            self.stats.failed_fast += 1
+            return Pending(refuse)
         if self.pending_count >= self.max_pending:
             return Pending(_BUSY)
         queue = self._queue
@@ -262,6 +312,74 @@ class Destination:
         """A new config uses the server again: keep the destination open."""
         self._retired = False
 
+    # -- health (called by this destination's tasks and its TkoTracker) --------------
+
+    def refresh_refusal(self) -> None:
+        """Work out what `send` answers at once with, after any change of state."""
+        if self._stopped:
+            self._refuse = _STOPPED
+        elif self.tracker is not None and self.tracker.refusal is not None:
+            self._refuse = self.tracker.refusal
+        else:
+            self._refuse = self._down_reply
+
+    def watch_replies(self) -> None:
+        """Have the reader report the next reply (it ends a run of failures)."""
+        self._watch_replies = True
+
+    def _reply_seen(self) -> None:
+        self._watch_replies = False
+        self._replied = True
+        self._backoff.failures = 0
+        if self.tracker is not None:
+            self.tracker.record_reply()
+
+    def start_probing(self) -> None:
+        """This destination marked its server TKO: its health monitor probes it."""
+        self._probes_this_tko = 0
+        self._probe_wanted.wake()
+
+    async def _monitor(self, tracker: TkoTracker) -> None:
+        """Probe the server while this destination is the one holding it TKO.
+
+        A probe is a `version` on the normal connection (connecting first if needed),
+        under the server's timeout; the schedule goes on while one is in flight, but
+        never sends a second.
+        """
+        while True:
+            while tracker.responsible is not self:
+                await self._probe_wanted.park()
+            schedule = ProbeSchedule(self._health)
+            while tracker.responsible is self:
+                await trio.sleep(schedule.next_delay(self._rng))
+                if tracker.responsible is self and not self.probing:
+                    self._send_probe(tracker)
+
+    def _send_probe(self, tracker: TkoTracker) -> None:
+        self.probing = True
+        self._probes_this_tko += 1
+        self.stats.probes += 1
+        number = self._probes_this_tko
+        if self._get_keys:
+            self._emit_gets()
+        first = not self._out
+        deadline = max(_now() + self.server.timeout, self._last_deadline)
+        self._last_deadline = deadline
+        pending = Pending()
+        self._queue.append((Op.VERSION, pending, deadline))
+        self._out += _PROBE
+        pending.then(lambda reply: self._probe_done(tracker, reply, number))
+        if first:
+            if self._writer_idle:
+                self._backend_writes.request(self)
+            else:
+                self._work.wake()
+
+    def _probe_done(self, tracker: TkoTracker, reply: Reply, number: int) -> None:
+        self.probing = False
+        if not reply.is_error:
+            tracker.probe_answered(self, number)
+
     def fail(self) -> None:
         """A bug in `flush`: leave the output to the writer task."""
         log.exception("server %s: writing a batch failed", self.server.address)
@@ -274,20 +392,58 @@ class Destination:
     # -- the destination's own tasks ------------------------------------------------
 
     async def run(self) -> None:
-        """Connect when there is work, serve the connection, repeat. Runs until cancelled."""
+        """The health monitor and the connection loop. Runs until cancelled."""
         try:
-            while True:
-                while not self._queue and not self._get_keys:
-                    if self._retired:
-                        log.info("server %s: no longer in the config; closed", self.server.address)
-                        return
-                    await self._work.park()
-                stream = await self._connect()
-                if stream is not None:
-                    await self._serve(stream)
+            async with trio.open_nursery() as nursery:
+                if self.tracker is not None:
+                    nursery.start_soon(
+                        self._monitor, self.tracker, name=f"probes {self.server.address}"
+                    )
+                await self._connection_loop()
+                nursery.cancel_scope.cancel()  # retired: the probes end too
         finally:
-            self._closed = True
+            self._stopped = True
+            self.refresh_refusal()
+            if self.tracker is not None:
+                self.tracker.detach(self)
             self._fail_all(error_reply(Result.LOCAL_ERROR, "proxy shutting down"))
+
+    async def _connection_loop(self) -> None:
+        """Connect when there is work, serve the connection, repeat; back off on failures."""
+        while True:
+            while not self._queue and not self._get_keys:
+                if self._retired:
+                    log.info("server %s: no longer in the config; closed", self.server.address)
+                    return
+                await self._work.park()
+            stream = await self._connect()
+            if stream is None:
+                assert self._break_reply is not None
+                await self._back_off(self._break_reply)
+                continue
+            reason = await self._serve(stream)
+            if not self._replied and reason is not _TIMEOUT:
+                # Closed before a single reply (timeouts are soft TKO's business).
+                await self._back_off(reason)
+
+    async def _back_off(self, reply: Reply) -> None:
+        """After a failed connection, wait before the next; meanwhile fail requests fast.
+
+        Not while the server is TKO: then requests are refused anyway and the probes
+        pace the reconnects.
+        """
+        if self.tracker is not None and self.tracker.refusal is not None:
+            return
+        delay = self._backoff.delay(self._rng)
+        if delay <= 0:
+            return
+        self._down_reply = reply
+        self.refresh_refusal()
+        try:
+            await trio.sleep(delay)
+        finally:
+            self._down_reply = None
+            self.refresh_refusal()
 
     async def _connect(self) -> trio.abc.Stream | None:
         self.state = "connecting"
@@ -305,8 +461,9 @@ class Destination:
             self._connect_failed(error_reply(Result.CONNECT_ERROR, "connection error"), exc)
             return None
         self.stats.connects += 1
+        self._connect_failing = False
         self.state = "up"
-        log.info("server %s up", self.server.address)
+        log.info("server %s up (%s)", self.server.address, self._census())
         return stream
 
     async def _start_tls(self, tcp: trio.abc.Stream, context: ssl.SSLContext) -> TLSSocket:
@@ -374,13 +531,28 @@ class Destination:
     def _connect_failed(self, reply: Reply, exc: BaseException | None) -> None:
         self.stats.connect_failures += 1
         self.state = "down"
+        self._break_reply = reply
         why = "timeout" if exc is None else _describe(exc)
-        log.warning("server %s: connect failed: %s", self.server.address, why)
+        if not self._connect_failing:
+            self._connect_failing = True
+            log.warning(
+                "server %s down: connect failed: %s (%s)",
+                self.server.address,
+                why,
+                self._census(),
+            )
+        else:
+            log.debug("server %s: connect failed again: %s", self.server.address, why)
+        if self.tracker is not None:
+            self.tracker.record_connect_failure(self, reply.result)
         self._fail_all(reply)
 
-    async def _serve(self, stream: trio.abc.Stream) -> None:
+    async def _serve(self, stream: trio.abc.Stream) -> Reply:
+        """Serve one connection until it breaks; the reply its pending requests got."""
         self._break_reply = None
         self._write_error = None
+        self._replied = False
+        self._watch_replies = True
         io: FastSocketIO | trio.abc.Stream = (
             FastSocketIO(stream) if type(stream) is trio.SocketStream else stream
         )
@@ -396,7 +568,13 @@ class Destination:
             self.state = "closed"
             await trio.aclose_forcefully(stream)
             reason = self._break_reply or error_reply(Result.REMOTE_ERROR, "remote error")
+            if reason is _TIMEOUT and self.tracker is not None:
+                # Each request failed by the timeout counts, as each would time out on
+                # its own in mcrouter; marking first lets routes that move on from
+                # these replies find the server TKO already.
+                self.tracker.record_timeouts(self, self.pending_count)
             self._fail_all(reason)
+        return reason
 
     def _broken(self, scope: trio.CancelScope, reply: Reply, why: object) -> None:
         if self._break_reply is None:
@@ -455,6 +633,7 @@ class Destination:
                     buf += data
                 # Sessions whose replies resolve here are written once, at the end, and
                 # so are servers that routes answering these replies sent requests to.
+                start = pos
                 client_writes.hold()
                 backend_writes.hold()
                 try:
@@ -488,6 +667,8 @@ class Destination:
                 finally:
                     backend_writes.release()
                     client_writes.release()
+                if self._watch_replies and pos != start:
+                    self._reply_seen()
                 if self._retired and not queue:
                     scope.cancel()  # idle and no longer in the config
                     return
