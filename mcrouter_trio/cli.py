@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcrouter-trio",
         description="A memcached protocol router with mcrouter's config and semantics.",
-        epilog="Sub-command: `mcrouter-trio certs init DIR` writes a CA and edge-pair certs.",
+        epilog="Sub-commands: `mcrouter-trio certs init DIR` writes a CA and edge-pair certs;"
+        " `mcrouter-trio import-twemproxy nutcracker.yml` prints an equivalent config.",
     )
     add = parser.add_argument
     add(
@@ -328,12 +329,39 @@ def _setup_logging(args: argparse.Namespace) -> None:
     )
 
 
+def main_import_twemproxy(argv: Sequence[str]) -> int:
+    """`import-twemproxy FILE [--pool NAME]`: the config on stdout, notes on stderr."""
+    from mcrouter_trio.config.twemproxy import TwemproxyConfigError, import_twemproxy
+
+    parser = argparse.ArgumentParser(
+        prog="mcrouter-trio import-twemproxy",
+        description="Print an mcrouter-trio config that places every key where nutcracker"
+        " does; what is not carried over is listed on stderr with its YAML path.",
+    )
+    parser.add_argument("file", help="nutcracker's YAML config")
+    parser.add_argument("--pool", help="the pool to import, when the file has several")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.file, encoding="utf-8") as file:
+            text = file.read()
+        imported = import_twemproxy(text, args.pool, source=args.file)
+    except (OSError, TwemproxyConfigError) as exc:
+        print(f"mcrouter-trio import-twemproxy: {exc}", file=sys.stderr)
+        return 2
+    for note in imported.notes:
+        print(f"{args.file}: {note}", file=sys.stderr)
+    sys.stdout.write(imported.config)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["certs"]:
         from mcrouter_trio.tls.certs import main_certs
 
         return main_certs(argv[1:])
+    if argv[:1] == ["import-twemproxy"]:
+        return main_import_twemproxy(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_tls_arguments(parser, args)

@@ -56,7 +56,10 @@ def counts(select: Callable[[bytes], int], n: int, keys: int) -> list[int]:
 def test_public_api() -> None:
     assert sorted(hashing.__all__) == sorted(
         [
+            "DISTRIBUTIONS",
+            "KEY_HASHES",
             "HashFunc",
+            "KeyHash",
             "ch3",
             "const_shard",
             "crc32",
@@ -65,7 +68,9 @@ def test_public_api() -> None:
             "make_selector",
             "murmur64a",
             "routing_key",
+            "server_name",
             "spooky_hash32",
+            "twemproxy_selector",
             "weighted_ch3",
         ]
     )

@@ -21,7 +21,7 @@ from ._crc32 import crc32
 from ._furc import CH3_MAX_N, furc_hash
 from ._weighted import weight_thresholds, weighted_ch3_thresholds
 
-__all__ = ["CACHE_LIMIT", "HashFunc", "make_selector"]
+__all__ = ["CACHE_LIMIT", "HashFunc", "make_selector", "memoize"]
 
 #: Signature shared by the plain hash functions: ``(key, n) -> index``.
 HashFunc = Callable[[bytes, int], int]
@@ -36,7 +36,8 @@ def _always_zero(key: bytes) -> int:
     return 0
 
 
-def _memoize(fn: Callable[[bytes], int], limit: int) -> Callable[[bytes], int]:
+def memoize(fn: Callable[[bytes], int], limit: int) -> Callable[[bytes], int]:
+    """`fn` with its results remembered, forgetting all of them every `limit` keys."""
     cache: dict[bytes, int] = {}
     get = cache.get
 
@@ -89,4 +90,4 @@ def make_selector(
 
     if n == 1:
         return _always_zero
-    return _memoize(fn, CACHE_LIMIT) if CACHE_LIMIT > 0 else fn
+    return memoize(fn, CACHE_LIMIT) if CACHE_LIMIT > 0 else fn

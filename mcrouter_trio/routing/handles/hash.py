@@ -1,4 +1,10 @@
-"""Hash-based selection: PoolRoute (a pool's servers) and HashRoute (any children)."""
+"""Hash-based selection: PoolRoute (a pool's servers) and HashRoute (any children).
+
+PoolRoute also takes twemproxy's distributions as hash functions (an extension:
+mcrouter has none of them): `Ketama`, `Modula` and `Random`, with nutcracker's
+key hash, `hash_tag`, server weights and server names, so that a key lands on
+the server nutcracker would pick (`hashing.twemproxy_selector`).
+"""
 
 from __future__ import annotations
 
@@ -7,47 +13,173 @@ from typing import Final
 
 import attrs
 
-from mcrouter_trio.hashing import make_selector, routing_key
+from mcrouter_trio.hashing import (
+    DISTRIBUTIONS,
+    KEY_HASHES,
+    make_selector,
+    routing_key,
+    server_name,
+    twemproxy_selector,
+)
 from mcrouter_trio.messages import META, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
-from mcrouter_trio.routing._checks import Invalid, check_str, check_weights
+from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles.destination import pool_destinations
 
-#: Hash function names (case-sensitive, as in mcrouter).
-HASH_FUNCS: Final = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
+#: mcrouter's hash function names (case-sensitive, as in mcrouter).
+MCROUTER_HASH_FUNCS: Final = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
+#: PoolRoute's twemproxy hash functions -> nutcracker's `distribution`.
+TWEMPROXY_HASH_FUNCS: Final = {name.capitalize(): name for name in sorted(DISTRIBUTIONS)}
+#: Every PoolRoute hash function name.
+HASH_FUNCS: Final = MCROUTER_HASH_FUNCS | TWEMPROXY_HASH_FUNCS.keys()
+#: nutcracker's default `hash`.
+DEFAULT_KEY_HASH: Final = "fnv1a_64"
+#: The hash options that only twemproxy's distributions take.
+_TWEMPROXY_OPTIONS: Final = ("key_hash", "hash_tag", "server_weights", "server_names")
+
+
+def _check_name_in(value: object, known: frozenset[str] | Sequence[str], what: str) -> str:
+    name = check_str(value)
+    if name not in known:
+        raise Invalid(f"unknown {what} '{name}' (known: {', '.join(sorted(known))})")
+    return name
 
 
 def check_hash_func(value: object) -> str:
+    return _check_name_in(value, HASH_FUNCS, "hash function")
+
+
+def check_mcrouter_hash_func(value: object) -> str:
     name = check_str(value)
-    if name not in HASH_FUNCS:
-        raise Invalid(f"unknown hash function '{name}' (known: {', '.join(sorted(HASH_FUNCS))})")
-    return name
+    if name in TWEMPROXY_HASH_FUNCS:
+        raise Invalid(f"hash function '{name}' is only available in PoolRoute's 'hash'")
+    return _check_name_in(name, MCROUTER_HASH_FUNCS, "hash function")
 
 
 def check_optional_weights(value: object) -> tuple[float, ...] | None:
     return None if value is None else check_weights(value)
 
 
+def check_key_hash(value: object) -> str:
+    return _check_name_in(value, sorted(KEY_HASHES), "key hash")
+
+
+def check_hash_tag(value: object) -> str:
+    tag = check_str(value)
+    if len(tag.encode()) != 2:
+        raise Invalid(f'a hash tag is two characters, such as "{{}}", got {describe(tag)}')
+    return tag
+
+
+def check_server_weights(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise Invalid(f"expected an array of integers, got {describe(value)}")
+    return tuple(check_int(item, 1, 2**31 - 1) for item in value)
+
+
+def check_server_names(value: object) -> tuple[str | None, ...]:
+    if not isinstance(value, list):
+        raise Invalid(f"expected an array of names (or null), got {describe(value)}")
+    names = tuple(None if item is None else check_str(item) for item in value)
+    if any(name == "" for name in names):
+        raise Invalid("a server name cannot be empty")
+    return names
+
+
 @attrs.frozen
 class HashSpec:
-    """PoolRoute's `hash`: a function name, or an object with salt and weights."""
+    """PoolRoute's `hash`: a function name, or an object with its options.
+
+    mcrouter's functions take `salt` and `weights`; twemproxy's (`Ketama`,
+    `Modula`, `Random`) take `key_hash`, `hash_tag`, `server_weights` and
+    `server_names` instead.
+    """
 
     hash_func: str = config_field(default="Ch3", check=check_hash_func)
     salt: str = ""
     weights: tuple[float, ...] | None = config_field(default=None, check=check_optional_weights)
+    #: nutcracker's `hash`: the key hash of a twemproxy distribution.
+    key_hash: str | None = config_field(default=None, check=check_key_hash)
+    hash_tag: str | None = config_field(default=None, check=check_hash_tag)
+    #: nutcracker's server weights (positive integers), one per server; default 1.
+    server_weights: tuple[int, ...] | None = config_field(default=None, check=check_server_weights)
+    #: nutcracker's server names (`host:port:weight name`); null: the default name.
+    server_names: tuple[str | None, ...] | None = config_field(
+        default=None, check=check_server_names
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.is_twemproxy:
+            if self.salt or self.weights is not None:
+                raise Invalid(
+                    f"'salt' and 'weights' do not apply to {self.hash_func};"
+                    " twemproxy's weights are 'server_weights'"
+                )
+        else:
+            given = [name for name in _TWEMPROXY_OPTIONS if getattr(self, name) is not None]
+            if given:
+                raise Invalid(
+                    f"{', '.join(repr(name) for name in given)} only apply to the hash"
+                    f" functions {', '.join(sorted(TWEMPROXY_HASH_FUNCS))}"
+                )
+
+    @property
+    def is_twemproxy(self) -> bool:
+        return self.hash_func in TWEMPROXY_HASH_FUNCS
 
     @classmethod
     def from_string(cls, text: str) -> HashSpec:
         """`"hash": "Crc32"`: the function name alone."""
         return cls(check_hash_func(text))
 
+    def selector_for(self, pool: PoolSpec) -> Callable[[bytes], int]:
+        """This hash's twemproxy selector over `pool`'s servers (`Invalid` if they disagree)."""
+        servers = pool.servers
+        count = len(servers)
+        for option in ("server_weights", "server_names"):
+            given = getattr(self, option)
+            if given is not None and len(given) != count:
+                raise Invalid(
+                    f"'{option}' has {len(given)} entries but pool '{pool.name}'"
+                    f" has {count} servers"
+                )
+        weights = self.server_weights or (1,) * count
+        given_names = self.server_names or (None,) * count
+        names = [
+            name if name is not None else server_name(server.host, server.port)
+            for name, server in zip(given_names, servers, strict=True)
+        ]
+        distribution = TWEMPROXY_HASH_FUNCS[self.hash_func]
+        if distribution == "ketama":
+            seen: dict[str, int] = {}
+            for index, name in enumerate(names):
+                if name in seen:
+                    raise Invalid(
+                        f"servers #{seen[name]} and #{index} of pool '{pool.name}' have the"
+                        f" same ketama name '{name}'; give them 'server_names'"
+                    )
+                seen[name] = index
+        return twemproxy_selector(
+            distribution,
+            self.key_hash or DEFAULT_KEY_HASH,
+            names,
+            weights,
+            (self.hash_tag or "").encode(),
+        )
+
 
 def hashed_key(request: Request) -> bytes:
+    """What mcrouter hashes: the routing key (no routing prefix, nothing after `|#|`)."""
     key = meta_routing_key(request) if request.op in META else request.key
     return routing_key(key)
+
+
+def whole_key(request: Request) -> bytes:
+    """What nutcracker hashes: the key as the server gets it (then its hash tag)."""
+    return meta_routing_key(request) if request.op in META else request.key
 
 
 def _selector(
@@ -56,22 +188,51 @@ def _selector(
     return make_selector(hash_func, n, salt=salt.encode(), weights=weights)
 
 
+def _route_whole_by(
+    children: tuple[Route, ...],
+    select: Callable[[bytes], int],
+    key_of: Callable[[bytes], bytes],
+    request: Request,
+    ctx: RouteContext,
+    split: SplitRouting,
+) -> Pending | None:
+    """A multi-key get sent whole to one child when every key hashes to it."""
+    keys = request.keys
+    if not children or not keys:
+        return None
+    if len(children) == 1:
+        return children[0].route_whole(request, ctx, split)
+    chosen = select(key_of(keys[0]))
+    if any(select(key_of(key)) != chosen for key in keys[1:]):
+        return None
+    return children[chosen].route_whole(request, ctx, split)
+
+
+def _as_is(key: bytes) -> bytes:
+    return key
+
+
+def _no_children(key: bytes) -> int:
+    raise AssertionError("a route without children never selects")
+
+
 @route_type("HashRoute", shorthand="children")
 @attrs.frozen
 class HashRoute:
     """Picks one child by hashing the routing key (mcrouter HashRoute)."""
 
     children: tuple[Route, ...]
-    hash_func: str = config_field(default="Ch3", check=check_hash_func)
+    hash_func: str = config_field(default="Ch3", check=check_mcrouter_hash_func)
     salt: str = ""
     weights: tuple[float, ...] | None = config_field(default=None, check=check_optional_weights)
     name: str = "HashRoute"
     select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
+        select: Callable[[bytes], int] = _no_children
         if self.children:
             select = _selector(self.hash_func, len(self.children), self.salt, self.weights)
-            object.__setattr__(self, "select", select)
+        object.__setattr__(self, "select", select)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         children = self.children
@@ -86,17 +247,7 @@ class HashRoute:
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
-        children = self.children
-        keys = request.keys
-        if not children or not keys:
-            return None
-        if len(children) == 1:
-            return children[0].route_whole(request, ctx, split)
-        select = self.select
-        chosen = select(routing_key(keys[0]))
-        if any(select(routing_key(key)) != chosen for key in keys[1:]):
-            return None
-        return children[chosen].route_whole(request, ctx, split)
+        return _route_whole_by(self.children, self.select, routing_key, request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
         return self.children
@@ -105,30 +256,56 @@ class HashRoute:
 @route_type("PoolRoute", shorthand="pool")
 @attrs.frozen
 class PoolRoute:
-    """Routes to one server of a pool chosen by a consistent hash (default Ch3)."""
+    """Routes to one server of a pool chosen by a hash (default Ch3, or twemproxy's)."""
 
     pool: PoolSpec
     hash: HashSpec = HashSpec()
-    _hash_route: HashRoute = attrs.field(init=False, repr=False, eq=False)
+    _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
+    _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
+    _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
+    _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        weights = self.hash.weights if self.hash.weights is not None else self.pool.weights
-        hash_func = self.hash.hash_func
-        if weights is not None and self.hash.hash_func == "Ch3" and self.hash.weights is None:
-            # A pool with `weights` defaults to WeightedCh3, as in mcrouter.
-            hash_func = "WeightedCh3"
-        inner = HashRoute(
-            pool_destinations(self.pool), hash_func, self.hash.salt, weights, self.pool.name
-        )
-        object.__setattr__(self, "_hash_route", inner)
+        children = pool_destinations(self.pool)
+        object.__setattr__(self, "_children", children)
+        select: Callable[[bytes], int] = _no_children
+        if self.hash.is_twemproxy:
+            if self.pool.weights is not None:
+                raise Invalid(
+                    f"pool '{self.pool.name}' has 'weights' (WeightedCh3's);"
+                    f" {self.hash.hash_func} takes the hash's 'server_weights'"
+                )
+            select = self.hash.selector_for(self.pool)
+            key_of, keys_routing = whole_key, _as_is
+        else:
+            weights = self.hash.weights if self.hash.weights is not None else self.pool.weights
+            hash_func = self.hash.hash_func
+            if weights is not None and hash_func == "Ch3" and self.hash.weights is None:
+                # A pool with `weights` defaults to WeightedCh3, as in mcrouter.
+                hash_func = "WeightedCh3"
+            if children:
+                select = _selector(hash_func, len(children), self.hash.salt, weights)
+            key_of, keys_routing = hashed_key, routing_key
+        object.__setattr__(self, "_select", select)
+        object.__setattr__(self, "_key_of", key_of)
+        object.__setattr__(self, "_routing_key", keys_routing)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return self._hash_route.route(request, ctx)
+        children = self._children
+        if len(children) == 1:
+            return children[0].route(request, ctx)
+        if not children:
+            return Pending(
+                error_reply(
+                    Result.LOCAL_ERROR, f"HashRoute with empty children, name: {self.pool.name}"
+                )
+            )
+        return children[self._select(self._key_of(request))].route(request, ctx)
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
-        return self._hash_route.route_whole(request, ctx, split)
+        return _route_whole_by(self._children, self._select, self._routing_key, request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
-        return self._hash_route.children
+        return self._children
