@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +164,11 @@ def test_meta_only_names_are_refused_not_registered() -> None:
     load_handles()
     for name in ("SRRoute", "AxonLogRoute", "CarbonLookasideRoute", "McRefillRoute"):
         assert name in REFUSED and name not in REGISTRY
+
+
+def test_every_config_example_in_the_routes_doc_loads() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "routes.md").read_text()
+    examples = re.findall(r"```json\n(.*?)```", text, re.DOTALL)
+    assert len(examples) == 5
+    for example in examples:
+        assert load_config(example).route is not None
