@@ -69,6 +69,7 @@ from mcrouter_trio.routing._registry import (
     BuildEnv,
     RouteType,
     load_handles,
+    unknown_route_type,
 )
 from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
@@ -283,7 +284,7 @@ class _RouteBuilder:
     def _route_type(self, type_name: str, top: bool) -> RouteType:
         entry = self._types.get(type_name)
         if entry is None:
-            raise Invalid(f"unknown route type '{type_name}'")
+            raise Invalid(unknown_route_type(type_name))
         if entry.top_only and not top:
             raise Invalid(f"{type_name} is only allowed as the route of a route tree")
         return entry

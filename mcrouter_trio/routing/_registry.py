@@ -59,6 +59,15 @@ class RouteType:
 _REGISTRY: dict[str, RouteType] = {}
 #: Every registered config type name, read-only.
 REGISTRY: Final[Mapping[str, RouteType]] = MappingProxyType(_REGISTRY)
+#: Type names the proxy knows but refuses, and why (`"<name> <reason>"`): mcrouter
+#: handles that need Meta's own infrastructure (service-router pools, Meta's request
+#: logging, Carbon lookaside caching, refills).
+REFUSED: Final[Mapping[str, str]] = MappingProxyType(
+    dict.fromkeys(
+        ("SRRoute", "AxonLogRoute", "CarbonLookasideRoute", "McRefillRoute"),
+        "exists only inside Meta and is not supported",
+    )
+)
 
 
 def route_type(
@@ -74,10 +83,20 @@ def route_type(
         for name in entry.names:
             if name in _REGISTRY and _REGISTRY[name].cls is not cls:
                 raise RuntimeError(f"route type {name!r} registered twice")
+            if name in REFUSED:
+                raise RuntimeError(f"route type {name!r} is refused: {REFUSED[name]}")
             _REGISTRY[name] = entry
         return cls
 
     return register
+
+
+def unknown_route_type(name: str) -> str:
+    """Why `name` is not a route type this proxy builds."""
+    reason = REFUSED.get(name)
+    if reason is not None:
+        return f"{name} {reason}"
+    return f"unknown route type '{name}'"
 
 
 def config_field(

@@ -1,14 +1,15 @@
-"""Broadcast routes: every child gets the request."""
+"""Broadcast routes: every child gets the request; they differ in which reply the client gets."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import attrs
 
-from mcrouter_trio.messages import Pending, Reply, Request, severity
+from mcrouter_trio.messages import FAILOVER_ERRORS, Pending, Reply, Request, Result, severity
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
-from mcrouter_trio.routing._combinators import gather
+from mcrouter_trio.routing._combinators import gather, quorum
 from mcrouter_trio.routing._registry import route_type
 
 
@@ -40,6 +41,161 @@ class AllSyncRoute:
             return children[0].route(request, ctx)
         pendings = [child.route(request, ctx) for child in children]
         return gather(pendings, worst_reply, name="AllSyncRoute")
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None
+
+    def targets(self) -> Sequence[Route]:
+        return self.children
+
+
+@route_type("AllAsyncRoute", shorthand="children")
+@attrs.frozen
+class AllAsyncRoute:
+    """Sends to every child in the background and answers "nothing happened" at once.
+
+    The client gets the default reply (a miss, NOT_STORED, NOT_FOUND) without
+    waiting; each child's request is fire-and-forget, capped like every
+    background request (`ctx.background`).
+    """
+
+    children: tuple[Route, ...]
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        background = ctx.background
+        for child in self.children:
+            background.start("AllAsyncRoute", partial(child.route, request, ctx))
+        return Pending(default_reply(request))
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None
+
+    def targets(self) -> Sequence[Route]:
+        return self.children
+
+
+@route_type("AllInitialRoute", shorthand="children")
+@attrs.frozen
+class AllInitialRoute:
+    """Answers with the first child's reply, the others run in the background."""
+
+    children: tuple[Route, ...]
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        children = self.children
+        if not children:
+            return Pending(default_reply(request))
+        background = ctx.background
+        for child in children[1:]:
+            background.start("AllInitialRoute", partial(child.route, request, ctx))
+        return children[0].route(request, ctx)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None
+
+    def targets(self) -> Sequence[Route]:
+        return self.children
+
+
+def _fastest(pendings: Sequence[Pending]) -> Pending:
+    """The first reply that is not a failover-type error; if all are, the last one."""
+    return quorum(
+        pendings,
+        1,
+        lambda reply: reply.result not in FAILOVER_ERRORS,
+        lambda seen: seen[-1],
+        name="AllFastestRoute",
+    )
+
+
+@route_type("AllFastestRoute", shorthand="children")
+@attrs.frozen
+class AllFastestRoute:
+    """Sends to every child; answers with the first reply that is not a failover-type error.
+
+    A miss is an answer, not an error, so a fast miss wins. If every child fails,
+    the client gets the error that arrived last.
+    """
+
+    children: tuple[Route, ...]
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        children = self.children
+        if not children:
+            return Pending(default_reply(request))
+        if len(children) == 1:
+            return children[0].route(request, ctx)
+        return _fastest([child.route(request, ctx) for child in children])
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None
+
+    def targets(self) -> Sequence[Route]:
+        return self.children
+
+
+class _Ballot:
+    """mcrouter's AllMajorityRoute count: one vote per reply, by result.
+
+    The leading reply starts as the default reply with no votes; a reply takes
+    the lead when its result has more votes than the leader's, or as many and
+    is worse (so a tie goes to the worse result).
+    """
+
+    __slots__ = ("counts", "lead", "lead_votes")
+
+    def __init__(self, request: Request) -> None:
+        self.counts: dict[Result, int] = {}
+        self.lead = default_reply(request)
+        self.lead_votes = 0
+
+    def cast(self, reply: Reply) -> int:
+        """Count `reply`; the leader's votes afterwards."""
+        votes = self.counts.get(reply.result, 0) + 1
+        self.counts[reply.result] = votes
+        if votes > self.lead_votes or (
+            votes == self.lead_votes and severity(reply.result) > severity(self.lead.result)
+        ):
+            self.lead = reply
+            self.lead_votes = votes
+        return self.lead_votes
+
+
+@route_type("AllMajorityRoute", shorthand="children")
+@attrs.frozen
+class AllMajorityRoute:
+    """Sends to every child; answers as soon as one result has a majority of the votes.
+
+    A majority is ⌊n/2⌋+1 replies with the same result; without one, once every
+    reply is in, the result with the most votes wins and a tie goes to the worse
+    result (2 DELETED and 2 NOT_FOUND answer NOT_FOUND), as in mcrouter.
+    """
+
+    children: tuple[Route, ...]
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        children = self.children
+        if not children:
+            return Pending(default_reply(request))
+        if len(children) == 1:
+            return children[0].route(request, ctx)
+        majority = len(children) // 2 + 1
+        ballot = _Ballot(request)
+        return quorum(
+            [child.route(request, ctx) for child in children],
+            1,
+            lambda reply: ballot.cast(reply) >= majority,
+            lambda _seen: ballot.lead,
+            name="AllMajorityRoute",
+        )
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting

@@ -1,4 +1,4 @@
-"""Sequential failover: FailoverRoute and LatestRoute."""
+"""Sequential failover: FailoverRoute, LatestRoute, MissFailoverRoute, FailoverWithExptimeRoute."""
 
 from __future__ import annotations
 
@@ -7,11 +7,33 @@ from collections.abc import Sequence
 import attrs
 
 from mcrouter_trio.hashing import weighted_ch3
-from mcrouter_trio.messages import FAILOVER_ERRORS, Pending, Reply, Request
+from mcrouter_trio.messages import (
+    FAILOVER_ERRORS,
+    GET_LIKE,
+    HITS,
+    Op,
+    Pending,
+    Reply,
+    Request,
+    Result,
+    severity,
+)
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
 from mcrouter_trio.routing._checks import check_int
 from mcrouter_trio.routing._combinators import first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
+from mcrouter_trio.routing._specs import PoolSpec
+from mcrouter_trio.routing.handles._failover_settings import (
+    FailoverErrors,
+    FailoverLimit,
+    FailoverOrder,
+    parse_failover_errors,
+    parse_failover_limit,
+    parse_failover_policy,
+)
+from mcrouter_trio.routing.handles.destination import pool_destinations
+from mcrouter_trio.routing.handles.hash import HashSpec, PoolRoute
+from mcrouter_trio.routing.handles.modify import ModifyExptimeRoute
 
 
 def no_failover_error(reply: Reply) -> bool:
@@ -48,19 +70,88 @@ def failover_whole(
     return sequence(first, after_first, name=name)
 
 
+class _Tries:
+    """One request's failover rule under FailoverRoute settings (mcrouter's `processReply`).
+
+    A reply is final unless its result fails over for this request's class. A TKO
+    reply (nothing was sent) always moves on; another error moves on only if the
+    failover limit has a token, and counts as a try unless the policy excludes it;
+    after `max_error_tries` tries the reply is final.
+    """
+
+    __slots__ = ("errors", "limit", "order", "tries")
+
+    def __init__(
+        self, errors: frozenset[Result], limit: FailoverLimit | None, order: FailoverOrder | None
+    ) -> None:
+        self.errors = errors
+        self.limit = limit
+        self.order = order
+        self.tries = 0
+
+    def final(self, reply: Reply) -> bool:
+        result = reply.result
+        if result not in self.errors:
+            return True
+        if result is Result.TKO:
+            return False
+        if self.limit is not None and not self.limit.allow_failover():
+            return True
+        order = self.order
+        if order is None:
+            return False
+        if result not in order.exclude_errors:
+            self.tries += 1
+        return self.tries >= order.max_error_tries
+
+
 @route_type("FailoverRoute", shorthand="children")
 @attrs.frozen
 class FailoverRoute:
-    """Sends to the first child; on a failover-type error, to the next one, and so on."""
+    """Sends to the first child; on a failover-type error, to the next one, and so on.
+
+    `failover_errors` says which errors fail over (per get/update/delete class),
+    `failover_limit` caps failovers as a share of requests, `failover_policy`
+    orders and bounds the tries (LeastFailuresPolicy, DeterministicOrderPolicy).
+    Without them a request takes the plain path (no per-request state).
+    """
 
     children: tuple[Route, ...]
+    failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
+    failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
+    failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
+    #: Accepted for mcrouter configs; failover tagging has no effect here.
+    failover_tag: bool = False
+    _plain: bool = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        plain = (self.failover_errors, self.failover_limit, self.failover_policy) == (None,) * 3
+        object.__setattr__(self, "_plain", plain)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return failover(self.children, request, ctx, "FailoverRoute")
+        if self._plain:
+            return failover(self.children, request, ctx, "FailoverRoute")
+        children = self.children
+        if not children:
+            return Pending(default_reply(request))
+        errors = self.failover_errors
+        tries = _Tries(
+            FAILOVER_ERRORS if errors is None else errors.for_request(request),
+            self.failover_limit,
+            self.failover_policy,
+        )
+        if self.failover_limit is not None:
+            self.failover_limit.count_request()
+        order: Sequence[Route] = children
+        if self.failover_policy is not None:
+            order = self.failover_policy.order(children, request)
+        return first_acceptable(order, request, ctx, tries.final, name="FailoverRoute")
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
+        if not self._plain:
+            return None  # per-request settings apply key by key
         return failover_whole(self.children, request, ctx, split, "FailoverRoute")
 
     def targets(self) -> Sequence[Route]:
@@ -119,3 +210,153 @@ class LatestRoute:
 
     def targets(self) -> Sequence[Route]:
         return self._ordered
+
+
+def _is_hit(reply: Reply) -> bool:
+    return reply.result in HITS
+
+
+class _BestSoFar:
+    """`return_best_on_error`: the least severe reply seen (the later one on a tie)."""
+
+    __slots__ = ("best",)
+
+    def __init__(self) -> None:
+        self.best: Reply | None = None
+
+    def keep(self, reply: Reply) -> None:
+        best = self.best
+        if best is None or severity(reply.result) <= severity(best.result):
+            self.best = reply
+
+    def acceptable(self, reply: Reply) -> bool:
+        self.keep(reply)
+        return _is_hit(reply)
+
+    def answer(self, last: Reply) -> Reply:
+        if _is_hit(last):
+            return last
+        self.keep(last)
+        return self.best or last
+
+
+@route_type("MissFailoverRoute", shorthand="children")
+@attrs.frozen
+class MissFailoverRoute:
+    """Reads and deletes try the children in order until a hit; the rest go to the first child.
+
+    A hit is FOUND, DELETED, TOUCHED or OK: misses and errors both move on. When no
+    child hits, the last reply is returned, or with `return_best_on_error` the
+    least severe one (a miss rather than an error). Meta `mg` and `md` count as
+    their classic twins.
+    """
+
+    children: tuple[Route, ...]
+    return_best_on_error: bool = False
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        children = self.children
+        if not children:
+            return Pending(default_reply(request))
+        op = request.op
+        if len(children) == 1 or not (
+            op in GET_LIKE or op is Op.MG or op is Op.ME or op is Op.DELETE or op is Op.MD
+        ):
+            return children[0].route(request, ctx)
+        if not self.return_best_on_error:
+            return first_acceptable(children, request, ctx, _is_hit, name="MissFailoverRoute")
+        best = _BestSoFar()
+        last = first_acceptable(children, request, ctx, best.acceptable, name="MissFailoverRoute")
+        return sequence(last, best.answer, name="MissFailoverRoute")
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None  # each key misses on its own
+
+    def targets(self) -> Sequence[Route]:
+        return self.children
+
+
+@route_type("FailoverWithExptimeRoute")
+@attrs.frozen
+class FailoverWithExptimeRoute:
+    """FailoverRoute over `normal` then `failover`, the failover children's exptimes capped.
+
+    Each failover child is wrapped in ModifyExptimeRoute `min` with
+    `failover_exptime` (default 60 s; 0 or less: not wrapped), so a value written
+    while the normal route is down expires soon from the failover pool. Deletes are
+    not modified. `failover_errors`, `failover_limit` and `failover_policy` are
+    FailoverRoute's.
+    """
+
+    normal: Route
+    failover: tuple[Route, ...] = ()
+    failover_exptime: int = 60
+    failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
+    failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
+    failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
+    _inner: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        failover: tuple[Route, ...] = self.failover
+        if self.failover_exptime > 0:
+            failover = tuple(
+                ModifyExptimeRoute(child, self.failover_exptime, "min") for child in failover
+            )
+        inner = FailoverRoute(
+            (self.normal, *failover),
+            self.failover_errors,
+            self.failover_limit,
+            self.failover_policy,
+        )
+        object.__setattr__(self, "_inner", inner)
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        return self._inner.route(request, ctx)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return self._inner.route_whole(request, ctx, split)
+
+    def targets(self) -> Sequence[Route]:
+        return self._inner.children
+
+
+@route_type("SaltedFailoverRoute")
+@attrs.frozen
+class SaltedFailoverRoute:
+    """FailoverRoute over `PoolRoute(pool, hash)` and then each server of the pool.
+
+    mcrouter's shortcut, usually with a DeterministicOrderPolicy: a failed request
+    goes on to servers picked by the key, skipping the one the pool picked.
+    """
+
+    pool: PoolSpec
+    hash: HashSpec = HashSpec()
+    failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
+    failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
+    failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
+    _inner: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        children: tuple[Route, ...] = (
+            PoolRoute(self.pool, self.hash),
+            *pool_destinations(self.pool),
+        )
+        inner = FailoverRoute(
+            children, self.failover_errors, self.failover_limit, self.failover_policy
+        )
+        object.__setattr__(self, "_inner", inner)
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        return self._inner.route(request, ctx)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return self._inner.route_whole(request, ctx, split)
+
+    def targets(self) -> Sequence[Route]:
+        return self._inner.children

@@ -1,4 +1,4 @@
-"""Routes that pick a child by the request: by command, or by the key's prefix."""
+"""Routes that pick a child by the request: by command or class of command, or by key prefix."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from typing import Final
 
 import attrs
 
-from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
+from mcrouter_trio.messages import (
+    ARITHMETIC,
+    GET_LIKE,
+    UPDATE_LIKE,
+    Op,
+    Pending,
+    Reply,
+    Request,
+    Result,
+)
 from mcrouter_trio.routing._base import (
     NO_ROUTE,
     STATIC_POLICY_NAMES,
@@ -143,4 +152,67 @@ class PrefixSelectorRoute:
         routes = list(self.policies.values())
         if self.wildcard is not None:
             routes.append(self.wildcard)
+        return routes
+
+
+#: RoutingGroupRoute's groups and the commands in each (meta commands with their twins).
+ROUTING_GROUPS: Final[Mapping[str, frozenset[Op]]] = {
+    "get_like": GET_LIKE | {Op.MG, Op.ME},
+    "update_like": UPDATE_LIKE,
+    "delete_like": frozenset({Op.DELETE, Op.MD}),
+    "arithmetic_like": ARITHMETIC | {Op.MA},
+}
+
+
+def check_routing_group(name: str) -> str:
+    if name not in ROUTING_GROUPS:
+        raise Invalid(f"{name} is not a valid routing group")
+    return name
+
+
+@route_type("RoutingGroupRoute", shorthand=ROUTE_ARGUMENT)
+@attrs.frozen
+class RoutingGroupRoute:
+    """A route per class of command (`routing_group_policies`), else `default_policy`.
+
+    Classes: `get_like`, `update_like`, `delete_like`, `arithmetic_like`; every
+    other command (touch, flush_all, ...) takes `default_policy`.
+    """
+
+    routing_group_policies: Mapping[str, Route] = config_field(
+        factory=dict, key_check=check_routing_group
+    )
+    default_policy: Route | None = None
+    _by_op: Mapping[Op, Route] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.routing_group_policies and self.default_policy is None:
+            raise Invalid("needs either 'default_policy' or 'routing_group_policies'")
+        by_op = {}
+        for group, ops in ROUTING_GROUPS.items():
+            policy = self.routing_group_policies.get(group)
+            if policy is not None:
+                by_op.update(dict.fromkeys(ops, policy))
+        object.__setattr__(self, "_by_op", by_op)
+
+    def _policy(self, request: Request) -> Route | None:
+        return self._by_op.get(request.op, self.default_policy)
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        policy = self._policy(request)
+        if policy is None:
+            raw = f"SERVER_ERROR unexpected result mc_res_unknown (0) for {policy_name(request)}"
+            return Pending(Reply(Result.LOCAL_ERROR, raw.encode() + b"\r\n"))
+        return policy.route(request, ctx)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        policy = self._policy(request)
+        return None if policy is None else policy.route_whole(request, ctx, split)
+
+    def targets(self) -> Sequence[Route]:
+        routes = list(self.routing_group_policies.values())
+        if self.default_policy is not None:
+            routes.append(self.default_policy)
         return routes

@@ -1,14 +1,22 @@
-"""Leaf-like routes that need no backend, and one that picks a child at random."""
+"""Small routes: answers without a backend, a child by chance or by host, logging and delays."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Final
 
 import attrs
 
-from mcrouter_trio.messages import Pending, Request, Result, error_reply
+from mcrouter_trio.hashing._spooky import spooky_hash64
+from mcrouter_trio.messages import Pending, Reply, Request, Result
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
-from mcrouter_trio.routing._registry import IGNORED_ARGUMENT, route_type
+from mcrouter_trio.routing._checks import Invalid, check_int, check_str
+from mcrouter_trio.routing._combinators import sequence
+from mcrouter_trio.routing._registry import IGNORED_ARGUMENT, config_field, route_type
+
+log = logging.getLogger("mcrouter_trio.routing")
 
 
 @route_type("NullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
@@ -23,25 +31,6 @@ class NullRoute:
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
         return Pending(default_reply(request))
-
-    def targets(self) -> Sequence[Route]:
-        return ()
-
-
-@route_type("ErrorRoute", shorthand="response", shorthand_optional=True)
-@attrs.frozen
-class ErrorRoute:
-    """Answers every request with an error (`SERVER_ERROR <response>`)."""
-
-    response: str = "local error"
-
-    def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return Pending(error_reply(Result.LOCAL_ERROR, self.response))
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return self.route(request, ctx)
 
     def targets(self) -> Sequence[Route]:
         return ()
@@ -67,3 +56,249 @@ class RandomRoute:
 
     def targets(self) -> Sequence[Route]:
         return self.children
+
+
+@route_type("DevNullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
+@attrs.frozen
+class DevNullRoute:
+    """NullRoute under another name: answers "nothing happened" at once.
+
+    mcrouter also counts these requests in its `dev_null_requests` stat; this
+    proxy has no such stat.
+    """
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        return Pending(default_reply(request))
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return Pending(default_reply(request))
+
+    def targets(self) -> Sequence[Route]:
+        return ()
+
+
+#: mcrouter's error result names (`carbon::resultFromString`) for ErrorRoute's
+#: `result`: the class this proxy gives the reply (the nearest one it has) and
+#: the line mcrouter writes when `response` is empty.
+ERROR_RESULTS: Final[Mapping[str, tuple[Result, str]]] = {
+    "mc_res_ooo": (Result.ERROR, "SERVER_ERROR out of order"),
+    "mc_res_timeout": (Result.TIMEOUT, "SERVER_ERROR timeout"),
+    "mc_res_connect_timeout": (Result.CONNECT_TIMEOUT, "SERVER_ERROR connection timeout"),
+    "mc_res_connect_error": (Result.CONNECT_ERROR, "SERVER_ERROR connection error"),
+    "mc_res_busy": (Result.BUSY, "SERVER_ERROR 307 busy"),
+    "mc_res_try_again": (Result.BUSY, "SERVER_ERROR 302 try again"),
+    "mc_res_shutdown": (Result.BUSY, "SERVER_ERROR 301 shutdown"),
+    "mc_res_tko": (Result.TKO, "SERVER_ERROR unavailable"),
+    "mc_res_bad_command": (Result.CLIENT_ERROR, "CLIENT_ERROR bad command"),
+    "mc_res_bad_key": (Result.CLIENT_ERROR, "CLIENT_ERROR bad key"),
+    "mc_res_bad_flags": (Result.CLIENT_ERROR, "CLIENT_ERROR bad flags"),
+    "mc_res_bad_exptime": (Result.CLIENT_ERROR, "CLIENT_ERROR bad exptime"),
+    "mc_res_bad_lease_id": (Result.CLIENT_ERROR, "CLIENT_ERROR bad lease_id"),
+    "mc_res_bad_cas_id": (Result.CLIENT_ERROR, "CLIENT_ERROR bad cas_id"),
+    "mc_res_bad_value": (Result.ERROR, "SERVER_ERROR bad value"),
+    "mc_res_aborted": (Result.ERROR, "SERVER_ERROR aborted"),
+    "mc_res_client_error": (Result.CLIENT_ERROR, "CLIENT_ERROR"),
+    "mc_res_local_error": (Result.LOCAL_ERROR, "SERVER_ERROR local error"),
+    "mc_res_remote_error": (Result.REMOTE_ERROR, "SERVER_ERROR remote error"),
+    "mc_res_deadline_exceeded": (Result.REMOTE_ERROR, "SERVER_ERROR request deadline exceeded"),
+    "mc_res_permission_denied": (Result.ERROR, "SERVER_ERROR permission denied"),
+    "mc_res_hot_key": (Result.ERROR, "SERVER_ERROR hot key"),
+    "mc_res_overloaded": (Result.ERROR, "SERVER_ERROR overloaded"),
+}
+
+
+def _check_error_result(value: object) -> str:
+    name = check_str(value)
+    if name not in ERROR_RESULTS:
+        raise Invalid(f"result {name} is not a valid error result")
+    return name
+
+
+@route_type("ErrorRoute", shorthand="response", shorthand_optional=True)
+@attrs.frozen
+class ErrorRoute:
+    """Answers every request with an error: `SERVER_ERROR <response>`.
+
+    `result` (default `mc_res_local_error`) is the error's kind: a client error
+    is written `CLIENT_ERROR <response>`, and with no `response` the line is
+    mcrouter's text for the result (`SERVER_ERROR local error`, `SERVER_ERROR
+    timeout`, ...). With `enable_logging` (the default) each request is logged at
+    debug level through the `mcrouter_trio.routing` logger.
+    """
+
+    response: str = ""
+    result: str = config_field(default="mc_res_local_error", check=_check_error_result)
+    enable_logging: bool = True
+    _reply: Reply = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        result, line = ERROR_RESULTS[self.result]
+        if self.response:
+            kind = "CLIENT_ERROR" if result is Result.CLIENT_ERROR else "SERVER_ERROR"
+            line = f"{kind} {self.response}"
+        object.__setattr__(self, "_reply", Reply(result, line.encode() + b"\r\n"))
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        if self.enable_logging and log.isEnabledFor(logging.DEBUG):
+            log.debug("ErrorRoute answered %s: %r", _describe(request), self._reply.raw)
+        return Pending(self._reply)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return self.route(request, ctx)
+
+    def targets(self) -> Sequence[Route]:
+        return ()
+
+
+def _describe(request: Request) -> str:
+    """A request for a log line: command and key (not the value)."""
+    key = request.key.decode("utf-8", "backslashreplace")
+    return f"{request.op.name.lower()} {key}".rstrip()
+
+
+@route_type("HostIdRoute", shorthand="children")
+@attrs.frozen
+class HostIdRoute:
+    """Always the same child on one proxy host: `host id % len(children)`, chosen once.
+
+    Spreads proxy hosts over the children (mcrouter HostIdRoute). With `salt` the
+    child is picked by SpookyHashV2-64 of `<host id>:<salt>` instead: mcrouter uses
+    `folly::Hash()(hostid, salt)`, whose string hash differs between folly
+    versions, so a salted pick is not guaranteed to be mcrouter's.
+    """
+
+    children: tuple[Route, ...]
+    salt: str = ""
+    #: This proxy host's id: the config cannot set it.
+    host_id: int = config_field(default=0, from_build="host_id")
+
+    def chosen(self) -> Route | None:
+        children = self.children
+        if not children:
+            return None
+        hashed = self.host_id
+        if self.salt:
+            hashed = spooky_hash64(f"{self.host_id}:{self.salt}".encode())
+        return children[hashed % len(children)]
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        child = self.chosen()
+        if child is None:
+            return Pending(default_reply(request))
+        return child.route(request, ctx)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        child = self.chosen()
+        return None if child is None else child.route_whole(request, ctx, split)
+
+    def targets(self) -> Sequence[Route]:
+        child = self.chosen()
+        return () if child is None else (child,)
+
+
+@route_type("LoggingRoute", shorthand="target", shorthand_optional=True)
+@attrs.frozen
+class LoggingRoute:
+    """Passes requests to `target` (none: NullRoute) and logs each with its reply.
+
+    Logged at debug level through the `mcrouter_trio.routing` logger, so it costs
+    nothing unless that logger is at debug. The client sees no difference.
+    """
+
+    target: Route | None = None
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        target = self.target
+        pending = Pending(default_reply(request)) if target is None else target.route(request, ctx)
+        if not log.isEnabledFor(logging.DEBUG):
+            return pending
+        return sequence(pending, partial(_log_reply, request), name="LoggingRoute")
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None  # logged key by key
+
+    def targets(self) -> Sequence[Route]:
+        return () if self.target is None else (self.target,)
+
+
+def _log_reply(request: Request, reply: Reply) -> Reply:
+    first_line = reply.raw.split(b"\r\n", 1)[0]
+    log.debug("%s -> %s", _describe(request), first_line.decode("utf-8", "backslashreplace"))
+    return reply
+
+
+def _check_latency(value: object) -> int:
+    return check_int(value, 0)
+
+
+@route_type("LatencyInjectionRoute")
+@attrs.frozen
+class LatencyInjectionRoute:
+    """Delays requests to `child`: `before_latency_ms` before sending, `after_latency_ms`
+    after the reply, and pads the whole to `total_latency_ms`.
+
+    For testing how clients cope with a slow backend. The delays are timers on the
+    proxy's clock (`ctx.call_later`), not a task per request.
+    """
+
+    child: Route
+    before_latency_ms: int = config_field(default=0, check=_check_latency)
+    after_latency_ms: int = config_field(default=0, check=_check_latency)
+    total_latency_ms: int = config_field(default=0, check=_check_latency)
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.before_latency_ms or self.after_latency_ms or self.total_latency_ms):
+            raise Invalid("needs 'before_latency_ms', 'after_latency_ms' or 'total_latency_ms'")
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        started = ctx.now()
+        if not self.before_latency_ms:
+            return self._after(self.child.route(request, ctx), ctx, started)
+        waited = _timer(ctx, self.before_latency_ms / 1000)
+        child = self.child
+        sent = sequence(waited, lambda _: child.route(request, ctx), name="LatencyInjectionRoute")
+        return self._after(sent, ctx, started)
+
+    def _after(self, pending: Pending, ctx: RouteContext, started: float) -> Pending:
+        if not (self.after_latency_ms or self.total_latency_ms):
+            return pending
+        return sequence(
+            pending, partial(self._delay_reply, ctx, started), name="LatencyInjectionRoute"
+        )
+
+    def _delay_reply(self, ctx: RouteContext, started: float, reply: Reply) -> Reply | Pending:
+        delay = self.after_latency_ms / 1000
+        total = self.total_latency_ms / 1000
+        elapsed = ctx.now() - started + delay
+        if total > elapsed:
+            delay += total - elapsed
+        if delay <= 0:
+            return reply
+        return sequence(_timer(ctx, delay), lambda _: reply, name="LatencyInjectionRoute")
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None
+
+    def targets(self) -> Sequence[Route]:
+        return (self.child,)
+
+
+#: What a `_timer` Pending resolves with: never seen by a client.
+_ELAPSED: Final = Reply(Result.OK, b"")
+
+
+def _timer(ctx: RouteContext, seconds: float) -> Pending:
+    """A Pending that resolves `seconds` from now (on the proxy's one timer task)."""
+    elapsed = Pending()
+    ctx.call_later(seconds, partial(elapsed.resolve, _ELAPSED))
+    return elapsed

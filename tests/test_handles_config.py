@@ -1,0 +1,174 @@
+"""The new handles from config text: every form loads, bad values name their JSON path."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mcrouter_trio.config import ConfigError, load_config
+from mcrouter_trio.routing import REGISTRY, load_handles
+from mcrouter_trio.routing._registry import REFUSED
+from mcrouter_trio.routing.handles.broadcast import AllFastestRoute
+from mcrouter_trio.routing.handles.failover import FailoverRoute, FailoverWithExptimeRoute
+from mcrouter_trio.routing.handles.modify import ModifyExptimeRoute
+from mcrouter_trio.routing.handles.simple import ErrorRoute, LoggingRoute
+
+
+def config(route: object) -> str:
+    return json.dumps({"pools": {"A": {"servers": ["127.0.0.1:1", "127.0.0.1:2"]}}, "route": route})
+
+
+LOADS = [
+    "AllAsyncRoute|Pool|A",
+    "AllInitialRoute|Pool|A",
+    "AllFastestRoute|Pool|A",
+    "AllMajorityRoute|Pool|A",
+    "MissFailoverRoute|Pool|A",
+    "HostIdRoute|Pool|A",
+    "DevNullRoute",
+    "LoggingRoute|PoolRoute|A",
+    {"type": "FailoverRoute", "children": "Pool|A", "failover_errors": ["timeout", "tko"],
+     "failover_limit": {"rate": 0.1, "burst": 10},
+     "failover_policy": {"type": "LeastFailuresPolicy", "max_tries": 2}, "failover_tag": True},
+    {"type": "FailoverWithExptimeRoute", "normal": "PoolRoute|A", "failover": ["Pool|A"],
+     "failover_exptime": 30, "failover_errors": {"gets": ["timeout"]}},
+    {"type": "SaltedFailoverRoute", "pool": "A", "hash": "Crc32",
+     "failover_policy": {"type": "DeterministicOrderPolicy", "max_tries": 2,
+                         "max_error_tries": 2}},
+    {"type": "MissFailoverRoute", "children": "Pool|A", "return_best_on_error": True},
+    {"type": "ModifyKeyRoute", "target": "PoolRoute|A", "set_routing_prefix": "/a/b/",
+     "ensure_key_prefix": "p:", "replace_key_prefix": "q:", "set_key_suffix": ":s"},
+    {"type": "ModifyExptimeRoute", "target": "PoolRoute|A", "exptime": 5, "action": "min"},
+    {"type": "ErrorRoute", "response": "no", "result": "mc_res_busy", "enable_logging": False},
+    {"type": "HostIdRoute", "children": "Pool|A", "salt": "x"},
+    {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": 1,
+     "after_latency_ms": 2, "total_latency_ms": 3},
+    {"type": "RoutingGroupRoute", "default_policy": "PoolRoute|A",
+     "routing_group_policies": {"get_like": "AllFastestRoute|Pool|A"}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("route", LOADS, ids=lambda route: json.dumps(route)[:60])
+def test_loads(route: object) -> None:
+    loaded = load_config(config(route))
+    assert loaded.route is not None
+    assert {server.address for server in loaded.servers} <= {"127.0.0.1:1", "127.0.0.1:2"}
+
+
+def test_loaded_values() -> None:
+    fastest = load_config(config("AllFastestRoute|Pool|A")).route
+    assert isinstance(fastest, AllFastestRoute) and len(fastest.children) == 2
+    error = load_config(config("ErrorRoute|reject")).route
+    assert isinstance(error, ErrorRoute) and error.response == "reject"
+    logging_route = load_config(config("LoggingRoute")).route
+    assert isinstance(logging_route, LoggingRoute) and logging_route.target is None
+    with_exptime = load_config(
+        config({"type": "FailoverWithExptimeRoute", "normal": "PoolRoute|A", "failover": "Pool|A"})
+    ).route
+    assert isinstance(with_exptime, FailoverWithExptimeRoute)
+    assert with_exptime.failover_exptime == 60
+    wrapped = with_exptime.targets()[1]
+    assert isinstance(wrapped, ModifyExptimeRoute)
+    assert (wrapped.exptime, wrapped.action) == (60, "min")
+    failover = load_config(
+        config({"type": "FailoverRoute", "children": "Pool|A", "failover_errors": []})
+    ).route
+    assert isinstance(failover, FailoverRoute) and failover.failover_errors is not None
+
+
+REFUSALS = [
+    ("SRRoute|pool", "SRRoute exists only inside Meta and is not supported @ $.route"),
+    (
+        {"type": "AllSyncRoute", "children": ["PoolRoute|A", {"type": "AxonLogRoute"}]},
+        "AxonLogRoute exists only inside Meta and is not supported @ $.route.children[1]",
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "failover_errors": ["timeout", "nope"]},
+        "failover error 'nope' is not a valid error type @ $.route.failover_errors",
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A",
+         "failover_errors": {"gets": ["timeout"], "sets": []}},
+        "unknown key 'sets' (known: gets, updates, deletes) @ $.route.failover_errors",
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "failover_limit": {"burst": 3}},
+        "rate not found @ $.route.failover_limit",
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A",
+         "failover_policy": {"type": "DeterministicOrderPolicy", "max_tries": 2}},
+        "DeterministicOrderPolicy must specify 'max_error_tries' field @ $.route.failover_policy",
+    ),
+    (
+        {"type": "FailoverWithExptimeRoute", "failover": "Pool|A"},
+        "required field missing @ $.route.normal",
+    ),
+    (
+        {"type": "ModifyExptimeRoute", "target": "PoolRoute|A", "exptime": 1, "action": "max"},
+        "action should be 'set' or 'min' @ $.route.action",
+    ),
+    (
+        {"type": "ModifyExptimeRoute", "target": "PoolRoute|A"},
+        "required field missing @ $.route.exptime",
+    ),
+    (
+        {"type": "ModifyKeyRoute", "target": "PoolRoute|A", "set_routing_prefix": "/a/"},
+        "set_routing_prefix: '/a/' is not a routing prefix ('/region/cluster/')"
+        " @ $.route.set_routing_prefix",
+    ),
+    (
+        {"type": "ModifyKeyRoute", "target": "PoolRoute|A", "ensure_key_prefix": "a b"},
+        "invalid key prefix 'a b', invalid key: space or control character"
+        " @ $.route.ensure_key_prefix",
+    ),
+    (
+        {"type": "ModifyKeyRoute", "target": "PoolRoute|A", "replace_key_prefix": "a",
+         "modify_inplace": True},
+        "replace_key_prefix and modify_inplace cannot be used together @ $.route",
+    ),
+    (
+        {"type": "ErrorRoute", "result": "mc_res_found"},
+        "result mc_res_found is not a valid error result @ $.route.result",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A"},
+        "needs 'before_latency_ms', 'after_latency_ms' or 'total_latency_ms' @ $.route",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": -1},
+        "expected an integer >= 0, got -1 @ $.route.before_latency_ms",
+    ),
+    (
+        {"type": "RoutingGroupRoute", "routing_group_policies": {"get": "PoolRoute|A"}},
+        "get is not a valid routing group @ $.route.routing_group_policies.get",
+    ),
+    (
+        {"type": "RoutingGroupRoute"},
+        "needs either 'default_policy' or 'routing_group_policies' @ $.route",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("route", "message"), REFUSALS, ids=lambda value: str(value)[:50])
+def test_refused(route: object, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(config(route))
+    assert str(raised.value) == f"<config>: {message}"
+
+
+def test_meta_only_names_are_refused_not_registered() -> None:
+    load_handles()
+    for name in ("SRRoute", "AxonLogRoute", "CarbonLookasideRoute", "McRefillRoute"):
+        assert name in REFUSED and name not in REGISTRY
+
+
+def test_every_config_example_in_the_routes_doc_loads() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "routes.md").read_text()
+    examples = re.findall(r"```json\n(.*?)```", text, re.DOTALL)
+    assert len(examples) == 5
+    for example in examples:
+        assert load_config(example).route is not None
