@@ -1,8 +1,9 @@
 """The router: what the proxy does with one parsed request.
 
-Commands about the proxy itself (`version`, `verbosity`, `stats`) are answered
-here; `flush_all` is refused unless enabled and then sent to every server; a
-multi-key retrieval goes whole when the route tree sends every key the same way
+Commands about the proxy itself (`version`, `verbosity`, `stats`, and `get` of
+mcrouter's admin keys, `__mcrouter__.*`, see `_admin`) are answered here;
+`flush_all` is refused unless enabled and then sent to every server; a multi-key
+retrieval goes whole when the route tree sends every key the same way
 (`Route.route_whole`), and is otherwise split into one request per key (mcrouter
 routes each key independently) and merged back in key order; everything else goes
 down the route tree.
