@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Final
 
 import attrs
@@ -17,6 +18,12 @@ import trio
 
 from mcrouter_trio import __version__
 from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
+from mcrouter_trio.downstream._admin import (
+    ROUTABLE_OPS,
+    AdminCommands,
+    AdminInfo,
+    route_addresses,
+)
 from mcrouter_trio.downstream._router import RouterSettings
 from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
@@ -24,6 +31,7 @@ from mcrouter_trio.ops._host import local_host_id
 from mcrouter_trio.ops._limits import default_max_conns, raise_open_files_limit
 from mcrouter_trio.ops._reload import ConfigWatcher, files_digest
 from mcrouter_trio.ops._stats import ProxyStats
+from mcrouter_trio.ops._stats_files import StatsFiles, stat_prefix, write_stats_files
 from mcrouter_trio.ops._workers import parent_watch, publish_stats, run_workers
 from mcrouter_trio.tls._setup import (
     TLSSetup,
@@ -109,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcrouter-trio",
         description="A memcached protocol router with mcrouter's config and semantics.",
-        epilog="Sub-commands: `mcrouter-trio certs init DIR` writes a CA and edge-pair certs;"
-        " `mcrouter-trio import-twemproxy nutcracker.yml` prints an equivalent config.",
+        epilog="Sub-commands: `mcrouter-trio certs init DIR` writes a CA and edge-pair certs; "
+        "`mcrouter-trio route -f CONFIG [--op get] KEY...` shows where keys are routed; "
+        "`mcrouter-trio import-twemproxy nutcracker.yml` prints an equivalent config.",
     )
     add = parser.add_argument
     add(
@@ -278,6 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never reload the config while running (SIGHUP then only logs)",
     )
+    add(
+        "--stats-root",
+        metavar="DIR",
+        help="write mcrouter's stats files (libmcrouter.<service>.<port>.stats, "
+        ".startup_options, .config_sources_info) in DIR (default: none written)",
+    )
+    add(
+        "--stats-logging-interval",
+        type=_count,
+        default=10_000,
+        metavar="MS",
+        help="how often the stats files are rewritten; 0 = never (default 10000)",
+    )
+    add(
+        "--service-name",
+        default="mcrouter",
+        metavar="NAME",
+        help="the service part of the stats files' names (default mcrouter)",
+    )
     add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
     add_tls_arguments(parser, _ports)
@@ -362,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_certs(argv[1:])
     if argv[:1] == ["import-twemproxy"]:
         return main_import_twemproxy(argv[1:])
+    if argv[:1] == ["route"]:
+        return main_route(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_tls_arguments(parser, args)
@@ -422,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     plan = ProxyPlan(
         config=config,
+        admin=admin_info(args, host_id),
         settings=attrs.evolve(settings, reuse_port=args.num_proxies > 1),
         router_settings=router_settings,
         stats=ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv])),
@@ -429,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_reload_interval=args.tls_reload_interval,
         host_id=host_id,
         reload=reload,
+        stats_files=_stats_files(args, ports or ssl_ports(args)),
+        stats_interval=args.stats_logging_interval / 1000,
     )
     if args.num_proxies == 1:
         return _serve_process(plan, None)
@@ -449,6 +482,7 @@ class ProxyPlan:
     """Everything one proxy process needs, decided before any worker starts."""
 
     config: ProxyConfig
+    admin: AdminInfo
     settings: ServerSettings
     router_settings: RouterSettings
     stats: ProxyStats
@@ -457,6 +491,9 @@ class ProxyPlan:
     host_id: int
     #: How to reload the config while running; None: it is not reloaded.
     reload: ReloadPlan | None = None
+    #: Where mcrouter's stats files go (--stats-root); None: not written.
+    stats_files: StatsFiles | None = None
+    stats_interval: float = 10.0
 
 
 @attrs.frozen(kw_only=True)
@@ -467,6 +504,85 @@ class ReloadPlan:
     #: The files' digest before the serving config was read from them.
     digest: str | None
     delay: float
+
+
+#: Our flag names whose option mcrouter names otherwise (its internal names).
+_OPTION_NAMES: Final = {
+    "port": "ports",
+    "route_prefix": "default_route",
+    "server_timeout": "server_timeout_ms",
+}
+
+
+def options(args: argparse.Namespace) -> dict[str, str]:
+    """Every option by mcrouter's name, as text as mcrouter gives it (`1`/`0`, `a,b`)."""
+    result = {}
+    for name, value in sorted(vars(args).items()):
+        if name == "port":
+            value = [port for group in value for port in group]
+        if isinstance(value, bool):
+            text = "1" if value else "0"
+        elif isinstance(value, list | tuple):
+            text = ",".join(str(item) for item in value)
+        else:
+            text = "" if value is None else str(value)
+        result[_OPTION_NAMES.get(name, name)] = text
+    return result
+
+
+def config_source(args: argparse.Namespace) -> tuple[str | None, Callable[[], str]]:
+    """The config file's path (None if inline) and how to read the config text now."""
+    if args.config and args.config.startswith("file:"):
+        path: str | None = args.config[len("file:") :]
+    elif args.config:
+        return None, lambda: str(args.config)
+    elif args.config_file:
+        path = args.config_file
+    else:
+        text = args.config_str if args.config_str else DEFAULT_CONFIG
+        return None, lambda: str(text)
+    return path, partial(_read_text, str(path))
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def admin_info(args: argparse.Namespace, host_id: int) -> AdminInfo:
+    path, text = config_source(args)
+    return AdminInfo(path, text, options(args), host_id, verbosity=args.verbosity)
+
+
+def _stats_files(args: argparse.Namespace, ports: Sequence[int]) -> StatsFiles | None:
+    if not args.stats_root or args.stats_logging_interval == 0:
+        return None
+    router_name = str(ports[0]) if ports else "0"
+    return StatsFiles(Path(args.stats_root), stat_prefix(args.service_name, router_name))
+
+
+def main_route(argv: Sequence[str]) -> int:
+    """`mcrouter-trio route -f CONFIG [--op get] KEY...`: where each key is routed."""
+    parser = argparse.ArgumentParser(
+        prog="mcrouter-trio route",
+        description="Print the servers a request for each KEY reaches (as "
+        "`get __mcrouter__.route(op,key)` answers), with every server up.",
+    )
+    parser.add_argument("-f", "--config-file", metavar="FILE", required=True)
+    parser.add_argument("--op", default="get", choices=sorted(ROUTABLE_OPS))
+    parser.add_argument("-R", "--route-prefix", default="/././", metavar="/REGION/CLUSTER/")
+    parser.add_argument("keys", nargs="+", metavar="KEY")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config_file(args.config_file, host_id=local_host_id())
+    except (ConfigError, OSError) as exc:
+        print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    tree = config.tree(_normalise_prefix(args.route_prefix))
+    for key in args.keys:
+        addresses = route_addresses(tree, ROUTABLE_OPS[args.op], key.encode(), lambda _s: False)
+        print(f"{key}: {' '.join(addresses) if addresses else '(no route)'}")
+    return 0
 
 
 def _reload_plan(args: argparse.Namespace, host_id: int) -> ReloadPlan | None:
@@ -526,6 +642,8 @@ async def _serve_until_stopped(
 ) -> None:
     config, settings, tls = plan.config, plan.settings, plan.tls
     shutdown = trio.Event()
+    plan.admin.status = plan.stats.config
+    admin = AdminCommands(plan.admin)
     async with trio.open_nursery() as nursery:
 
         async def serve_then_stop(task_status: trio.TaskStatus[Proxy]) -> None:
@@ -537,6 +655,7 @@ async def _serve_until_stopped(
                 shutdown=shutdown,
                 client_ssl_context_for=tls.client_context_for,
                 host_id=plan.host_id,
+                admin=admin,
                 task_status=task_status,
             )
             # Drained after a signal: stop the signal loop and the file watcher too.
@@ -547,8 +666,20 @@ async def _serve_until_stopped(
             nursery.start_soon(partial(watch_tls_files, tls.holders(), plan.tls_reload_interval))
         if supervisor is not None:
             nursery.start_soon(parent_watch, supervisor, shutdown)
+        destinations = proxy.router.ctx.destinations
         if plan.stats.shared is not None:
-            nursery.start_soon(publish_stats, plan.stats, proxy.router.ctx.destinations)
+            nursery.start_soon(publish_stats, plan.stats, destinations)
+        files = plan.stats_files
+        if files is not None and (plan.stats.shared is None or plan.stats.shared.index == 0):
+            nursery.start_soon(
+                write_stats_files,
+                files,
+                plan.stats_interval,
+                plan.admin.options,
+                partial(plan.stats.numbers, destinations),
+                lambda: admin.sources_info(proxy.router.tree),
+                name="stats files",
+            )
         watcher = None
         if plan.reload is not None:
             default_route = plan.router_settings.default_route

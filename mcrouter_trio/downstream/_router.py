@@ -1,8 +1,9 @@
 """The router: what the proxy does with one parsed request.
 
-Commands about the proxy itself (`version`, `verbosity`, `stats`) are answered
-here; `flush_all` is refused unless enabled and then sent to every server; a
-multi-key retrieval goes whole when the route tree sends every key the same way
+Commands about the proxy itself (`version`, `verbosity`, `stats`, and `get` of
+mcrouter's admin keys, `__mcrouter__.*`, see `_admin`) are answered here;
+`flush_all` is refused unless enabled and then sent to every server; a multi-key
+retrieval goes whole when the route tree sends every key the same way
 (`Route.route_whole`), and is otherwise split into one request per key (mcrouter
 routes each key independently) and merged back in key order; everything else goes
 down the route tree.
@@ -21,12 +22,14 @@ from typing import Final
 import attrs
 
 from mcrouter_trio import SERVER_VERSION
+from mcrouter_trio.downstream._admin import ADMIN_PREFIX, AdminCommands, AdminInfo
 from mcrouter_trio.messages import GET_LIKE, Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.protocol import strtol
 from mcrouter_trio.routing._base import NO_ROUTE, Route
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, failing_handle, gather
 from mcrouter_trio.routing._multiget import merge
+from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
 from mcrouter_trio.routing.handles.destination import split_routing_prefix
 from mcrouter_trio.upstream._context import ProxyContext
@@ -34,6 +37,9 @@ from mcrouter_trio.upstream._context import ProxyContext
 VERSION_LINE: Final = f"VERSION {SERVER_VERSION}\r\n".encode()
 _FLUSH_DISABLED: Final = error_reply(Result.LOCAL_ERROR, "Command disabled")
 _BAD_EXPTIME: Final = Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR invalid exptime argument\r\n")
+#: First bytes of keys that need more than the default root: a routing prefix (`/`),
+#: maybe an admin key (`__mcrouter__.`). One set lookup on the common path.
+_NOT_PLAIN: Final = frozenset((b"/", b"_"))
 
 
 @attrs.frozen
@@ -51,8 +57,10 @@ class Router:
         ctx: ProxyContext,
         stats: ProxyStats,
         settings: RouterSettings | None = None,
+        admin: AdminCommands | None = None,
     ) -> None:
         self.ctx = ctx
+        self.admin = admin or AdminCommands(AdminInfo(None, str, {}, ctx.host_id, stats.config))
         self.stats = stats
         self.settings = settings or RouterSettings()
         self._op_counts = stats.ops
@@ -85,7 +93,7 @@ class Router:
                 return Pending(self.stats.reply(request.args, self.ctx.destinations))
             elif op is Op.FLUSH_ALL:
                 return self._flush_all(request)
-            if request.key[:1] != b"/":
+            if request.key[:1] not in _NOT_PLAIN:
                 return self.tree.default_root.route(request, self.ctx)
             return self._route_key(request)
         except Exception as exc:
@@ -95,7 +103,7 @@ class Router:
         """`route` for a single-key `get` (the parser's shortcut), minus the checks it skips."""
         self._op_counts[Op.GET] += 1
         try:
-            if request.key[:1] != b"/":
+            if request.key[:1] not in _NOT_PLAIN:
                 return self.tree.default_root.route(request, self.ctx)
             return self._route_key(request)
         except Exception as exc:
@@ -112,13 +120,19 @@ class Router:
                 if root is None:
                     return Pending(NO_ROUTE)
                 return root.route(request, self.ctx)
+        elif request.op is Op.GET and key.startswith(ADMIN_PREFIX):
+            return Pending(self.admin.answer(key, tree, self._is_down))
         return tree.default_root.route(request, self.ctx)
+
+    def _is_down(self, server: ServerSpec) -> bool:
+        destination = self.ctx.find(server)
+        return destination is not None and (destination.refusing or destination.state == "down")
 
     def _multiget(self, request: Request, keys: Sequence[bytes]) -> Pending:
         # A plain get may answer a repeated key once; gat/gats must look each copy up
         # again (memcached does: a gat that expires the item makes later copies miss).
         touching = request.op is Op.GAT or request.op is Op.GATS
-        if not touching and not any(key[:1] == b"/" for key in keys):
+        if not touching and not any(key[:1] in _NOT_PLAIN for key in keys):
             whole = self.tree.default_root.route_whole(request, self.ctx, self._split)
             if whole is not None:
                 return whole

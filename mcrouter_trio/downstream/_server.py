@@ -33,6 +33,7 @@ import trio
 
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.downstream._accept import AcceptShortage, serve_listener
+from mcrouter_trio.downstream._admin import AdminCommands
 from mcrouter_trio.downstream._reactor import ClientReactor
 from mcrouter_trio.downstream._router import Router, RouterSettings
 from mcrouter_trio.downstream._session import ClientSession
@@ -210,6 +211,7 @@ async def serve(
     client_ssl_context_for: Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None]
     | None = None,
     host_id: int = 0,
+    admin: AdminCommands | None = None,
     task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the proxy until `shutdown` is set (then drain gracefully) or cancelled.
@@ -229,7 +231,7 @@ async def serve(
         )
         router_settings = router_settings or RouterSettings()
         tree = config.tree(router_settings.default_route)
-        router = Router(tree, ctx, stats, router_settings)
+        router = Router(tree, ctx, stats, router_settings, admin)
         stats.background = ctx.background
         destination_nursery.start_soon(ctx.run_timers, name="route timers")
         proxy = Proxy(router, settings, stats)

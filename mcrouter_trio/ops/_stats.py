@@ -1,4 +1,16 @@
-"""`stats`, `stats servers`, `stats reset` and worker snapshots, all rendered from `counters`."""
+"""`stats [group]`, `stats reset` and worker snapshots, all rendered from `counters`.
+
+Groups, as mcrouter's `stats.cpp` names them: the basic group (no word), `detailed` and
+`all` (the basic lines: the proxy tracks nothing more detailed), `ods` (the numeric
+basic lines and the `count` lines: what the stats file holds), `count` (requests per
+command, `cmd_<op>_count`), `servers`, `suspect_servers`, `version`, and `cmd-error`
+and `external`, which the proxy does not track and so answers with no lines.
+
+memcached's own groups (`items`, `slabs`, `sizes`, `conns`, `settings`, `cachedump`,
+`detail dump`, `extstore`) describe one memcached's memory and connections; the proxy
+has neither, and a sum of slab classes over servers means nothing, so each is answered
+as an empty group (`END`), which every client parses. Ask the servers for those.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +32,15 @@ if TYPE_CHECKING:
     from mcrouter_trio.upstream._destination import Destination
 
 _BAD_GROUP = Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR bad stats command\r\n")
+_EMPTY = Reply(Result.OK, b"END\r\n")
+#: mcrouter's groups whose stats the proxy does not track: no lines.
+_UNTRACKED_GROUPS: Final = frozenset({b"cmd-error", b"external"})
+#: memcached's groups about one server's memory and connections: no lines (see above).
+_MEMCACHED_GROUPS: Final = frozenset(
+    {b"items", b"slabs", b"sizes", b"conns", b"settings", b"extstore"}
+)
+#: The OP stats (requests per command), as the `count` group shows them.
+_COUNT_STATS: Final = tuple(stat for stat in PROXY_STATS if stat.op is not None)
 
 #: What `stats` adds up over workers, and so what each worker's snapshot carries.
 _SUMMED_PROXY_STATS: Final = tuple(stat for stat in PROXY_STATS if stat.summed)
@@ -60,19 +81,31 @@ class ProxyStats(ProxyCounters):
 
     def reply(self, args: Sequence[bytes], destinations: Mapping[ServerSpec, Destination]) -> Reply:
         group = args[0] if args else b""
+        if group == b"cachedump" and len(args) == 3:
+            return _EMPTY
+        if group == b"detail" and tuple(args[1:]) == (b"dump",):
+            return _EMPTY
         if len(args) > 1:
             return _BAD_GROUP
-        if group == b"":
+        if group == b"" or group == b"detailed" or group == b"all":
             lines = self.basic(destinations)
         elif group == b"servers":
             lines = self.servers(destinations)
         elif group == b"suspect_servers":
             lines = suspect_servers(destinations)
+        elif group == b"count":
+            lines = self.counts()
+        elif group == b"ods":
+            lines = self.ods(destinations)
+        elif group == b"version":
+            lines = [("mcrouter-version", SERVER_VERSION)]
         elif group == b"reset":
             if self.shared is not None:
                 self.shared.request_reset()
             self.reset()
             return Reply(Result.OK, b"RESET\r\n")
+        elif group in _UNTRACKED_GROUPS or group in _MEMCACHED_GROUPS:
+            return _EMPTY
         else:
             return _BAD_GROUP
         body = "".join(f"STAT {name} {value}\r\n" for name, value in lines)
@@ -85,6 +118,27 @@ class ProxyStats(ProxyCounters):
             for stat in _SUMMED_PROXY_STATS:
                 values[stat.name] += other["basic"].get(stat.name, 0)
         return [(stat.name, format(values[stat.name], stat.format)) for stat in PROXY_STATS]
+
+    def counts(self) -> list[tuple[str, str]]:
+        """The `count` group: requests per command, summed over workers (`cmd_get_count`)."""
+        totals = {stat.name: self.ops[stat.op] for stat in _COUNT_STATS if stat.op is not None}
+        for other in self.shared.others() if self.shared is not None else []:
+            for name in totals:
+                totals[name] += other["basic"].get(name, 0)
+        return [(f"{name}_count", str(value)) for name, value in totals.items()]
+
+    def ods(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
+        """The `ods` group: the numeric basic lines, then the `count` lines."""
+        numeric = [
+            (name, value)
+            for name, value in self.basic(destinations)
+            if name not in _TEXT_STATS and not name.startswith("cmd_")
+        ]
+        return numeric + self.counts()
+
+    def numbers(self, destinations: Mapping[ServerSpec, Destination]) -> dict[str, int | float]:
+        """The `ods` group as numbers, by name (what a stats file holds)."""
+        return {name: _number(value) for name, value in self.ods(destinations)}
 
     def values(self, destinations: Mapping[ServerSpec, Destination]) -> dict[str, Any]:
         """This process's value of every stat in `PROXY_STATS`, by name."""
@@ -189,6 +243,15 @@ def suspect_servers(destinations: Mapping[ServerSpec, Destination]) -> list[tupl
         if t.failures > 0
     ]
     return sorted(lines)
+
+
+#: Basic stats whose value is text, left out of `ods` and the stats file (as mcrouter's
+#: string stats are).
+_TEXT_STATS: Final = frozenset({"version", "commandargs"})
+
+
+def _number(text: str) -> int | float:
+    return float(text) if "." in text else int(text)
 
 
 def _server_values(dest: Destination) -> dict[str, int]:

@@ -345,6 +345,8 @@ class RequestParser:
             return _verbosity(words, ntokens)
         if command == b"shutdown":
             return ImmediateReply(b"ERROR: shutdown not enabled\r\n")
+        if command == b"cache_memlimit":
+            return _cache_memlimit(words, ntokens)
         if (
             words[ntokens - 2].startswith(b"HTTP/")
             and command[0] not in _BRANCH_LETTERS
@@ -513,6 +515,27 @@ def _verbosity(words: list[bytes], ntokens: int) -> Event:
     if strtoull(words[1]) is None:
         return _reply(BAD_FORMAT, noreply)
     return Request(Op.VERBOSITY, b"", None, (words[1],), None, noreply)
+
+
+def _cache_memlimit(words: list[bytes], ntokens: int) -> Event:
+    """memcached's replies, answered here: the proxy has no cache whose limit to set.
+
+    Each memcached's memory limit is its own (`-m`, or `cache_memlimit` sent to it);
+    a proxy that set every server's limit from one client command would surprise more
+    than it helps, so it checks the command as memcached does and answers `OK`.
+    """
+    if ntokens not in (3, 4):
+        return ImmediateReply(ERROR)
+    noreply = words[ntokens - 2] == b"noreply"
+    value = strtoull(words[1])
+    if value is None:
+        return _reply(ERROR, noreply)
+    megabytes = value & 0xFFFFFFFF  # memcached reads it into a uint32_t
+    if megabytes < 8:
+        return _reply(b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n", noreply)
+    if megabytes > 1_000_000_000:
+        return _reply(b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n", noreply)
+    return _reply(b"OK\r\n", noreply)
 
 
 def _ms_too_large(key: bytes, flags: list[bytes]) -> ImmediateReply | TooLargeSet:

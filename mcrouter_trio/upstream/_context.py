@@ -97,6 +97,10 @@ class ProxyContext:
         self._by_spec[server] = destination
         return destination
 
+    def find(self, server: ServerSpec) -> Destination | None:
+        """The destination `server` connects through, if it has one (no new one is made)."""
+        return self._by_identity.get(server.identity)
+
     def retire_unused(self, servers: Iterable[ServerSpec]) -> None:
         """Close, once idle, every destination none of `servers` connects to."""
         kept = {server.identity for server in servers}

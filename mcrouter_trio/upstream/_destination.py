@@ -300,6 +300,11 @@ class Destination:
         else:
             out.clear()
 
+    @property
+    def refusing(self) -> bool:
+        """Whether requests are answered at once, unsent (TKO, reconnect backoff, stopped)."""
+        return self._refuse is not None
+
     def retire(self) -> None:
         """The server left the config: finish what is queued, then close and end `run`.
 

@@ -1,0 +1,334 @@
+"""mcrouter's admin keys: `get __mcrouter__.<command>[(args)]`, answered by the proxy.
+
+A plain `get` of a key starting `__mcrouter__.` is never forwarded; the answer is a hit
+whose value is the command's output, and a failing command's value is
+`ERROR: <message>` (mcrouter's `ServiceInfo`). The commands, as mcrouter has them:
+`version`, `config_age`, `config_file`, `config_md5_digest`, `config_sources_info`,
+`preprocessed_config` (the config file as it is now: the proxy has no macros to
+expand), `options`, `options(name)`, `hostid`, `verbosity[(N)]`, `pools`,
+`route(op,key)` and `route_handles(op,key)`.
+
+`route` routes a request built from `op` and `key` through the route tree with a
+recording context, as mcrouter does: every send is recorded and answered with the
+command's "nothing happened" reply (a miss, `NOT_STORED`), so failover stops at the
+first server that would be asked, unless that server is down, which answers as a
+down server does and is not recorded, and the request fails over as it would. Sends
+in the background (warm-up refills, ...) are recorded too. Nothing reaches a server.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
+
+import attrs
+
+from mcrouter_trio import SERVER_VERSION
+from mcrouter_trio.config._jsonc import ConfigError, loads_jsonc
+from mcrouter_trio.messages import GET_LIKE, STORAGE, Op, Pending, Reply, Request, Result
+from mcrouter_trio.ops._reload import ConfigStatus
+from mcrouter_trio.routing._base import Route, default_reply
+from mcrouter_trio.routing._combinators import Background
+from mcrouter_trio.routing._registry import REGISTRY, load_handles
+from mcrouter_trio.routing._specs import PoolSpec, ServerSpec
+from mcrouter_trio.routing._timers import Timer, TimerQueue
+from mcrouter_trio.routing._tree import RouteTree
+from mcrouter_trio.routing.handles.destination import DestinationRoute, split_routing_prefix
+
+ADMIN_PREFIX: Final = b"__mcrouter__."
+#: What a send to a down server answers (the route then fails over as it would).
+_SERVER_DOWN: Final = Reply(Result.TKO, b"SERVER_ERROR Server unavailable. Reason: tko\r\n")
+#: The request names `route(op,key)` takes (mcrouter's names for these commands).
+ROUTABLE_OPS: Final = {
+    op.name.lower(): op
+    for op in (*sorted(GET_LIKE), *sorted(STORAGE), Op.DELETE, Op.INCR, Op.DECR, Op.TOUCH)
+}
+
+
+@attrs.define
+class AdminInfo:
+    """What the admin commands report that the route tree does not hold."""
+
+    #: The config file's path; None when the config was given inline.
+    config_file: str | None
+    #: The config text as it is now (read afresh from the file, as mcrouter does).
+    config_text: Callable[[], str]
+    #: Every option by mcrouter's internal name, in the order `options` lists them.
+    options: Mapping[str, str]
+    host_id: int
+    status: ConfigStatus = attrs.field(factory=ConfigStatus)
+    verbosity: int = 0
+
+
+class _AdminError(Exception):
+    """A command that fails: its value is `ERROR: <message>`."""
+
+
+class AdminCommands:
+    """Answers `get __mcrouter__.*` from the proxy's own state."""
+
+    def __init__(self, info: AdminInfo) -> None:
+        self.info = info
+        self._commands: dict[str, Callable[[RouteTree, list[str]], str]] = {
+            "version": lambda _tree, _args: SERVER_VERSION,
+            "config_age": lambda _tree, _args: str(int(time.time() - info.status.loaded_at)),
+            "config_file": self._config_file,
+            "config_md5_digest": self._md5,
+            "config_sources_info": lambda tree, _args: _pretty(self.sources_info(tree)),
+            "preprocessed_config": self._preprocessed,
+            "options": self._options,
+            "hostid": lambda _tree, _args: str(info.host_id),
+            "verbosity": self._verbosity,
+            "pools": lambda tree, _args: _pretty(_pool_names(tree.pools)),
+            "route_handles": lambda tree, args: self._route_handles(tree, args),
+        }
+
+    def answer(self, key: bytes, tree: RouteTree, is_down: Callable[[ServerSpec], bool]) -> Reply:
+        """The reply to `get <key>`, `key` starting with `ADMIN_PREFIX`."""
+        command, args = _parse(key[len(ADMIN_PREFIX) :].decode("utf-8", "replace"))
+        try:
+            if command == "route":
+                op, routed_key = _route_args("route", args)
+                text = "\r\n".join(route_addresses(tree, op, routed_key, is_down))
+            else:
+                handler = self._commands.get(command)
+                if handler is None:
+                    raise _AdminError(f"unknown command: {command}")
+                text = handler(tree, args).removesuffix("\n")
+        except _AdminError as exc:
+            text = f"ERROR: {exc}"
+        value = text.encode()
+        head = b"VALUE %s 0 %d\r\n" % (key, len(value))
+        return Reply(Result.FOUND, head + value + b"\r\nEND\r\n")
+
+    def sources_info(self, tree: RouteTree) -> dict[str, object]:
+        """`config_sources_info` (and the stats file of that name)."""
+        info: dict[str, object] = {"mcrouter_config": tree.md5}
+        if self.info.config_file is not None:
+            info["config_file"] = self.info.config_file
+        return info
+
+    def _config_file(self, _tree: RouteTree, _args: list[str]) -> str:
+        if self.info.config_file is None:
+            raise _AdminError("no config file found!")
+        return self.info.config_file
+
+    def _md5(self, tree: RouteTree, _args: list[str]) -> str:
+        if not tree.md5:
+            raise _AdminError("no config md5 digest found!")
+        return tree.md5
+
+    def _preprocessed(self, _tree: RouteTree, _args: list[str]) -> str:
+        try:
+            text = self.info.config_text()
+        except OSError as exc:
+            raise _AdminError(f"Can not load config from {self.info.config_file}") from exc
+        try:
+            return _pretty(loads_jsonc(text))
+        except ConfigError as exc:
+            raise _AdminError(f"Can not parse config: {exc}") from exc
+
+    def _options(self, _tree: RouteTree, args: list[str]) -> str:
+        options = self.info.options
+        if len(args) > 1:
+            raise _AdminError("options: 0 or 1 args expected")
+        if args:
+            if args[0] not in options:
+                raise _AdminError(f"options: option {args[0]} not found")
+            return options[args[0]]
+        return "".join(f"{name} {value}\n" for name, value in options.items())
+
+    def _verbosity(self, _tree: RouteTree, args: list[str]) -> str:
+        if len(args) > 1:
+            raise _AdminError(f"expected at most 1 argument, got {len(args)}")
+        if not args:
+            return str(self.info.verbosity)
+        try:
+            new = int(args[0])
+        except ValueError as exc:
+            raise _AdminError(f"Invalid leading character: {args[0]!r}") from exc
+        before, self.info.verbosity = self.info.verbosity, new
+        return f"{before} -> {new}"
+
+    def _route_handles(self, tree: RouteTree, args: list[str]) -> str:
+        op, key = _route_args("route_handles", args)
+        return route_handles(tree, op, key)
+
+
+def _parse(text: str) -> tuple[str, list[str]]:
+    """`cmd(a,b)` → ("cmd", ["a", "b"]); `route`'s second argument keeps its commas."""
+    open_at = text.find("(")
+    if open_at < 0 or not text.endswith(")"):
+        return text, []
+    command, inner = text[:open_at], text[open_at + 1 : -1]
+    if not inner:
+        return command, []
+    if command.startswith("route"):
+        op, comma, key = inner.partition(",")
+        return command, [op, key] if comma else []
+    return command, inner.split(",")
+
+
+def _route_args(command: str, args: list[str]) -> tuple[Op, bytes]:
+    if len(args) != 2:
+        raise _AdminError(f"{command}: 2 args expected")
+    op = ROUTABLE_OPS.get(args[0])
+    if op is None:
+        raise _AdminError(f"route: unknown request {args[0]}")
+    return op, args[1].encode()
+
+
+def probe(op: Op, key: bytes) -> Request:
+    """A request of `op` for `key`, as a client could have sent it (empty value)."""
+    args: tuple[bytes, ...]
+    if op in GET_LIKE:
+        args = (b"0",) if op is Op.GAT or op is Op.GATS else ()
+        return Request(op, key, (key,), args)
+    if op in STORAGE:
+        args = (b"0", b"0", b"0", b"0") if op is Op.CAS else (b"0", b"0", b"0")
+        return Request(op, key, None, args, b"")
+    if op is Op.INCR or op is Op.DECR:
+        return Request(op, key, None, (b"1",))
+    if op is Op.TOUCH:
+        return Request(op, key, None, (b"0",))
+    return Request(op, key)
+
+
+def root_for_key(tree: RouteTree, key: bytes) -> Route | None:
+    """The root a key is routed from: its routing prefix's, else the default one."""
+    prefix, _rest = split_routing_prefix(key)
+    if prefix:
+        return tree.root_for(prefix)
+    return tree.default_root
+
+
+class RecordingContext:
+    """A routing context that sends nothing: it records where each request would go."""
+
+    def __init__(
+        self, host_id: int, is_down: Callable[[ServerSpec], bool], *, fail_all: bool = False
+    ) -> None:
+        """`fail_all`: answer every send as a down server (and record it), so every
+        failover target is tried."""
+        self.rng = random.Random()
+        self.host_id = host_id
+        self.background = Background()
+        self.servers: list[ServerSpec] = []
+        self._is_down = is_down
+        self._fail_all = fail_all
+        self._timers = TimerQueue()  # never fired: only what routing does at once counts
+
+    def send(self, server: ServerSpec, request: Request) -> Pending:
+        if self._fail_all:
+            self.servers.append(server)
+            return Pending(_SERVER_DOWN)
+        if self._is_down(server):
+            return Pending(_SERVER_DOWN)
+        self.servers.append(server)
+        return Pending(default_reply(request))
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self._timers.add(self.now() + delay, callback)
+
+
+def route_servers(
+    tree: RouteTree, op: Op, key: bytes, is_down: Callable[[ServerSpec], bool], host_id: int = 0
+) -> list[ServerSpec]:
+    """The servers a request of `op` for `key` would reach now, in the order it reaches them."""
+    root = root_for_key(tree, key)
+    if root is None:
+        return []
+    ctx = RecordingContext(host_id, is_down)
+    root.route(probe(op, key), ctx)
+    return ctx.servers
+
+
+def route_addresses(
+    tree: RouteTree, op: Op, key: bytes, is_down: Callable[[ServerSpec], bool]
+) -> list[str]:
+    """`route(op,key)`: `host:port` of each server reached (IPv6 hosts in brackets)."""
+    return [server.address for server in route_servers(tree, op, key, is_down)]
+
+
+def route_handles(tree: RouteTree, op: Op, key: bytes) -> str:
+    """`route_handles(op,key)`: the route handles the request passes, one per line.
+
+    Indented one space per level below `proxy` and `root`, as mcrouter prints them.
+    A handle is shown when the request can reach a server below it, trying every
+    failover target (every send fails), so a hash shows only the server the key
+    picks while a failover shows each of its targets.
+    """
+    root = root_for_key(tree, key)
+    lines = ["proxy", " root"]
+    if root is None:
+        return "\n".join(lines) + "\n"
+    every_send_fails = RecordingContext(0, lambda _server: False, fail_all=True)
+    root.route(probe(op, key), every_send_fails)
+    reached = set(every_send_fails.servers)
+    places = _pool_places(tree.pools)
+    for depth, node in _walk(root, 2):
+        if _reaches(node, reached):
+            lines.append(" " * depth + _route_name(node, places))
+    return "\n".join(lines) + "\n"
+
+
+def _walk(node: Route, depth: int) -> Iterator[tuple[int, Route]]:
+    yield depth, node
+    for child in node.targets():
+        yield from _walk(child, depth + 1)
+
+
+def _reaches(node: Route, servers: set[ServerSpec]) -> bool:
+    if isinstance(node, DestinationRoute):
+        return node.server in servers
+    return any(_reaches(child, servers) for child in node.targets())
+
+
+def _route_name(node: Route, places: Mapping[ServerSpec, tuple[str, int]]) -> str:
+    if isinstance(node, DestinationRoute):
+        pool, index = places.get(node.server, ("", 0))
+        return _destination_name(node.server, pool, index, node.keep_routing_prefix)
+    load_handles()
+    for name, entry in REGISTRY.items():
+        if entry.cls is type(node):
+            return name
+    return type(node).__name__
+
+
+def _destination_name(server: ServerSpec, pool: str, index: int, keep_prefix: bool) -> str:
+    """mcrouter's name of a destination route (`host|pool=A|id=0|ap=...`)."""
+    access_point = f"{server.address}:{server.protocol}:{server.mech}:notcompressed"
+    return (
+        f"host|pool={pool}|id={index}|ap={access_point}|timeout={server.timeout_ms}ms"
+        f"|keep_routing_prefix={str(keep_prefix).lower()}|msb=0"
+    )
+
+
+def _pool_places(pools: Mapping[str, PoolSpec]) -> dict[ServerSpec, tuple[str, int]]:
+    """Each server's first pool and place in it (a destination's name shows them)."""
+    places: dict[ServerSpec, tuple[str, int]] = {}
+    for name, pool in pools.items():
+        for index, server in enumerate(pool.servers):
+            places.setdefault(server, (name, index))
+    return places
+
+
+def _pool_names(pools: Mapping[str, PoolSpec]) -> dict[str, list[str]]:
+    return {
+        name: [
+            _destination_name(server, name, index, pool.keep_routing_prefix)
+            for index, server in enumerate(pool.servers)
+        ]
+        for name, pool in pools.items()
+    }
+
+
+def _pretty(value: object) -> str:
+    """folly's `toPrettySortedJson`: two-space indents, keys sorted."""
+    return json.dumps(value, indent=2, sort_keys=True)
