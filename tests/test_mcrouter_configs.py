@@ -259,3 +259,47 @@ def test_a_default_route_that_is_no_alias_stops_the_proxy(tmp_path: Path) -> Non
     )  # fmt: skip
     assert result.returncode == 3
     assert "invalid default route: /b/b/ @ $.routes" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# examples/multi-cluster: what its README promises
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "multi-cluster" / "config.json"
+
+
+def test_the_multi_cluster_example_routes_as_its_readme_says(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    names = ["east.web.1", "east.web.2", "east.api", "east.gutter", "west.web.1", "west.web.2",
+             "west.gutter"]  # fmt: skip
+    servers = {name: memcached_factory() for name in names}
+    text = EXAMPLE.read_text()
+    for index, server in enumerate(servers.values()):
+        text = re.sub(rf"\b{21231 + index}\b", str(server.port), text)
+    proxy = proxy_factory(text, "-R", "/east/web/")
+
+    def holders(key: bytes) -> set[str]:
+        return {name for name, server in servers.items() if value_of(server, key) is not None}
+
+    with connect(proxy.port) as client:
+        for key in (b"a", b"b", b"c", b"d"):  # enough keys to land on both east.web servers
+            assert client.call(b"set " + key + b" 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert set().union(*(holders(key) for key in b"abcd".split())) <= {
+            "east.web.1",
+            "east.web.2",
+        }
+        assert client.call(b"set /west/web/w 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert holders(b"w") <= {"west.web.1", "west.web.2"} and holders(b"w")
+        assert client.call(b"set /west/other/f 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert holders(b"f") <= {"west.web.1", "west.web.2"} and holders(b"f")
+        assert client.call(b"get /north/web/a\r\n") == b"SERVER_ERROR RootRoute: No rh found\r\n"
+
+        # A copy in every cluster and both gutters, then one delete for all of them.
+        for name in ("east.gutter", "west.gutter"):
+            with connect(servers[name].port) as direct:
+                assert direct.call(b"set x 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        for prefix in (b"", b"/east/api/", b"/west/web/"):
+            assert client.call(b"set " + prefix + b"x 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert len(holders(b"x")) == 5
+        assert client.call(b"delete /*/*/x\r\n") == b"DELETED\r\n"
+        assert poll(lambda: holders(b"x") == set())
