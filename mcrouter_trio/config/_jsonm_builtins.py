@@ -3,8 +3,8 @@
 Each follows its namesake in `mcrouter/lib/config/ConfigPreprocessor.cpp`
 (`BuiltIns`), messages included; integers behave as C++ int64 (division
 truncates toward zero, results wrap). `import` and `defined` need the
-preprocessor itself and live with it (`_jsonm.py`); so do the object-form
-`foreach`, `transform` and `process`.
+preprocessor itself and live with it (`_jsonm.py`); the object-form `foreach`,
+`transform` and `process` are in `_jsonm_loops.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from mcrouter_trio.config._jsonm_values import (
     Args,
+    Body,
     Fail,
     Json,
     SortKey,
@@ -26,7 +27,6 @@ from mcrouter_trio.config._jsonm_values import (
 )
 from mcrouter_trio.hashing._spooky import spooky_hash64
 
-Body = Callable[[Args], Json]
 _MASK64: Final = (1 << 64) - 1
 
 

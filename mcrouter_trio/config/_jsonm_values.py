@@ -6,6 +6,7 @@ false; values of different types order by type, as folly::dynamic's `<` does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 Json = Any
@@ -23,6 +24,10 @@ class Args(Protocol):
     def has(self, name: str) -> bool: ...
 
     def expand(self, name: str) -> Json: ...
+
+
+#: A built-in macro: its arguments in, its value out.
+Body = Callable[[Args], Json]
 
 
 def type_name(value: Json) -> str:

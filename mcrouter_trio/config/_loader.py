@@ -53,8 +53,8 @@ from mcrouter_trio.config._jsonc import (
     render_problems,
 )
 from mcrouter_trio.config._jsonm import JsonmError, Preprocessor
-from mcrouter_trio.config._jsonm_values import type_name
 from mcrouter_trio.config._prefixes import BadPrefix, global_params, normalise_prefix
+from mcrouter_trio.config._routes import read_named_handles, read_roots
 from mcrouter_trio.config._servers import (
     MECHS,
     TIMEOUT_RANGE,
@@ -215,8 +215,8 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     errors.extend(render_problems("$.pools", problems))
     library = raw_pools if isinstance(raw_pools, dict) else {}
     builder = _RouteBuilder(pools, library, defaults, BuildEnv(host_id=host_id))
-    errors.extend(_named_handles(builder, document))
-    roots, root_errors = _roots(builder, document, default_route.encode())
+    errors.extend(read_named_handles(builder, document))
+    roots, root_errors = read_roots(builder, document, default_route.encode())
     errors.extend(root_errors)
     errors.extend(builder.named_errors)
     if errors or not roots:
@@ -232,91 +232,6 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
         imports=tuple(preprocessor.imported),
         single_route="route" in document,
     )
-
-
-def _named_handles(builder: _RouteBuilder, document: Mapping[str, object]) -> list[str]:
-    """Register `named_handles`: a list is built now, in order; an object on first use."""
-    named = document.get("named_handles")
-    if named is None:
-        return []
-    errors: list[str] = []
-    if isinstance(named, list):
-        for index, value in enumerate(named):
-            errors.extend(builder.build_named(value, f"$.named_handles[{index}]"))
-    elif isinstance(named, dict):
-        for name, value in named.items():
-            if isinstance(value, dict):
-                own = value.get("name", name)
-                if own != name:
-                    message = f"Ambiguous RouteHandle name in object for {name}"
-                    errors.append(f"{message} @ $.named_handles.{name}")
-                value = {**value, "name": name}
-            builder.register(name, value)
-    else:
-        message = f"named_handles is {type_name(named)} expected array/object"
-        errors.append(f"{message} @ $.named_handles")
-    return errors
-
-
-def _roots(
-    builder: _RouteBuilder, document: Mapping[str, object], default_route: bytes
-) -> tuple[dict[bytes, Route], list[str]]:
-    """`route` (under the default prefix) or `routes`, with mcrouter's checks and messages."""
-    if "route" in document and "routes" in document:
-        return {}, ["Invalid config: both 'route' and 'routes' are specified @ $"]
-    if "route" in document:
-        route, route_errors = builder.build(document["route"])
-        return ({default_route: route} if route is not None else {}), route_errors
-    if "routes" not in document:
-        return {}, ["No route/routes in config @ $"]
-    routes = document["routes"]
-    entries: list[tuple[str, list[tuple[str, str]], object]] = []  # (path, aliases, route)
-    errors: list[str] = []
-    if isinstance(routes, list):
-        for index, entry in enumerate(routes):
-            path = f"$.routes[{index}]"
-            if not isinstance(entry, dict):
-                errors.append(f"RoutePolicy is not an object @ {path}")
-                continue
-            if "route" not in entry:
-                errors.append(f"RoutePolicy: no route @ {path}")
-            if "aliases" not in entry:
-                errors.append(f"RoutePolicy: no aliases @ {path}")
-                continue
-            aliases = entry["aliases"]
-            if not isinstance(aliases, list):
-                errors.append(f"RoutePolicy: aliases is not an array @ {path}.aliases")
-                continue
-            named = []
-            for number, alias in enumerate(aliases):
-                if not isinstance(alias, str):
-                    message = "RoutePolicy: alias is not a string"
-                    errors.append(f"{message} @ {path}.aliases[{number}]")
-                else:
-                    named.append((alias, f"{path}.aliases[{number}]"))
-            if "route" in entry:
-                entries.append((f"{path}.route", named, entry["route"]))
-    elif isinstance(routes, dict):
-        for alias, route in routes.items():
-            path = f"$.routes.{alias}"
-            entries.append((path, [(alias, path)], route))
-    else:
-        return {}, ["Config: routes is not array/object @ $.routes"]
-    roots: dict[bytes, Route] = {}
-    for path, aliases, value in entries:
-        route, route_errors = builder.build(value, path)
-        errors.extend(route_errors)
-        for alias, alias_path in aliases:
-            try:
-                normalise_prefix(alias)
-            except BadPrefix as exc:
-                errors.append(f"{exc} @ {alias_path}")
-                continue
-            if route is not None:
-                roots[alias.encode()] = route  # a repeated alias: the last one wins
-    if not errors and default_route not in roots:
-        errors.append(f"invalid default route: {default_route.decode()} @ $.routes")
-    return roots, errors
 
 
 # ---------------------------------------------------------------------------
