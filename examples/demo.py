@@ -1,6 +1,7 @@
 """Start local memcached servers and mcrouter-trio on one of the example configs.
 
-    python examples/demo.py [replicated-pool|random-two-pools|warmup-ha] [--port 5000]
+    python examples/demo.py [replicated-pool|random-two-pools|warmup-ha|multi-cluster]
+                            [--port 5000]
 
 The servers listed in the example's config.json are started on loopback, then the
 proxy; the script prints how to connect and runs until Ctrl-C, then stops all.
@@ -19,7 +20,9 @@ import time
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent
-SCENARIOS = ("replicated-pool", "random-two-pools", "warmup-ha")
+SCENARIOS = ("replicated-pool", "random-two-pools", "warmup-ha", "multi-cluster")
+#: The -R a scenario's proxy runs with (a config with `routes` needs one of its aliases).
+ROUTE_PREFIX = {"multi-cluster": "/east/web/"}
 
 
 def wait_for(port: int, process: subprocess.Popen[bytes], name: str) -> None:
@@ -54,9 +57,11 @@ def main() -> int:
             processes.append(server)
             wait_for(port, server, "memcached")
             print(f"memcached listening on 127.0.0.1:{port}")
+        prefix = ROUTE_PREFIX.get(args.scenario, "/././")
         proxy = subprocess.Popen(
-            [sys.executable, "-m", "mcrouter_trio", "-p", str(args.port), "-f", str(config)]
-        )
+            [sys.executable, "-m", "mcrouter_trio", "-p", str(args.port), "-f", str(config),
+             "-R", prefix]
+        )  # fmt: skip
         processes.append(proxy)
         wait_for(args.port, proxy, "mcrouter-trio")
         print(f"\nmcrouter-trio is routing with {config.relative_to(EXAMPLES.parent)}")

@@ -11,13 +11,14 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
 
 from mcrouter_trio import __version__
 from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
+from mcrouter_trio.config._prefixes import parse_config_params
 from mcrouter_trio.downstream._admin import (
     ROUTABLE_OPS,
     AdminCommands,
@@ -184,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="default routing prefix (default /././)",
     )
     add(
+        "--config-params",
+        type=_config_params,
+        default={},
+        metavar="NAME:VALUE[,NAME:VALUE]",
+        help="values of %%NAME%% in the config (strings)",
+    )
+    add(
+        "--send-invalid-route-to-default",
+        action="store_true",
+        help="route keys whose routing prefix matches no route as if they had none",
+    )
+    add(
         "--enable-flush-cmd",
         action="store_true",
         help="let flush_all reach every server (refused by default)",
@@ -317,22 +330,29 @@ def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
 
     `host_id` is this host's id (LatestRoute's per-host choice of servers).
     """
-    timeout = args.server_timeout
+    options: dict[str, Any] = {
+        "default_timeout_ms": args.server_timeout,
+        "host_id": host_id,
+        "default_route": args.route_prefix,
+        "config_params": args.config_params,
+        "num_proxies": args.num_proxies,
+    }
     if args.config and args.config.startswith("file:"):
-        path = args.config[len("file:") :]
-        return load_config_file(path, default_timeout_ms=timeout, host_id=host_id)
+        return load_config_file(args.config[len("file:") :], **options)
     if args.config:
-        return load_config(
-            args.config, source="--config", default_timeout_ms=timeout, host_id=host_id
-        )
+        return load_config(args.config, source="--config", **options)
     if args.config_file:
-        return load_config_file(args.config_file, default_timeout_ms=timeout, host_id=host_id)
+        return load_config_file(args.config_file, **options)
     if args.config_str:
-        return load_config(
-            args.config_str, source="--config-str", default_timeout_ms=timeout, host_id=host_id
-        )
-    text = DEFAULT_CONFIG
-    return load_config(text, source="default config", default_timeout_ms=timeout, host_id=host_id)
+        return load_config(args.config_str, source="--config-str", **options)
+    return load_config(DEFAULT_CONFIG, source="default config", **options)
+
+
+def _config_params(text: str) -> dict[str, str]:
+    try:
+        return parse_config_params(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _workers(text: str) -> int:
@@ -396,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_tls_arguments(parser, args)
     _setup_logging(args)
+    default_route = _normalise_prefix(args.route_prefix)
     host_id = local_host_id()
     reload = _reload_plan(args, host_id)  # before loading: a change from now on reloads
     try:
@@ -448,7 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     router_settings = RouterSettings(
-        default_route=_normalise_prefix(args.route_prefix), enable_flush_cmd=args.enable_flush_cmd
+        default_route=default_route,
+        enable_flush_cmd=args.enable_flush_cmd,
+        send_invalid_route_to_default=args.send_invalid_route_to_default,
     )
     plan = ProxyPlan(
         config=config,

@@ -52,6 +52,9 @@ from mcrouter_trio.config._jsonc import (
     loads_jsonc,
     render_problems,
 )
+from mcrouter_trio.config._jsonm import JsonmError, Preprocessor
+from mcrouter_trio.config._prefixes import BadPrefix, global_params, normalise_prefix
+from mcrouter_trio.config._routes import read_named_handles, read_roots
 from mcrouter_trio.config._servers import (
     MECHS,
     TIMEOUT_RANGE,
@@ -80,12 +83,6 @@ log = logging.getLogger("mcrouter_trio.config")
 # A root path no message contains, to cut paths off messages.
 _HERE = "\x00"
 
-_UNSUPPORTED_TOP_LEVEL = {
-    "routes": "'routes' is not supported yet; use 'route'",
-    "named_handles": "'named_handles' is not supported yet; write the routes inline",
-    "macros": "'macros' is not supported yet; expand the JSONM macros before loading",
-}
-
 T = TypeVar("T")
 
 
@@ -94,15 +91,39 @@ class ProxyConfig:
     """A loaded config: everything a proxy needs to start routing."""
 
     pools: Mapping[str, PoolSpec]
-    route: Route
-    #: Every server the route tree can send to (one connection each).
+    #: Root routes by routing prefix, in config order (`route`: one, under `-R`).
+    roots: Mapping[bytes, Route]
+    #: The routing prefix the config was loaded for (`-R`, `%default-route%`).
+    default_route: bytes
+    #: Every server the route trees can send to (one connection each).
     servers: frozenset[ServerSpec]
     #: Hex MD5 of the raw config text (mcrouter's `config_md5_digest`).
     md5: str
+    #: The config after JSONM expansion (`__mcrouter__.preprocessed_config`).
+    preprocessed: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    #: Every file `@import` read, in order (watched for reload with the config file).
+    imports: tuple[str, ...] = ()
+    #: True for a top-level `route`: it serves whatever `-R` is.
+    single_route: bool = True
 
-    def tree(self, default_prefix: bytes = b"/././") -> RouteTree:
-        """The route tree a router serves with, `route` under the default routing prefix."""
-        return RouteTree.build({default_prefix: self.route}, default_prefix, self.pools, self.md5)
+    @property
+    def route(self) -> Route:
+        """The default routing prefix's root."""
+        return self.roots[self.default_route]
+
+    def tree(self, default_prefix: bytes | None = None) -> RouteTree:
+        """The route tree a router serves with, `default_prefix` (`-R`) as the default.
+
+        A config with `routes` must have `default_prefix` among its aliases
+        (mcrouter: "invalid default route").
+        """
+        prefix = self.default_route if default_prefix is None else default_prefix
+        roots = self.roots
+        if self.single_route:
+            roots = {prefix: self.route}
+        elif prefix not in roots:
+            raise ConfigError([f"invalid default route: {prefix.decode()}"])
+        return RouteTree.build(roots, prefix, self.pools, self.md5)
 
 
 def load_config(
@@ -112,10 +133,20 @@ def load_config(
     default_timeout_ms: int = DEFAULT_SERVER_TIMEOUT_MS,
     host_id: int = 0,
     default_mech: str = "plain",
+    default_route: str = "/././",
+    config_params: Mapping[str, str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    num_proxies: int = 1,
 ) -> ProxyConfig:
-    """Parse and check a config; every problem found is in one `ConfigError`."""
+    """Parse, expand and check a config; every problem found is in one `ConfigError`.
+
+    `default_route` is `-R` (it must be one of the aliases of a `routes` config);
+    `config_params` are `--config-params`; `@import` paths are relative to
+    `base_dir` (the config file's directory; the working directory if None).
+    """
+    env = _Env(default_route, dict(config_params or {}), base_dir, num_proxies)
     try:
-        return _load(text, source, PoolDefaults(default_timeout_ms, default_mech), host_id)
+        return _load(text, source, PoolDefaults(default_timeout_ms, default_mech), host_id, env)
     except ConfigError:
         raise
     except Exception as exc:
@@ -126,12 +157,12 @@ def load_config(
 
 def load_config_file(
     path: str | os.PathLike[str],
-    *,
-    default_timeout_ms: int = DEFAULT_SERVER_TIMEOUT_MS,
-    host_id: int = 0,
-    default_mech: str = "plain",
+    **options: Any,
 ) -> ProxyConfig:
-    """`load_config` on a file's contents; errors name the file."""
+    """`load_config` on a file's contents; errors name the file, imports are relative to it.
+
+    `options` are `load_config`'s keyword arguments.
+    """
     source = os.fspath(path)
     try:
         raw = Path(path).read_bytes()
@@ -141,16 +172,21 @@ def load_config_file(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"the config is not UTF-8 (byte {exc.start})"], source) from None
-    return load_config(
-        text,
-        source=source,
-        default_timeout_ms=default_timeout_ms,
-        host_id=host_id,
-        default_mech=default_mech,
-    )
+    options.setdefault("base_dir", Path(path).parent)
+    return load_config(text, source=source, **options)
 
 
-def _load(text: str, source: str, defaults: PoolDefaults, host_id: int) -> ProxyConfig:
+@attrs.frozen
+class _Env:
+    """What a load takes from the command line besides pool defaults."""
+
+    default_route: str
+    config_params: dict[str, str]
+    base_dir: str | os.PathLike[str] | None
+    num_proxies: int
+
+
+def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _Env) -> ProxyConfig:
     low, high = TIMEOUT_RANGE
     if type(defaults.timeout_ms) is not int or not low <= defaults.timeout_ms <= high:
         message = f"default server timeout must be {low}..{high} ms, not {defaults.timeout_ms!r}"
@@ -158,29 +194,45 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int) -> Proxy
     if defaults.mech not in MECHS:
         message = f"default security mech must be 'plain' or 'ssl', not {defaults.mech!r}"
         raise ConfigError([message], source)
+    try:
+        default_route = normalise_prefix(env.default_route)
+    except BadPrefix as exc:
+        raise ConfigError([f"invalid default route: {exc}"], source) from None
     md5 = hashlib.md5(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
-    document = loads_jsonc(text, source=source)
-    if not isinstance(document, dict):
-        raise ConfigError([f"expected an object, got {describe(document)} @ $"], source)
+    raw_document = loads_jsonc(text, source=source)
+    if not isinstance(raw_document, dict):
+        raise ConfigError([f"expected an object, got {describe(raw_document)} @ $"], source)
+    params = global_params(default_route, host_id, env.num_proxies, env.config_params)
+    base_dir = Path(env.base_dir) if env.base_dir is not None else None
+    preprocessor = Preprocessor(params, base_dir=base_dir)
+    try:
+        document = preprocessor.preprocess(raw_document)
+    except JsonmError as exc:
+        raise ConfigError([exc.render()], source) from None
 
-    errors = [
-        f"{message} @ $.{key}" for key, message in _UNSUPPORTED_TOP_LEVEL.items() if key in document
-    ]
+    errors: list[str] = []
     raw_pools = document.get("pools", {})
     pools, problems = parse_pools(raw_pools, defaults)
     errors.extend(render_problems("$.pools", problems))
     library = raw_pools if isinstance(raw_pools, dict) else {}
     builder = _RouteBuilder(pools, library, defaults, BuildEnv(host_id=host_id))
-    route: Route | None = None
-    if "route" in document:
-        route, route_errors = builder.build(document["route"])
-        errors.extend(route_errors)
-    elif "routes" not in document:  # 'routes' already has its own error
-        errors.append("required field missing @ $.route")
-    if errors or route is None:
+    errors.extend(read_named_handles(builder, document))
+    roots, root_errors = read_roots(builder, document, default_route.encode())
+    errors.extend(root_errors)
+    errors.extend(builder.named_errors)
+    if errors or not roots:
         raise ConfigError(errors, source)
     all_pools = MappingProxyType({**pools, **builder.inline_pools})
-    return ProxyConfig(all_pools, route, reachable_servers([route]), md5)
+    return ProxyConfig(
+        all_pools,
+        MappingProxyType(roots),
+        default_route.encode(),
+        reachable_servers(roots.values()),
+        md5,
+        preprocessed=document,
+        imports=tuple(preprocessor.imported),
+        single_route="route" in document,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -213,6 +265,14 @@ class _RouteBuilder:
         self._types = load_handles()
         #: Pools defined inside the route tree (`{"type": "Pool", ...}`, PoolRoute `pool`).
         self.inline_pools: dict[str, PoolSpec] = {}
+        #: Routes built from a name or a string, reused whenever it appears again
+        #: (mcrouter's `seen_`): the first definition of a name wins, and the same
+        #: string always yields the same route object.
+        self._seen: dict[str, tuple[Route, ...]] = {}
+        #: Object-form `named_handles` not built yet: built on first reference.
+        self._registered: dict[str, object] = {}
+        #: Problems found while building a registered named handle, at its own path.
+        self.named_errors: list[str] = []
 
         converter = cattrs.Converter(forbid_extra_keys=True)
         # First: the union hook, so the hooks generated below pick it up.
@@ -234,12 +294,41 @@ class _RouteBuilder:
         self._converter = converter
         self._generated: dict[type, Callable[[Any, Any], Any]] = {}
 
-    def build(self, value: object) -> tuple[Route | None, list[str]]:
-        """The tree for the top-level `route`, or the `message @ $.route...` errors."""
+    def build(self, value: object, path: str = "$.route") -> tuple[Route | None, list[str]]:
+        """A root route (`route`, one of `routes`), or its `message @ path...` errors."""
         try:
             return self._route(value, top=True), []
         except Exception as exc:
-            return None, _messages(exc, "$.route")
+            return None, _messages(exc, path)
+
+    def build_named(self, value: object, path: str) -> list[str]:
+        """One entry of a `named_handles` list, built now; its errors."""
+        try:
+            self._route_list(value)
+        except Exception as exc:
+            return _messages(exc, path)
+        return []
+
+    def register(self, name: str, value: object) -> None:
+        """An entry of the object form of `named_handles`, built when first referenced."""
+        if name not in self._registered and name not in self._seen:
+            self._registered[name] = value
+
+    def _named(self, name: str) -> tuple[Route, ...] | None:
+        """The routes a name or string stands for, if it was defined or seen before."""
+        seen = self._seen.get(name)
+        if seen is not None:
+            return seen
+        if name not in self._registered:
+            return None
+        value = self._registered.pop(name)  # popped first: a self-reference is unknown
+        try:
+            routes = self._route_list(value)
+        except Exception as exc:
+            self.named_errors.extend(_messages(exc, f"$.named_handles.{name}"))
+            raise Invalid(f"named handle '{name}' is invalid") from None
+        self._seen[name] = routes
+        return routes
 
     # -- generated structure functions ---------------------------------------
 
@@ -274,7 +363,12 @@ class _RouteBuilder:
 
     def _route(self, value: object, _type: object = None, *, top: bool = False) -> Route:
         if isinstance(value, str):
-            return self._route_from_string(value, top)
+            named = self._named(value) if value else None
+            if named is not None:
+                return _one(named)
+            route = self._route_from_string(value, top)
+            self._seen[value] = (route,)
+            return route
         if isinstance(value, dict):
             return self._route_from_object(value, top)
         if isinstance(value, list):
@@ -326,11 +420,20 @@ class _RouteBuilder:
             raise _problems_error([(("type",), f"expected a string, got {describe(type_name)}")])
         if type_name == "Pool":
             raise Invalid("a Pool is a list of routes: use it where children are expected")
+        name = data.get("name")
+        if isinstance(name, str):
+            # mcrouter's named handles: the first object with a name defines it,
+            # any later object or string with that name is that route.
+            named = self._named(name)
+            if named is not None:
+                return _one(named)
         cls = self._route_type(type_name, top).cls
         if "name" in data and "name" not in attrs.fields_dict(cls):
-            # mcrouter registers named handles by `name`; naming alone changes nothing.
             data.pop("name")
-        return self._structure(cls, data)
+        route = self._structure(cls, data)
+        if isinstance(name, str):
+            self._seen[name] = (route,)
+        return route
 
     def _structure(self, cls: type, data: dict[str, object]) -> Route:
         route: Route = self._structure_fn(cls)(data, cls)
@@ -363,10 +466,15 @@ class _RouteBuilder:
             type_name, has_argument, argument = value.partition("|")
             if not value:
                 return ()  # mcrouter: an empty string is an empty list
+            named = self._named(value)
+            if named is not None:
+                return named
             if type_name == "Pool":
                 if not has_argument:
                     raise Invalid("Pool needs a pool name: 'Pool|<name>'")
-                return pool_destinations(self._named_pool(argument))
+                destinations: tuple[Route, ...] = pool_destinations(self._named_pool(argument))
+                self._seen[value] = destinations
+                return destinations
         if isinstance(value, dict) and value.get("type") == "Pool":
             body = {key: item for key, item in value.items() if key != "type"}
             return pool_destinations(self._inline_pool(body))
@@ -430,6 +538,13 @@ class _RouteBuilder:
             raise _problems_error(problems)
         self.inline_pools[name] = pool
         return pool
+
+
+def _one(routes: tuple[Route, ...]) -> Route:
+    """A named list used where one route is expected (mcrouter's message)."""
+    if len(routes) != 1:
+        raise Invalid(f"{len(routes)} RouteHandles in list, expected 1")
+    return routes[0]
 
 
 def _hook(check: Callable[[object], T]) -> Callable[[object, object], T]:

@@ -17,6 +17,7 @@ once, and the proxy keeps serving.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final
 
 import attrs
@@ -46,6 +47,9 @@ _NOT_PLAIN: Final = frozenset((b"/", b"_"))
 class RouterSettings:
     default_route: bytes = b"/././"
     enable_flush_cmd: bool = False
+    #: A routing prefix that reaches no root goes to the default root instead of
+    #: failing (`--send-invalid-route-to-default`).
+    send_invalid_route_to_default: bool = False
 
 
 class Router:
@@ -110,16 +114,25 @@ class Router:
             return _failed(exc)
 
     def _route_key(self, request: Request) -> Pending:
-        """One key's request, whose key may carry a routing prefix."""
+        """One key's request, whose key may carry a routing prefix.
+
+        A prefix reaching several roots (`/*/*/`, `/region/*/`, globs) sends to
+        all of them and answers with the first one's reply; the others finish in
+        the background (mcrouter's RootRoute).
+        """
         tree = self.tree
         key = request.key
         if key[:1] == b"/":
             prefix, _rest = split_routing_prefix(key)
             if prefix:
-                root = tree.root_for(prefix)
-                if root is None:
-                    return Pending(NO_ROUTE)
-                return root.route(request, self.ctx)
+                targets = tree.targets_for(prefix)
+                if len(targets) == 1:
+                    return targets[0].route(request, self.ctx)
+                if not targets:
+                    if not self.settings.send_invalid_route_to_default:
+                        return Pending(NO_ROUTE)
+                    return tree.default_root.route(request, self.ctx)
+                return self._fan_out(request, targets)
         elif request.op is Op.GET and key.startswith(ADMIN_PREFIX):
             return Pending(self.admin.answer(key, tree, self._is_down))
         return tree.default_root.route(request, self.ctx)
@@ -127,6 +140,13 @@ class Router:
     def _is_down(self, server: ServerSpec) -> bool:
         destination = self.ctx.find(server)
         return destination is not None and (destination.refusing or destination.state == "down")
+
+    def _fan_out(self, request: Request, targets: Sequence[Route]) -> Pending:
+        ctx = self.ctx
+        first = targets[0].route(request, ctx)
+        for target in targets[1:]:
+            ctx.background.start("RootRoute", partial(target.route, request, ctx))
+        return first
 
     def _multiget(self, request: Request, keys: Sequence[bytes]) -> Pending:
         # A plain get may answer a repeated key once; gat/gats must look each copy up

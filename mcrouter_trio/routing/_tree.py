@@ -9,7 +9,9 @@ they live in the routing context's registry, so a new tree reuses them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from typing import Final
 
 import attrs
 
@@ -31,9 +33,15 @@ def reachable_servers(roots: Iterable[Route]) -> frozenset[ServerSpec]:
     return frozenset(servers)
 
 
+#: A key prefix that reaches every root (mcrouter's `kBroadcastPrefix`).
+BROADCAST_PREFIX: Final = b"/*/*/"
+#: The cluster tried for an unknown `/region/cluster/` (`/region/fallback/`).
+FALLBACK_CLUSTER: Final = b"fallback"
+
+
 @attrs.frozen
 class RouteTree:
-    #: Root routes by routing prefix (`/region/cluster/`).
+    #: Root routes by routing prefix (`/region/cluster/`), in config order.
     roots: Mapping[bytes, Route]
     #: The routing prefix of keys without one (`-R/--route-prefix`).
     default_prefix: bytes
@@ -46,6 +54,9 @@ class RouteTree:
     pools: Mapping[str, PoolSpec]
     #: Hex MD5 of the config text the tree was built from.
     md5: str
+    #: The roots a prefix without a glob reaches, worked out once: every alias,
+    #: `/*/*/` and each `/region/*/` (the default's root first, each root once).
+    lookup: Mapping[bytes, tuple[Route, ...]] = attrs.field(factory=dict)
 
     @classmethod
     def build(
@@ -64,20 +75,68 @@ class RouteTree:
         broadcast = AllSyncRoute(
             tuple(DestinationRoute(server) for server in sorted(every_server, key=repr))
         )
+        default_root = roots[default_prefix]
         return cls(
-            dict(roots), default_prefix, roots[default_prefix], broadcast, servers, pools, md5
+            dict(roots),
+            default_prefix,
+            default_root,
+            broadcast,
+            servers,
+            pools,
+            md5,
+            _lookup(roots, default_prefix),
         )
 
+    def targets_for(self, prefix: bytes) -> tuple[Route, ...]:
+        """Every root a key's routing prefix reaches, the one to answer first; () if none.
+
+        mcrouter's `RouteHandleMap`: an alias; `/*/*/` (every root); `/region/*/`;
+        a glob (`*` matches within one part); an unknown `/region/cluster/` falls
+        back to `/region/fallback/`.
+        """
+        found = self.lookup.get(prefix)
+        if found is not None:
+            return found
+        if b"*" not in prefix:
+            region_end = prefix.find(b"/", 1) + 1
+            return self.lookup.get(prefix[:region_end] + FALLBACK_CLUSTER + b"/", ())
+        if prefix.endswith(b"/*/") and prefix.index(b"*") == len(prefix) - 2:
+            return ()  # a /region/*/ whose region has no root
+        return self._matching(prefix)
+
     def root_for(self, prefix: bytes) -> Route | None:
-        """The root for a key's routing prefix (`*` globs one part), or None."""
-        root = self.roots.get(prefix)
-        if root is not None:
-            return root
-        wanted = prefix.strip(b"/").split(b"/")
-        for alias, candidate in self.roots.items():
-            have = alias.strip(b"/").split(b"/")
-            if len(wanted) == len(have) and all(
-                w == b"*" or w == h for w, h in zip(wanted, have, strict=True)
-            ):
-                return candidate
-        return None
+        """The root answering for a key's routing prefix, or None."""
+        targets = self.targets_for(prefix)
+        return targets[0] if targets else None
+
+    def _matching(self, pattern: bytes) -> tuple[Route, ...]:
+        glob = _glob(pattern)
+        ordered = [self.default_prefix, *(a for a in self.roots if a != self.default_prefix)]
+        return _unique(self.roots[alias] for alias in ordered if glob.fullmatch(alias))
+
+
+def _glob(pattern: bytes) -> re.Pattern[bytes]:
+    """mcrouter's `match_pattern_route`: `*` stands for any run of non-`/` bytes."""
+    parts = [re.escape(part) for part in pattern.split(b"*")]
+    return re.compile(b"[^/]*".join(parts))
+
+
+def _unique(routes: Iterable[Route]) -> tuple[Route, ...]:
+    """Each route once (the same object under two aliases is one target), in order."""
+    seen: dict[int, Route] = {}
+    for route in routes:
+        seen.setdefault(id(route), route)
+    return tuple(seen.values())
+
+
+def _lookup(roots: Mapping[bytes, Route], default_prefix: bytes) -> dict[bytes, tuple[Route, ...]]:
+    lookup: dict[bytes, tuple[Route, ...]] = {alias: (root,) for alias, root in roots.items()}
+    ordered = [default_prefix, *(alias for alias in roots if alias != default_prefix)]
+    by_region: dict[bytes, list[Route]] = {}
+    for alias in ordered:
+        region = alias[1 : alias.find(b"/", 1)]
+        by_region.setdefault(region, []).append(roots[alias])
+    for region, routes in by_region.items():
+        lookup[b"/" + region + b"/*/"] = _unique(routes)
+    lookup[BROADCAST_PREFIX] = _unique(roots[alias] for alias in ordered)
+    return lookup

@@ -1,0 +1,305 @@
+"""mcrouter's own test configs (tests/data/mcrouter-configs, see its README) and
+routing prefixes across clusters, through a real proxy and real memcached.
+
+The routing-prefix rows replay mcrouter's `test_routing_prefixes.py`,
+`test_mcrouter_basic.py` and `test_config_params.py` on the same configs; as in
+mcrouter's harness, the configs' ports 12345, 12346, ... are replaced by the
+ports of the memcached servers the test starts, in that order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Memcached, Proxy, connect, direct_get, poll
+
+from mcrouter_trio.config import load_config_file
+from mcrouter_trio.routing.handles.simple import NullRoute
+
+MemcachedFactory = Callable[..., Memcached]
+ProxyFactory = Callable[..., Proxy]
+
+CONFIGS = Path(__file__).parent / "data" / "mcrouter-configs"
+
+# Every config loads; (file, -R, --config-params, the routing prefixes it serves).
+LOADS = [
+    ("mcrouter_test_basic_1_1_1", "/././", {}, ["/././"]),
+    ("mcrouter_test_basic_2_1_1", "/a/a/", {}, ["/a/a/", "/b/b/"]),
+    ("mcrouter_test_basic_3_1_1", "/././", {}, ["/././"]),
+    ("routing_prefix_test_ascii", "/a/a/", {}, ["/a/a/", "/b/b/", "/c/c/", "/d/d/"]),
+    ("routing_prefix_test_old_naming", "/a/a/", {}, ["/a/a/", "/b/b/", "/c/c/", "/d/d/"]),
+    ("routing_prefix_test_simple_routes", "/a/a/", {}, ["/a/a/", "/b/b/", "/c/c/", "/d/d/"]),
+    ("routing_prefix_test_custom", "/a/a/", {}, ["/a/a/", "/a/b/", "/b/a/", "/b/b/"]),
+    (
+        "routing_prefix_test_fallback_route",
+        "/a/a/",
+        {},
+        ["/a/a/", "/a/b/", "/a/fallback/", "/b/a/", "/b/b/", "/b/fallback/"],
+    ),
+    ("test_duplicate_servers", "/a/a/", {}, ["/a/a/", "/b/b/"]),
+    ("test_duplicate_servers_difftimeouts", "/a/a/", {}, ["/a/a/", "/b/b/"]),
+    (
+        "test_logical_routing_policies",
+        "/region2/cluster3/",
+        {},
+        ["/region1/cluster1/", "/region1/cluster2/", "/region2/cluster3/"],
+    ),
+    ("test_config_params", "/././", {"PORT": "5000", "POOL": "A"}, ["/././"]),
+    ("test_ascii_gut", "/././", {}, ["/././"]),
+    ("test_basic_all_sync", "/././", {}, ["/././"]),
+    ("test_bigvalue", "/././", {}, ["/././"]),
+    ("test_const_shard_hash", "/././", {}, ["/././"]),
+    ("test_lease_pairing_disabled", "/././", {}, ["/././"]),
+    ("test_logging_route_mc", "/././", {}, ["/././"]),
+    ("test_miss_on_error_arith_ops", "/././", {}, ["/././"]),
+    ("test_named_handles_list", "/././", {}, ["/././"]),
+    ("test_named_handles_obj", "/././", {}, ["/././"]),
+    ("test_noreply", "/././", {}, ["/././"]),
+    ("test_nullroute", "/././", {}, ["/././"]),
+    ("test_poolstats", "/././", {}, ["/././"]),
+    ("test_probe_timeout", "/././", {}, ["/././"]),
+    ("test_send_to_all_hosts", "/././", {}, ["/././"]),
+    ("test_service_info", "/././", {}, ["/././"]),
+    ("test_tko_reconfigure1", "/././", {}, ["/././"]),
+    ("test_tko_reconfigure2", "/././", {}, ["/././"]),
+    ("test_warmup2", "/././", {}, ["/././"]),
+]
+
+
+def test_every_copied_config_is_in_the_table() -> None:
+    assert sorted(path.stem for path in CONFIGS.glob("*.json")) == sorted(row[0] for row in LOADS)
+
+
+@pytest.mark.parametrize(("name", "route", "params", "aliases"), LOADS)
+def test_mcrouter_config_loads(
+    name: str, route: str, params: dict[str, str], aliases: list[str]
+) -> None:
+    config = load_config_file(CONFIGS / f"{name}.json", default_route=route, config_params=params)
+    assert [alias.decode() for alias in config.roots] == aliases
+    assert config.tree(route.encode()).default_prefix == route.encode()
+
+
+def test_named_handles_are_shared_by_identity() -> None:
+    config = load_config_file(CONFIGS / "test_named_handles_obj.json")
+    route: Any = config.route
+    # route:all -> [route:A, route:B, route:C, route:D]; route:D is AllSyncRoute|route:C.
+    a, b, c, d = route.children
+    assert (a.pool.name, b.pool.name) == ("A", "B")
+    assert c.children == (NullRoute(),)
+    assert d.children[0] is c
+
+
+def mcrouter_config(name: str, servers: Sequence[Memcached]) -> str:
+    """A config of mcrouter's test suite with its ports 12345... made ours."""
+    text = (CONFIGS / f"{name}.json").read_text()
+    ports = {str(12345 + index): str(server.port) for index, server in enumerate(servers)}
+    text = re.sub(r"\b1234[5-9]\b", lambda match: ports[match.group(0)], text)
+    return text.replace("localhost:", "127.0.0.1:")
+
+
+def value_of(server: Memcached, key: bytes) -> bytes | None:
+    reply = direct_get(server, key)
+    if reply == b"END\r\n":
+        return None
+    return reply.split(b"\r\n")[1]
+
+
+def arrives(server: Memcached, key: bytes, value: bytes) -> bool:
+    """True once `key` holds `value` (background copies land a little later)."""
+    return poll(lambda: value_of(server, key) == value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["routing_prefix_test_ascii", "routing_prefix_test_old_naming",
+     "routing_prefix_test_simple_routes"],
+)  # fmt: skip
+def test_routing_prefix_broadcast_keeps_the_prefix_where_pools_ask(
+    name: str, memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    hosts = [memcached_factory() for _ in range(4)]
+    proxy = proxy_factory(mcrouter_config(name, hosts), "-R", "/a/a/")
+    with connect(proxy.port) as client:
+        assert client.call(b"set testkeylocal 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert value_of(hosts[0], b"testkeylocal") == b"v"
+        assert [value_of(host, b"testkeylocal") for host in hosts[1:]] == [None] * 3
+
+        assert client.call(b"set /*/*/testkey-routing 0 0 1\r\nw\r\n") == b"STORED\r\n"
+        assert arrives(hosts[0], b"testkey-routing", b"w")  # A strips the prefix
+        for host in hosts[1:]:  # B, C and D keep it
+            assert arrives(host, b"/*/*/testkey-routing", b"w")
+
+
+def test_fallback_cluster_and_broadcast(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    aa, ab, ba, bb = (memcached_factory() for _ in range(4))
+    config = mcrouter_config("routing_prefix_test_fallback_route", [aa, ab, ba, bb])
+    proxy = proxy_factory(config, "-R", "/a/a/")
+    with connect(proxy.port) as client:
+        assert client.call(b"set /*/*/key 0 0 4\r\norig\r\n") == b"STORED\r\n"
+        for server in (aa, ab, ba, bb):
+            assert arrives(server, b"key", b"orig")
+        # /a/foobar/ is not an alias: /a/fallback/ (pool aa) answers for it.
+        assert client.call(b"set /a/foobar/key 0 0 6\r\nvalue1\r\n") == b"STORED\r\n"
+        assert value_of(aa, b"key") == b"value1"
+        assert [value_of(server, b"key") for server in (ab, ba, bb)] == [b"orig"] * 3
+
+
+def test_custom_routing_prefix_globs(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    aa, ab, ba, bb = (memcached_factory() for _ in range(4))
+    proxy = proxy_factory(
+        mcrouter_config("routing_prefix_test_custom", [aa, ab, ba, bb]), "-R", "/a/a/"
+    )
+    with connect(proxy.port) as client:
+        assert client.call(b"set /*/a/key 0 0 1\r\n1\r\n") == b"STORED\r\n"
+        assert arrives(aa, b"key", b"1") and arrives(ba, b"key", b"1")
+        assert value_of(ab, b"key") is None and value_of(bb, b"key") is None
+        assert client.call(b"set /b*/*/key 0 0 1\r\n2\r\n") == b"STORED\r\n"
+        assert arrives(ba, b"key", b"2") and arrives(bb, b"key", b"2")
+        assert value_of(aa, b"key") == b"1"
+        assert client.call(b"set /b/*b*/key 0 0 1\r\n3\r\n") == b"STORED\r\n"
+        assert value_of(bb, b"key") == b"3"
+        assert value_of(ba, b"key") == b"2"
+
+
+def test_config_params_fill_the_config(memcached: Memcached, proxy_factory: ProxyFactory) -> None:
+    text = (CONFIGS / "test_config_params.json").read_text().replace("localhost", "127.0.0.1")
+    proxy = proxy_factory(text, "--config-params", f"PORT:{memcached.port},POOL:A")
+    with connect(proxy.port) as client:
+        assert client.call(b"set k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+    assert value_of(memcached, b"k") == b"v"
+
+
+def test_remote_cluster_by_prefix(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    mc1, mc2 = memcached_factory(), memcached_factory()
+    proxy = proxy_factory(mcrouter_config("mcrouter_test_basic_2_1_1", [mc1, mc2]), "-R", "/a/a/")
+    with connect(proxy.port) as client:
+        assert client.call(b"set cluster1_key 0 0 1\r\n1\r\n") == b"STORED\r\n"
+        assert client.call(b"set /b/b/cluster2_key 0 0 1\r\n2\r\n") == b"STORED\r\n"
+        assert client.call(b"get /b/b/cluster2_key\r\n", b"END\r\n") == (
+            b"VALUE /b/b/cluster2_key 0 1\r\n2\r\nEND\r\n"
+        )
+    assert value_of(mc1, b"cluster1_key") == b"1" and value_of(mc2, b"cluster1_key") is None
+    assert value_of(mc2, b"cluster2_key") == b"2" and value_of(mc1, b"cluster2_key") is None
+
+
+# ---------------------------------------------------------------------------
+# Two clusters, one shared config, one proxy per cluster
+
+
+def two_clusters(one: Memcached, two: Memcached) -> dict[str, Any]:
+    return {
+        "pools": {"one": {"servers": [one.address]}, "two": {"servers": [two.address]}},
+        "routes": [
+            {"aliases": ["/dc/one/"], "route": "PoolRoute|one"},
+            {"aliases": ["/dc/two/"], "route": "PoolRoute|two"},
+        ],
+    }
+
+
+def test_two_clusters_local_remote_and_broadcast_delete(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    one, two = memcached_factory(), memcached_factory()
+    config = two_clusters(one, two)
+    near_one = proxy_factory(config, "-R", "/dc/one/")
+    near_two = proxy_factory(config, "-R", "/dc/two/")
+    with connect(near_one.port) as first, connect(near_two.port) as second:
+        # -R picks each proxy's local cluster for keys without a prefix.
+        assert first.call(b"set k 0 0 1\r\n1\r\n") == b"STORED\r\n"
+        assert second.call(b"set k 0 0 1\r\n2\r\n") == b"STORED\r\n"
+        assert (value_of(one, b"k"), value_of(two, b"k")) == (b"1", b"2")
+        # A prefix reaches the other cluster.
+        assert (
+            first.call(b"get /dc/two/k\r\n", b"END\r\n") == b"VALUE /dc/two/k 0 1\r\n2\r\nEND\r\n"
+        )
+        # /*/*/ deletes everywhere; the reply is the local cluster's.
+        assert first.call(b"delete /*/*/k\r\n") == b"DELETED\r\n"
+        assert poll(lambda: value_of(one, b"k") is None and value_of(two, b"k") is None)
+        assert first.call(b"delete /*/*/k\r\n") == b"NOT_FOUND\r\n"
+        # An unknown cluster has no route...
+        assert first.call(b"get /elsewhere/x/k\r\n") == b"SERVER_ERROR RootRoute: No rh found\r\n"
+
+
+def test_send_invalid_route_to_default(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    one, two = memcached_factory(), memcached_factory()
+    proxy = proxy_factory(
+        two_clusters(one, two), "-R", "/dc/two/", "--send-invalid-route-to-default"
+    )
+    with connect(proxy.port) as client:
+        assert client.call(b"set /elsewhere/x/k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert client.call(b"get /elsewhere/x/k\r\n", b"END\r\n") == (
+            b"VALUE /elsewhere/x/k 0 1\r\nv\r\nEND\r\n"
+        )
+    assert (value_of(one, b"k"), value_of(two, b"k")) == (None, b"v")
+
+
+def test_a_default_route_that_is_no_alias_stops_the_proxy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"routes": {"/a/a/": "NullRoute"}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "mcrouter_trio", "-f", str(path), "-R", "/b/b/",
+         "--validate-config"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "invalid default route: /b/b/ @ $.routes" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# examples/multi-cluster: what its README promises
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "multi-cluster" / "config.json"
+
+
+def test_the_multi_cluster_example_routes_as_its_readme_says(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    names = ["east.web.1", "east.web.2", "east.api", "east.gutter", "west.web.1", "west.web.2",
+             "west.gutter"]  # fmt: skip
+    servers = {name: memcached_factory() for name in names}
+    text = EXAMPLE.read_text()
+    for index, server in enumerate(servers.values()):
+        text = re.sub(rf"\b{21231 + index}\b", str(server.port), text)
+    proxy = proxy_factory(text, "-R", "/east/web/")
+
+    def holders(key: bytes) -> set[str]:
+        return {name for name, server in servers.items() if value_of(server, key) is not None}
+
+    with connect(proxy.port) as client:
+        for key in (b"a", b"b", b"c", b"d"):  # enough keys to land on both east.web servers
+            assert client.call(b"set " + key + b" 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert set().union(*(holders(key) for key in b"abcd".split())) <= {
+            "east.web.1",
+            "east.web.2",
+        }
+        assert client.call(b"set /west/web/w 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert holders(b"w") <= {"west.web.1", "west.web.2"} and holders(b"w")
+        assert client.call(b"set /west/other/f 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert holders(b"f") <= {"west.web.1", "west.web.2"} and holders(b"f")
+        assert client.call(b"get /north/web/a\r\n") == b"SERVER_ERROR RootRoute: No rh found\r\n"
+
+        # A copy in every cluster and both gutters, then one delete for all of them.
+        for name in ("east.gutter", "west.gutter"):
+            with connect(servers[name].port) as direct:
+                assert direct.call(b"set x 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        for prefix in (b"", b"/east/api/", b"/west/web/"):
+            assert client.call(b"set " + prefix + b"x 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert len(holders(b"x")) == 5
+        assert client.call(b"delete /*/*/x\r\n") == b"DELETED\r\n"
+        assert poll(lambda: holders(b"x") == set())
