@@ -718,6 +718,7 @@ async def _serve_until_stopped(
                 loaded_digest=plan.reload.digest,
                 delay=plan.reload.delay,
             )
+            watcher.watch_imports(config.imports)
             nursery.start_soon(watcher.run, name="config watcher")
         tls_only = set(settings.ssl_ports) - set(settings.ports)
         for listener in proxy.listeners:

@@ -139,3 +139,21 @@ def test_a_hundred_reloads_under_load_fail_no_request_and_drop_no_connection(
     assert problems == []
     assert answered[0] > 100
     assert proxy.process.poll() is None
+
+
+def test_a_change_to_an_imported_file_reloads(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory, tmp_path: Path
+) -> None:
+    first, second = memcached_factory(), memcached_factory()
+    imported = tmp_path / "pools.json"  # the directory the proxy's config is written to
+    imported.write_text(json.dumps({"A": {"servers": [first.address]}}))
+    config = json.dumps({"pools": "@import(pools.json)", "route": "PoolRoute|A"})
+    proxy = proxy_factory(config, "--reconfiguration-delay-ms", "50")
+    with connect(proxy.port) as client:
+        assert client.call(b"set k 0 0 1\r\n1\r\n") == b"STORED\r\n"
+    assert direct_get(first, b"k") == b"VALUE k 0 1\r\n1\r\nEND\r\n"
+    imported.write_text(json.dumps({"A": {"servers": [second.address]}}))
+    assert poll(lambda: reloads(proxy) == 1, 10), proxy.log()
+    with connect(proxy.port) as client:
+        assert client.call(b"set k 0 0 1\r\n2\r\n") == b"STORED\r\n"
+    assert direct_get(second, b"k") == b"VALUE k 0 1\r\n2\r\nEND\r\n"

@@ -1,7 +1,7 @@
 """Online reconfiguration: watch the config, rebuild the route tree, swap it in one step.
 
 The config watcher task lives in the serving nursery. It waits for a change to the
-config file or any file it imports (inotify through `watchfiles`, on the files'
+config file or any file it imports (`@import`) (inotify through `watchfiles`, on the files'
 directories, so the symlink swaps of a Kubernetes ConfigMap are seen too) or for a
 reload request (SIGHUP), waits `--reconfiguration-delay-ms` for the writer to finish
 (more changes in that time make one reload), then loads the config in a worker
@@ -97,22 +97,38 @@ class ConfigWatcher:
         self._delay = delay
         self._requested = trio.Event()
         self._digest = loaded_digest
+        self._watch_scope = trio.CancelScope()
 
     def request_reload(self) -> None:
         """Reload after the delay even if no file changed (SIGHUP)."""
         self._requested.set()
 
+    def watch_imports(self, imports: Sequence[str]) -> None:
+        """Also watch the files the serving config imports (`@import`)."""
+        files = [*self._files[:1], *(Path(path) for path in imports)]
+        if files != self._files:
+            self._files = files
+            # The contents the serving config was read from, now with its imports.
+            self._digest = files_digest(files)
+            self._watch_scope.cancel()  # the watch restarts on the new directories
+
     async def run(self) -> None:
         """Watch and reload until cancelled."""
         async with trio.open_nursery() as nursery:
             if self._files:
-                nursery.start_soon(self._watch_files)
+                nursery.start_soon(self._keep_watching)
             while True:
                 await self._requested.wait()
                 # Let the writer finish; whatever else changes meanwhile is one reload.
                 await trio.sleep(self._delay)
                 self._requested = trio.Event()
                 await self.reload()
+
+    async def _keep_watching(self) -> None:
+        while True:
+            self._watch_scope = trio.CancelScope()
+            with self._watch_scope:
+                await self._watch_files()
 
     async def _watch_files(self) -> None:
         from watchfiles import awatch  # imported here: only a watching proxy needs it
@@ -155,6 +171,7 @@ class ConfigWatcher:
             return False
         self._apply(config)
         self._digest = digest
+        self.watch_imports(config.imports)
         status.reloads += 1
         status.loaded_at = status.last_success = time.time()
         status.md5 = config.md5
