@@ -244,6 +244,10 @@ class HashRoute:
             )
         return children[self.select(hashed_key(request))].route(request, ctx)
 
+    def selected_index(self, request: Request) -> int:
+        """The child this route picks for `request` (-1 with no children)."""
+        return self.select(hashed_key(request)) if self.children else -1
+
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
@@ -289,6 +293,10 @@ class PoolRoute:
         object.__setattr__(self, "_select", select)
         object.__setattr__(self, "_key_of", key_of)
         object.__setattr__(self, "_routing_key", keys_routing)
+
+    def selected_index(self, request: Request) -> int:
+        """The server this route picks for `request` (-1 with no servers)."""
+        return self._select(self._key_of(request)) if self._children else -1
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         children = self._children
