@@ -30,6 +30,7 @@ from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
 from mcrouter_trio.ops._host import local_host_id
 from mcrouter_trio.ops._limits import default_max_conns, raise_open_files_limit
+from mcrouter_trio.ops._metrics import renderer, serve_metrics
 from mcrouter_trio.ops._reload import ConfigWatcher, files_digest
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.ops._stats_files import StatsFiles, stat_prefix, write_stats_files
@@ -104,6 +105,13 @@ def _delay_ms(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 3_600_000:
         raise argparse.ArgumentTypeError("must be an integer from 0 to 3600000 (milliseconds)")
+    return value
+
+
+def _metrics_port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a port from 1 to 65535")
     return value
 
 
@@ -319,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the service part of the stats files' names (default mcrouter)",
     )
+    add(
+        "--metrics-port",
+        type=_metrics_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (default: not served; "
+        "with --num-proxies, the first worker serves the sums over every worker)",
+    )
+    add(
+        "--metrics-address",
+        default="",
+        metavar="ADDR",
+        help="address the metrics port listens on (default: every interface, as a "
+        "Prometheus exporter does; 127.0.0.1 keeps it to this host)",
+    )
     add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
     add_tls_arguments(parser, _ports)
@@ -485,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reload=reload,
         stats_files=_stats_files(args, ports or ssl_ports(args)),
         stats_interval=args.stats_logging_interval / 1000,
+        metrics=(args.metrics_address, args.metrics_port) if args.metrics_port else None,
     )
     if args.num_proxies == 1:
         return _serve_process(plan, None)
@@ -517,6 +540,8 @@ class ProxyPlan:
     #: Where mcrouter's stats files go (--stats-root); None: not written.
     stats_files: StatsFiles | None = None
     stats_interval: float = 10.0
+    #: Where Prometheus metrics are served (--metrics-address, --metrics-port); None: not.
+    metrics: tuple[str, int] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -692,8 +717,16 @@ async def _serve_until_stopped(
         destinations = proxy.router.ctx.destinations
         if plan.stats.shared is not None:
             nursery.start_soon(publish_stats, plan.stats, destinations)
+        first_worker = plan.stats.shared is None or plan.stats.shared.index == 0
+        if plan.metrics is not None and first_worker:
+            host, port = plan.metrics
+            render = renderer(plan.stats, destinations)
+            for listener in await nursery.start(serve_metrics, render, host, port):
+                host, port = listener.socket.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                log.info("serving metrics at http://%s:%s/metrics", shown, port)
         files = plan.stats_files
-        if files is not None and (plan.stats.shared is None or plan.stats.shared.index == 0):
+        if files is not None and first_worker:
             nursery.start_soon(
                 write_stats_files,
                 files,
