@@ -27,7 +27,9 @@ from mcrouter_trio.downstream._admin import (
 )
 from mcrouter_trio.downstream._router import RouterSettings
 from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
+from mcrouter_trio.ops._asynclog import WriterNames
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
+from mcrouter_trio.ops._delete_stream import DeleteStreamSettings
 from mcrouter_trio.ops._host import local_host_id
 from mcrouter_trio.ops._limits import default_max_conns, raise_open_files_limit
 from mcrouter_trio.ops._mcrouter_flags import (
@@ -37,9 +39,11 @@ from mcrouter_trio.ops._mcrouter_flags import (
 )
 from mcrouter_trio.ops._metrics import renderer, serve_metrics
 from mcrouter_trio.ops._reload import ConfigWatcher, files_digest
+from mcrouter_trio.ops._replay import replay_spool
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.ops._stats_files import StatsFiles, stat_prefix, write_stats_files
 from mcrouter_trio.ops._workers import parent_watch, publish_stats, run_workers
+from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.tls._setup import (
     TLSSetup,
     TLSStartupError,
@@ -363,6 +367,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="more logging: -v, -vv (debug); mcrouter's -v N sets the level (0 to 2)",
     )
+    add(
+        "-a",
+        "--async-dir",
+        metavar="DIR",
+        help="spool the deletes a server fails under DIR (answered NOT_FOUND once on disk) "
+        "and replay them when it is back (default: none; failed deletes get their error)",
+    )
+    add(
+        "--asynclog-disable",
+        action="store_true",
+        help="never spool failed deletes, even with --async-dir (they get their error)",
+    )
+    add(
+        "--use-asynclog-version2",
+        action="store_true",
+        help="write spool records in mcrouter's version 2 format (AS2.0)",
+    )
+    add(
+        "--asynclog-replay-rate",
+        type=_count,
+        default=10_000,
+        metavar="N",
+        help="replay at most N spooled deletes per second; 0 = no limit (default 10000)",
+    )
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
     add_tls_arguments(parser, _ports)
     add_mcrouter_flags(parser)
@@ -478,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_import_twemproxy(argv[1:])
     if argv[:1] == ["route"]:
         return main_route(argv[1:])
+    if argv[:1] == ["replay"]:
+        return main_replay(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_tls_arguments(parser, args)
@@ -529,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_ports=ssl_ports(args),
         server_ssl_context=tls.server_context(),
         handshake_timeout=args.ssl_handshake_timeout,
+        asynclog=_delete_stream(args, ports or ssl_ports(args), default_route),
         health=HealthSettings(
             tko_tracking=not args.disable_tko_tracking,
             timeouts_until_tko=args.timeouts_until_tko,
@@ -653,6 +684,65 @@ def _stats_files(args: argparse.Namespace, ports: Sequence[int]) -> StatsFiles |
         return None
     router_name = str(ports[0]) if ports else "0"
     return StatsFiles(Path(args.stats_root), stat_prefix(args.service_name, router_name))
+
+
+def _delete_stream(
+    args: argparse.Namespace, ports: Sequence[int], default_route: bytes
+) -> DeleteStreamSettings | None:
+    if not args.async_dir or args.asynclog_disable:
+        return None
+    region = default_route.decode().strip("/").split("/")[0]
+    names = WriterNames(
+        service=args.service_name, router=str(ports[0]) if ports else "0", region=region
+    )
+    return DeleteStreamSettings(
+        args.async_dir,
+        version2=args.use_asynclog_version2,
+        names=names,
+        replay_rate=args.asynclog_replay_rate,
+    )
+
+
+def main_replay(argv: Sequence[str]) -> int:
+    """`mcrouter-trio replay DIR`: send the spooled deletes now; 0 if none is left."""
+    parser = argparse.ArgumentParser(
+        prog="mcrouter-trio replay",
+        description="Send the deletes spooled under DIR (-a/--async-dir) to their servers, "
+        "oldest first, recording progress as the proxy's replayer does, and report "
+        "what was sent and what is left (exit status 1 if some are left).",
+    )
+    parser.add_argument("dir", metavar="DIR")
+    parser.add_argument(
+        "-f",
+        "--config-file",
+        metavar="FILE",
+        help="take the servers' settings (TLS, timeouts) from this config",
+    )
+    parser.add_argument("--rate", type=_count, default=0, metavar="N", help="deletes/s at most")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    servers: frozenset[ServerSpec] = frozenset()
+    if args.config_file:
+        try:
+            config = load_config_file(args.config_file, host_id=local_host_id())
+        except (ConfigError, OSError) as exc:
+            print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        servers = frozenset(s for pool in config.pools.values() for s in pool.servers)
+    if not os.path.isdir(args.dir):
+        print(f"mcrouter-trio: no spool directory {args.dir}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    report = trio.run(replay_spool, Path(args.dir), servers, args.rate)
+    for destination, count in sorted(report.sent.items()):
+        print(f"{destination}: {count} deletes replayed")
+    for destination, count in sorted(report.pending.items()):
+        print(f"{destination}: {count} deletes left (server unavailable or failing)")
+    if report.bad_lines:
+        print(f"{report.bad_lines} spool lines skipped (not deletes)")
+    total = sum(report.sent.values())
+    left = sum(report.pending.values())
+    print(f"replayed {total}, left {left}")
+    return 1 if left else 0
 
 
 def main_route(argv: Sequence[str]) -> int:

@@ -177,6 +177,30 @@ PROXY_STATS: Final = (
         Source.COMPUTED,
         "fire-and-forget requests answered with an error",
     ),
+    Stat(
+        "asynclog_spooled",
+        Kind.COUNTER,
+        Source.STORED,
+        "deletes a server failed, written to the spool (--async-dir) and answered NOT_FOUND",
+    ),
+    Stat(
+        "asynclog_replayed",
+        Kind.COUNTER,
+        Source.STORED,
+        "spooled deletes sent again and answered by their server",
+    ),
+    Stat(
+        "asynclog_pending",
+        Kind.GAUGE,
+        Source.STORED,
+        "spooled deletes not replayed yet (as of the last replay pass)",
+    ),
+    Stat(
+        "asynclog_oldest_pending_age",
+        Kind.GAUGE,
+        Source.STORED,
+        "seconds since the oldest delete not replayed yet was spooled (last replay pass)",
+    ),
     # Per command, named as memcached and mcrouter name them.
     _requests("cmd_get", Op.GET),
     _requests("cmd_gets", Op.GETS),

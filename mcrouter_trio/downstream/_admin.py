@@ -30,7 +30,7 @@ from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.config._jsonc import ConfigError, loads_jsonc
 from mcrouter_trio.messages import GET_LIKE, STORAGE, Op, Pending, Reply, Request, Result
 from mcrouter_trio.ops._reload import ConfigStatus
-from mcrouter_trio.routing._base import Route, default_reply
+from mcrouter_trio.routing._base import DeleteSpool, Route, default_reply
 from mcrouter_trio.routing._combinators import Background
 from mcrouter_trio.routing._registry import REGISTRY, load_handles
 from mcrouter_trio.routing._specs import PoolSpec, ServerSpec
@@ -215,6 +215,7 @@ class RecordingContext:
         failover target is tried."""
         self.rng = random.Random()
         self.host_id = host_id
+        self.asynclog: DeleteSpool | None = None  # a dry run spools nothing
         self.background = Background()
         self.servers: list[ServerSpec] = []
         self._is_down = is_down

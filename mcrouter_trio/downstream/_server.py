@@ -37,6 +37,7 @@ from mcrouter_trio.downstream._admin import AdminCommands
 from mcrouter_trio.downstream._reactor import ClientReactor
 from mcrouter_trio.downstream._router import Router, RouterSettings
 from mcrouter_trio.downstream._session import ClientSession
+from mcrouter_trio.ops._delete_stream import DeleteStreamSettings, start_delete_stream
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.transport._tls import TLSSocket
@@ -77,6 +78,8 @@ class ServerSettings:
     reuse_port: bool = False
     #: TKO tracking and probes (`--timeouts-until-tko`, `-r`, ...).
     health: HealthSettings = attrs.field(factory=HealthSettings)
+    #: The reliable delete stream (`-a/--async-dir`); None: failed deletes get their error.
+    asynclog: DeleteStreamSettings | None = None
 
 
 class Proxy:
@@ -233,6 +236,10 @@ async def serve(
         tree = config.tree(router_settings.default_route)
         router = Router(tree, ctx, stats, router_settings, admin)
         stats.background = ctx.background
+        if settings.asynclog is not None:
+            start_delete_stream(
+                settings.asynclog, ctx, destination_nursery, stats, lambda: router.tree.servers
+            )
         destination_nursery.start_soon(ctx.run_timers, name="route timers")
         proxy = Proxy(router, settings, stats)
         destination_nursery.start_soon(proxy.reactor.run, name="client reactor")

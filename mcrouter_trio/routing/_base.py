@@ -27,6 +27,18 @@ class BackgroundWork(Protocol):
     def start(self, name: str, send: Callable[[], Pending]) -> bool: ...
 
 
+class DeleteSpool(Protocol):
+    """The reliable delete stream (`--async-dir`): deletes a server failed, kept on disk."""
+
+    def spool(self, server: ServerSpec, key: bytes, pool: str, failure: Reply) -> Pending:
+        """Spool a delete of `key` that `server` answered with `failure`.
+
+        Resolves, once the record is on disk, to the reply for a spooled delete
+        (`NOT_FOUND`), or to `failure` if it could not be written.
+        """
+        ...
+
+
 class RouteContext(Protocol):
     """What route handles may use at run time (owned by the proxy, not the config).
 
@@ -37,6 +49,8 @@ class RouteContext(Protocol):
 
     rng: random.Random
     host_id: int
+    #: Where PoolRoute spools the deletes its servers fail; None: return the error.
+    asynclog: DeleteSpool | None
 
     @property
     def background(self) -> BackgroundWork: ...

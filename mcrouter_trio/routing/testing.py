@@ -19,6 +19,7 @@ from collections.abc import Callable
 import attrs
 
 from mcrouter_trio.messages import Pending, Reply, Request
+from mcrouter_trio.routing._base import DeleteSpool
 from mcrouter_trio.routing._combinators import DEFAULT_BACKGROUND_CAP, Background
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
@@ -59,6 +60,7 @@ class FakeContext:
     ) -> None:
         self.rng = random.Random(seed)
         self.host_id = host_id
+        self.asynclog: DeleteSpool | None = None
         self.background = Background(background_cap)
         self.sent: list[Sent] = []
         self.clock = 0.0

@@ -19,6 +19,7 @@ from functools import partial
 import trio
 
 from mcrouter_trio.messages import Op, Pending, Reply, Request
+from mcrouter_trio.routing._base import DeleteSpool
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, Background
 from mcrouter_trio.routing._multiget import split_multiget
 from mcrouter_trio.routing._specs import ConnectionKey, ServerSpec
@@ -47,6 +48,8 @@ class ProxyContext:
         self.health = health or HealthSettings()
         self.tko = TkoRegistry(self.health)
         self.host_id = host_id
+        #: The delete spool (`--async-dir`), set when serving starts unless disabled.
+        self.asynclog: DeleteSpool | None = None
         self.background = Background()
         self._by_identity: dict[ConnectionKey, Destination] = {}
         #: Every destination, by the spec it was opened for (live, for stats).

@@ -21,13 +21,14 @@ from mcrouter_trio.hashing import (
     server_name,
     twemproxy_selector,
 )
-from mcrouter_trio.messages import META, Pending, Request, Result, error_reply
+from mcrouter_trio.messages import META, Op, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
-from mcrouter_trio.routing.handles.destination import pool_destinations
+from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
+from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
 
 #: mcrouter's hash function names (case-sensitive, as in mcrouter).
 MCROUTER_HASH_FUNCS: Final = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
@@ -37,6 +38,8 @@ TWEMPROXY_HASH_FUNCS: Final = {name.capitalize(): name for name in sorted(DISTRI
 HASH_FUNCS: Final = MCROUTER_HASH_FUNCS | TWEMPROXY_HASH_FUNCS.keys()
 #: nutcracker's default `hash`.
 DEFAULT_KEY_HASH: Final = "fnv1a_64"
+#: The one command PoolRoute spools on failure (bound once: checked per request).
+_DELETE: Final = Op.DELETE
 #: The hash options that only twemproxy's distributions take.
 _TWEMPROXY_OPTIONS: Final = ("key_hash", "hash_tag", "server_weights", "server_names")
 
@@ -260,11 +263,17 @@ class HashRoute:
 @route_type("PoolRoute", shorthand="pool")
 @attrs.frozen
 class PoolRoute:
-    """Routes to one server of a pool chosen by a hash (default Ch3, or twemproxy's)."""
+    """Routes to one server of a pool chosen by a hash (default Ch3, or twemproxy's).
+
+    Deletes its server fails are spooled (`asynclog`, see `handles/_asynclog.py`),
+    under `asynclog_name` (default: the pool's name).
+    """
 
     pool: PoolSpec
     hash: HashSpec = HashSpec()
-    _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
+    asynclog: bool = True
+    asynclog_name: str | None = None
+    _children: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
     _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
@@ -301,14 +310,21 @@ class PoolRoute:
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         children = self._children
         if len(children) == 1:
-            return children[0].route(request, ctx)
-        if not children:
+            child = children[0]
+        elif children:
+            child = children[self._select(self._key_of(request))]
+        else:
             return Pending(
                 error_reply(
                     Result.LOCAL_ERROR, f"HashRoute with empty children, name: {self.pool.name}"
                 )
             )
-        return children[self._select(self._key_of(request))].route(request, ctx)
+        if request.op is _DELETE and self.asynclog:
+            spool = ctx.asynclog
+            if spool is not None:
+                name = self.asynclog_name or self.pool.name
+                return route_spooling_failures(child, request, ctx, spool, name)
+        return child.route(request, ctx)
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
