@@ -6,7 +6,13 @@ key's own; `strtol`/`strtoull` parse numbers as memcached does.
 """
 
 from mcrouter_trio.protocol._numbers import strtol, strtoull
-from mcrouter_trio.protocol._replies import GetBatchFramer, ReplyStreamError, frame_reply, values
+from mcrouter_trio.protocol._replies import (
+    GetBatchFramer,
+    GetProgress,
+    ReplyStreamError,
+    frame_reply,
+    values,
+)
 from mcrouter_trio.protocol._requests import (
     KEY_MAX_LENGTH,
     NEED_DATA,
@@ -24,6 +30,7 @@ __all__ = [
     "CloseConnection",
     "Event",
     "GetBatchFramer",
+    "GetProgress",
     "ImmediateReply",
     "ReplyStreamError",
     "RequestParser",
