@@ -14,6 +14,7 @@ from mcrouter_trio.protocol._replies import (
     values,
 )
 from mcrouter_trio.protocol._requests import (
+    INCOMPLETE_LINE_LIMIT,
     KEY_MAX_LENGTH,
     NEED_DATA,
     CloseConnection,
@@ -25,6 +26,7 @@ from mcrouter_trio.protocol._requests import (
 )
 
 __all__ = [
+    "INCOMPLETE_LINE_LIMIT",
     "KEY_MAX_LENGTH",
     "NEED_DATA",
     "CloseConnection",
