@@ -1,4 +1,4 @@
-"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s demo`."""
+"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s demo`, `nox -s fuzz`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,19 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """A million generated and mutated requests through the parser, replies through the
+    framer, then a minute of hostile clients beside checking ones on a live proxy.
+
+    Not a default session: it takes minutes. `nox -s fuzz -- --seed N` replays a run;
+    see `python tests/fuzzing.py --help` for the sizes.
+    """
+    _require(session, "memcached", "memcached")
+    session.install("-e", ".[test]")
+    session.run("python", "tests/fuzzing.py", *session.posargs)
 
 
 @nox.session

@@ -31,6 +31,7 @@ from _routing import (
 
 from mcrouter_trio import hashing
 from mcrouter_trio.config import ConfigError, load_config
+from mcrouter_trio.hashing import routing_key
 from mcrouter_trio.messages import FAILOVER_ERRORS, Pending, Reply, Request, Result
 from mcrouter_trio.routing import NO_ROUTE, PoolSpec, Route
 from mcrouter_trio.routing.handles.broadcast import AllSyncRoute
@@ -229,14 +230,69 @@ def test_route_whole_sends_a_multiget_whole_when_every_key_hashes_to_one_server(
     assert only.request.to_wire() == b"get %s\r\n" % b" ".join(together)
 
 
-def test_route_whole_declines_when_keys_part_ways() -> None:
-    apart = [keys_on(0, 4, 1)[0], keys_on(1, 4, 1)[0]]
+def test_route_whole_sends_each_server_its_keys_and_merges_in_key_order() -> None:
+    # Keys in client order: a on 0, b on 1, c on 0 (a repeat of a on 0 too).
+    a, c = keys_on(0, 4, 2)
+    [b] = keys_on(1, 4, 1)
     ctx = FakeContext()
-    assert (
-        PoolRoute(pool(4)).route_whole(parse(b"get %s\r\n" % b" ".join(apart)), ctx, no_split)
-        is None
+    pending = PoolRoute(pool(4)).route_whole(
+        parse(b"get %s %s %s %s\r\n" % (a, b, c, a)), ctx, no_split
     )
-    assert not ctx.sent
+    assert pending is not None
+    sent = {server_index(ctx, i): ctx.sent[i] for i in range(len(ctx.sent))}
+    assert sorted(sent) == [0, 1]
+    assert sent[0].request.keys == (a, c, a)
+    assert sent[1].request.keys == (b,)
+    block = b"VALUE %s 0 1\r\nx\r\n"
+    sent[1].answer(Reply(Result.FOUND, block % b + b"END\r\n"))
+    assert not resolved(pending)  # merged once every server answered
+    # Server 0 misses c: its reply leaves c out and repeats a.
+    sent[0].answer(Reply(Result.FOUND, block % a + block % a + b"END\r\n"))
+    assert pending.reply is not None
+    assert pending.reply.result is Result.FOUND
+    assert pending.reply.raw == block % a + block % b + block % a + b"END\r\n"
+
+
+def test_route_whole_puts_the_first_error_in_key_order_in_place_of_end() -> None:
+    [a] = keys_on(0, 4, 1)
+    b, d = keys_on(1, 4, 2)
+    [c] = keys_on(2, 4, 1)
+    ctx = FakeContext()
+    pending = PoolRoute(pool(4)).route_whole(
+        parse(b"get %s %s %s %s\r\n" % (a, b, c, d)), ctx, no_split
+    )
+    assert pending is not None
+    sent = {server_index(ctx, i): ctx.sent[i] for i in range(len(ctx.sent))}
+    block = b"VALUE %s 0 1\r\nx\r\n"
+    sent[0].answer(Reply(Result.FOUND, block % a + b"END\r\n"))
+    # Server 1 answered b, then failed part-way: d has its error.
+    sent[1].answer(Reply(Result.REMOTE_ERROR, block % b + b"SERVER_ERROR out of memory\r\n"))
+    sent[2].answer(Reply(Result.TIMEOUT, b"SERVER_ERROR timeout\r\n"))
+    # c (server 2) comes before d (server 1) in key order: c's error wins.
+    assert pending.reply is not None
+    assert pending.reply.result is Result.TIMEOUT
+    assert pending.reply.raw == block % a + block % b + b"SERVER_ERROR timeout\r\n"
+
+
+def test_route_whole_splits_only_the_keys_of_a_child_that_cannot_take_them_whole() -> None:
+    split_through: list[tuple[Route, Request]] = []
+
+    def split(route: Route, request: Request) -> Pending:
+        split_through.append((route, request))
+        return Pending(MISS)
+
+    # A destination that strips routing prefixes does it key by key: no whole get.
+    stripping = DestinationRoute(SERVERS[1])
+    route = HashRoute((dest(0), stripping))
+    plain = next(key for key in KEYS if route.select(routing_key(key)) == 0)
+    prefixed = next(
+        b"/r/c/" + key for key in KEYS if route.select(routing_key(b"/r/c/" + key)) == 1
+    )
+    ctx = FakeContext()
+    pending = route.route_whole(parse(b"get %s %s\r\n" % (plain, prefixed)), ctx, split)
+    assert pending is not None
+    assert [(r, req.keys) for r, req in split_through] == [(stripping, (prefixed,))]
+    assert [sent.request.keys for sent in ctx.sent] == [(plain,)]
 
 
 # ---------------------------------------------------------------------------

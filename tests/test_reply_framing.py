@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 
 from mcrouter_trio.messages import Op, Reply, Result
-from mcrouter_trio.protocol import GetBatchFramer, ReplyStreamError, frame_reply, values
+from mcrouter_trio.protocol import (
+    GetBatchFramer,
+    GetProgress,
+    ReplyStreamError,
+    frame_reply,
+    values,
+)
 from mcrouter_trio.protocol._replies import MAX_REPLY_LINE, _frame_get
 
 
@@ -301,8 +307,70 @@ def test_single_hit_shortcut_agrees_with_the_general_get_framing(reply: bytes, o
     buf = b"x" * offset + reply
     end = buf.find(b"\r\n", offset)
     shortcut = outcome(lambda: frame_reply(buf, offset, Op.GET))
-    general = None if end < 0 else outcome(lambda: _frame_get(buf, offset, end))
+    general = None if end < 0 else outcome(lambda: _frame_get(buf, offset, None))
     assert shortcut == general
+
+
+# -- a long get reply arriving in many reads ---------------------------------------------
+
+
+def frame_in_reads(stream: bytes, cuts: list[int], op: Op) -> list[object]:
+    """Frame `stream` as a connection does: each read appended, framing resumed with
+    the connection's `GetProgress`, the buffer compacted between reads (so the start
+    of the reply being framed moves)."""
+    progress = GetProgress()
+    buf = bytearray()
+    pos = fed = 0
+    framed: list[object] = []
+    for end in [*sorted(set(cuts)), len(stream)]:
+        buf += stream[fed:end]
+        fed = max(fed, end)
+        while True:
+            try:
+                result = frame_reply(buf, pos, op, progress)
+            except ReplyStreamError:
+                return [*framed, "stream error"]
+            if result is None:
+                break
+            reply, pos = result
+            framed.append((reply.result, reply.raw))
+        del buf[:pos]
+        pos = 0
+    return framed
+
+
+def frame_at_once(stream: bytes, op: Op) -> list[object]:
+    return frame_in_reads(stream, [], op)
+
+
+@given(
+    st.lists(st.one_of(get_replies(), st.sampled_from([b"END\r\n", b"SERVER_ERROR oom\r\n"]))),
+    st.lists(st.integers(0, 400)),
+)
+@settings(max_examples=1000)
+def test_get_replies_framed_in_reads_are_the_replies_framed_at_once(
+    replies: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(replies)
+    assert frame_in_reads(stream, cuts, Op.GET) == frame_at_once(stream, Op.GET)
+
+
+def test_a_long_get_reply_is_walked_once() -> None:
+    """What was framed before a read is not walked again: bytes there are not read."""
+    blocks = b"".join(b"VALUE k%d 0 1\r\nx\r\n" % i for i in range(1000))
+    progress = GetProgress()
+    buf = bytearray(blocks[:-7])
+    assert frame_reply(buf, 0, Op.GET, progress) is None
+    walked = progress.framed
+    assert walked > len(blocks) - 100
+    # Were the framer to start again from the reply's start, this would break the stream.
+    buf[:walked] = b"#" * walked
+    buf += blocks[-7:] + b"END\r\n"
+    framed = frame_reply(buf, 0, Op.GET, progress)
+    assert framed is not None
+    assert framed[0].result is Result.FOUND
+    assert framed[1] == len(buf)
+    assert (progress.framed, progress.hits) == (0, 0)  # ready for the next reply
 
 
 # -- batched gets: one multi-key get, split back into one reply per key -----------------

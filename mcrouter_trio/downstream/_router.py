@@ -29,7 +29,7 @@ from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.protocol import strtol
 from mcrouter_trio.routing._base import NO_ROUTE, Route
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, failing_handle, gather
-from mcrouter_trio.routing._multiget import merge
+from mcrouter_trio.routing._multiget import SLICE_KEYS, SlicedGet, merge
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
 from mcrouter_trio.routing.handles.destination import split_routing_prefix
@@ -149,6 +149,8 @@ class Router:
         return first
 
     def _multiget(self, request: Request, keys: Sequence[bytes]) -> Pending:
+        if len(keys) > SLICE_KEYS:
+            return SlicedGet(request, self._route_slice).out
         # A plain get may answer a repeated key once; gat/gats must look each copy up
         # again (memcached does: a gat that expires the item makes later copies miss).
         touching = request.op is Op.GAT or request.op is Op.GATS
@@ -157,6 +159,13 @@ class Router:
             if whole is not None:
                 return whole
         return self._by_key(request, keys, self._route_key)
+
+    def _route_slice(self, request: Request) -> Pending:
+        """One slice of a giant multi-get (`SlicedGet`), routed as a multi-get of its own."""
+        try:
+            return self._multiget(request, request.keys or (request.key,))
+        except Exception as exc:
+            return _failed(exc)
 
     def _split(self, route: Route, request: Request) -> Pending:
         """A multi-get routed key by key through `route` (a failover's fallback)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import os
 import select
 import ssl
@@ -47,6 +46,7 @@ from mcrouter_trio.protocol import (
     RequestParser,
     TooLargeSet,
 )
+from mcrouter_trio.routing._base import Cancellable
 from mcrouter_trio.transport._socket import Parker, WriteBatch
 from mcrouter_trio.transport._tls import TLSSocket
 
@@ -128,7 +128,17 @@ class ClientSession:
     the `WriteBatch` for a write. The session's own task only owns its lifetime:
     it waits until the session is finished (or the shutdown grace period ends), then
     unregisters from the reactor before the descriptor is closed.
+
+    Slotted: thousands of idle connections each hold one.
     """
+
+    __slots__ = (
+        "_abandoned", "_backlogged", "_buffer_limit", "_client_timeout", "_closing", "_done",
+        "_drain_timer", "_finished", "_flush_requested", "_flusher", "_full", "_input_ended",
+        "_limit", "_out", "_reactor", "_route", "_route_get", "_timers", "_tls", "_waiting",
+        "_watched", "_write_blocked",
+        "fd", "interest", "parser", "proxy",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -146,6 +156,7 @@ class ClientSession:
         self._reactor = reactor
         self._flusher = flusher
         self._route_get = proxy.router.route_get
+        self._timers = proxy.router.ctx
         # 0 means no limit, as in mcrouter.
         self._limit = proxy.settings.max_outstanding or sys.maxsize
         self._waiting: deque[Entry] = deque()
@@ -158,11 +169,14 @@ class ClientSession:
         #: `max_outstanding` requests are unanswered: stop reading until some are.
         self._full = False
         #: Unwritten output and buffered input reached `max_client_buffer` bytes: route
-        #: nothing more; `_drain_clock` disconnects the client unless it drains in time.
+        #: nothing more; `_drain_timer` disconnects the client unless it drains in time.
         self._backlogged = False
         self._buffer_limit = proxy.settings.max_client_buffer or sys.maxsize
         self._client_timeout = proxy.settings.client_timeout
-        self._drain_clock = trio.CancelScope()
+        #: A timer of the proxy's timer task rather than a cancel scope per session:
+        #: idle connections are many, and a scope costs each one a few hundred bytes.
+        self._drain_timer: Cancellable | None = None
+        self._abandoned = False
         #: After `quit` (or input memcached closes on): answer what is left, then close.
         self._closing = False
         #: Nothing more will be read (EOF, close_notify, shutdown); complete requests
@@ -188,23 +202,27 @@ class ClientSession:
             # read with it: the socket will not signal them again.
             self._take_tls(self._tls, b"")
         try:
-            with self._drain_clock:
-                while not self._finished:
-                    await self._done.park()
-            if self._drain_clock.cancelled_caught:
-                self._disconnect_backlogged()
+            while not self._finished:
+                await self._done.park()
         finally:
             # From now on nothing may be written: the descriptor is about to close
             # and its number may be reused by another client.
             self._finished = True
             self._reactor.remove(self)
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()
+                self._drain_timer = None
 
     @property
     def abandoned(self) -> bool:
         """Disconnected for not reading its replies: nothing is left to deliver."""
-        return self._drain_clock.cancelled_caught
+        return self._abandoned
 
     def _disconnect_backlogged(self) -> None:
+        self._drain_timer = None
+        if self._finished:
+            return
+        self._abandoned = True
         log.info(
             "client disconnected: %d bytes held for it and not read within %g s "
             "(--max-client-buffer, --client-timeout)",
@@ -420,9 +438,13 @@ class ClientSession:
         over = self._unsent() + self.parser.buffered >= self._buffer_limit
         if over != self._backlogged:
             self._backlogged = over
-            self._drain_clock.deadline = (
-                trio.current_time() + self._client_timeout if over else math.inf
-            )
+            if over:
+                self._drain_timer = self._timers.call_later(
+                    self._client_timeout, self._disconnect_backlogged
+                )
+            elif self._drain_timer is not None:
+                self._drain_timer.cancel()
+                self._drain_timer = None
 
     def _check_done(self) -> None:
         if self._closing and not self._waiting and not self._unsent() and not self._finished:

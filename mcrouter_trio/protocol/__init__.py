@@ -6,8 +6,15 @@ key's own; `strtol`/`strtoull` parse numbers as memcached does.
 """
 
 from mcrouter_trio.protocol._numbers import strtol, strtoull
-from mcrouter_trio.protocol._replies import GetBatchFramer, ReplyStreamError, frame_reply, values
+from mcrouter_trio.protocol._replies import (
+    GetBatchFramer,
+    GetProgress,
+    ReplyStreamError,
+    frame_reply,
+    values,
+)
 from mcrouter_trio.protocol._requests import (
+    INCOMPLETE_LINE_LIMIT,
     KEY_MAX_LENGTH,
     NEED_DATA,
     CloseConnection,
@@ -19,11 +26,13 @@ from mcrouter_trio.protocol._requests import (
 )
 
 __all__ = [
+    "INCOMPLETE_LINE_LIMIT",
     "KEY_MAX_LENGTH",
     "NEED_DATA",
     "CloseConnection",
     "Event",
     "GetBatchFramer",
+    "GetProgress",
     "ImmediateReply",
     "ReplyStreamError",
     "RequestParser",

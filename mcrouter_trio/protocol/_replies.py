@@ -86,13 +86,37 @@ _META_CODES: Final[dict[Op, dict[bytes, Result]]] = {
 }
 
 
-def frame_reply(buf: bytes | bytearray, start: int, op: Op) -> tuple[Reply, int] | None:
+class GetProgress:
+    """How far a get reply still arriving has been framed, so the next read resumes there.
+
+    A multi-get reply of megabytes arrives in dozens of reads; walking its VALUE
+    blocks from the start after each one would cost time quadratic in its size.
+    Offsets are relative to the reply's start, which moves when the caller compacts
+    its buffer. One per connection: replies are framed one at a time, in order.
+    """
+
+    __slots__ = ("framed", "hits")
+
+    def __init__(self) -> None:
+        self.framed = 0  # bytes of whole VALUE blocks already walked
+        self.hits = 0
+
+    def reset(self) -> None:
+        self.framed = self.hits = 0
+
+
+def frame_reply(
+    buf: bytes | bytearray, start: int, op: Op, progress: GetProgress | None = None
+) -> tuple[Reply, int] | None:
     """Frame the reply to `op` that starts at `buf[start]`.
 
     Returns the reply and the index just past it, or None if more bytes are needed.
-    Raises ReplyStreamError if the bytes cannot be a reply to `op`.
+    Raises ReplyStreamError if the bytes cannot be a reply to `op`. A caller that
+    frames a stream passes its `GetProgress`, so that a long get reply is walked once.
     """
     if op in GET_LIKE:
+        if progress is not None and progress.framed:
+            return _frame_get(buf, start, progress)
         value = _VALUE_LINE(buf, start)
         if value is not None:
             # The commonest reply, one hit, without the general loop in `_frame_get`.
@@ -105,7 +129,7 @@ def frame_reply(buf: bytes | bytearray, start: int, op: Op) -> tuple[Reply, int]
             raise ReplyStreamError("reply line too long")
         return None
     if op in GET_LIKE:
-        return _frame_get(buf, start, end)
+        return _frame_get(buf, start, progress)
     if op is Op.MA_QUIET:
         return _frame_quiet_ma(buf, start, end)
     line = bytes(buf[start:end])
@@ -152,9 +176,16 @@ def _error(line: bytes, after: int) -> tuple[Reply, int]:
     return Reply(result, line + b"\r\n"), after
 
 
-def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int] | None:
-    hits = 0
-    line_start = start
+def _frame_get(
+    buf: bytes | bytearray, start: int, progress: GetProgress | None
+) -> tuple[Reply, int] | None:
+    if progress is None:
+        hits = 0
+        line_start = start
+    else:
+        hits = progress.hits
+        line_start = start + progress.framed
+        progress.reset()  # set again below if the reply is still incomplete
     while True:
         value = _VALUE_LINE(buf, line_start)
         if value is not None:
@@ -165,6 +196,7 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
                 raise ReplyStreamError("VALUE size out of range")
             data_end = value.end() + size
             if len(buf) < data_end + 2:
+                _remember(progress, line_start - start, hits)
                 return None
             if not buf.startswith(b"\r\n", data_end):
                 raise ReplyStreamError("VALUE block not terminated by CRLF")
@@ -178,11 +210,13 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
         if end < 0:
             if len(buf) - line_start > MAX_REPLY_LINE:
                 raise ReplyStreamError("reply line too long")
+            _remember(progress, line_start - start, hits)
             return None
         if buf.startswith(b"VALUE ", line_start):
             # A VALUE line of another shape than memcached's.
             block_end = _block_end(buf, end + 2, _value_size(bytes(buf[line_start:end])))
             if block_end is None:
+                _remember(progress, line_start - start, hits)
                 return None
             hits += 1
             line_start = block_end
@@ -195,6 +229,13 @@ def _frame_get(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int
             # error line then ends the reply.
             return Reply(Result.REMOTE_ERROR, bytes(buf[start : end + 2])), end + 2
         raise ReplyStreamError(f"unexpected reply {line[:80]!r} to a get")
+
+
+def _remember(progress: GetProgress | None, framed: int, hits: int) -> None:
+    """Remember how far an incomplete get reply was walked, for the next call."""
+    if progress is not None:
+        progress.framed = framed
+        progress.hits = hits
 
 
 def _value_size(line: bytes) -> int:

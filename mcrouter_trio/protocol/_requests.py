@@ -136,6 +136,11 @@ class _Swallowing:
 class RequestParser:
     """Incremental parser: `feed(bytes)`, then call `next_event()` until `NEED_DATA`."""
 
+    __slots__ = (
+        "_buf", "_closed", "_first_byte_seen", "_pos", "_scanned", "_state",
+        "max_line_length", "max_value_size",
+    )  # fmt: skip
+
     def __init__(
         self,
         *,

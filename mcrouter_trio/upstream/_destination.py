@@ -42,7 +42,7 @@ import trio
 
 from mcrouter_trio.counters import ServerCounters
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
-from mcrouter_trio.protocol import GetBatchFramer, ReplyStreamError, frame_reply
+from mcrouter_trio.protocol import GetBatchFramer, GetProgress, ReplyStreamError, frame_reply
 from mcrouter_trio.routing._combinators import FAILURES
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.tls._contexts import SessionCache, describe_ssl_error
@@ -623,6 +623,7 @@ class Destination:
         backend_writes = self._backend_writes
         buf: bytes | bytearray = b""
         pos = 0
+        progress = GetProgress()  # a long get reply is walked once, not once per read
         try:
             while True:
                 data = await stream.receive_some(RECEIVE_SIZE)
@@ -656,7 +657,7 @@ class Destination:
                             self.stats.replies += keys
                             pending.resolve_framed()
                             continue
-                        framed = frame_reply(buf, pos, op)
+                        framed = frame_reply(buf, pos, op, progress)
                         if framed is None:
                             break
                         reply, pos = framed

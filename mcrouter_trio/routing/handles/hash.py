@@ -25,6 +25,7 @@ from mcrouter_trio.messages import META, Op, Pending, Request, Result, error_rep
 from mcrouter_trio.protocol import meta_routing_key
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
+from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
@@ -199,16 +200,13 @@ def _route_whole_by(
     ctx: RouteContext,
     split: SplitRouting,
 ) -> Pending | None:
-    """A multi-key get sent whole to one child when every key hashes to it."""
+    """A multi-key get sent whole to each child, with the keys that hash to it."""
     keys = request.keys
     if not children or not keys:
         return None
     if len(children) == 1:
         return children[0].route_whole(request, ctx, split)
-    chosen = select(key_of(keys[0]))
-    if any(select(key_of(key)) != chosen for key in keys[1:]):
-        return None
-    return children[chosen].route_whole(request, ctx, split)
+    return route_partitioned(children, lambda key: select(key_of(key)), request, ctx, split)
 
 
 def _as_is(key: bytes) -> bytes:
