@@ -412,6 +412,11 @@ class _RouteBuilder:
             raise _group([Invalid(message) for message in messages]) from None
 
     def _route_from_object(self, value: dict[str, object], top: bool) -> Route:
+        return cast(Route, self._routes_from_object(value, top, many=False))
+
+    def _routes_from_object(
+        self, value: dict[str, object], top: bool, *, many: bool
+    ) -> Route | tuple[Route, ...]:
         data = dict(value)
         if "type" not in data:
             raise _problems_error([(("type",), "required field missing")])
@@ -426,14 +431,16 @@ class _RouteBuilder:
             # any later object or string with that name is that route.
             named = self._named(name)
             if named is not None:
-                return _one(named)
+                return named if many else _one(named)
         cls = self._route_type(type_name, top).cls
         if "name" in data and "name" not in attrs.fields_dict(cls):
             data.pop("name")
         route = self._structure(cls, data)
+        as_list = getattr(route, "as_list", None)  # a type standing for a list (ShadowRoute)
+        routes: tuple[Route, ...] = (route,) if as_list is None else as_list()
         if isinstance(name, str):
-            self._seen[name] = (route,)
-        return route
+            self._seen[name] = routes
+        return routes if many else _one(routes)
 
     def _structure(self, cls: type, data: dict[str, object]) -> Route:
         route: Route = self._structure_fn(cls)(data, cls)
@@ -478,6 +485,8 @@ class _RouteBuilder:
         if isinstance(value, dict) and value.get("type") == "Pool":
             body = {key: item for key, item in value.items() if key != "type"}
             return pool_destinations(self._inline_pool(body))
+        if isinstance(value, dict) and value.get("type") == "ShadowRoute":
+            return cast(tuple[Route, ...], self._routes_from_object(value, False, many=True))
         return (self._route(value),)
 
     def _policies(

@@ -23,11 +23,13 @@ from mcrouter_trio.hashing import (
 )
 from mcrouter_trio.messages import META, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
+from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles.destination import pool_destinations
+from mcrouter_trio.routing.handles.rate_limit import RateLimits, check_rates
+from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy, shadowed
 
 #: mcrouter's hash function names (case-sensitive, as in mcrouter).
 MCROUTER_HASH_FUNCS: Final = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
@@ -256,17 +258,25 @@ class HashRoute:
 @route_type("PoolRoute", shorthand="pool")
 @attrs.frozen
 class PoolRoute:
-    """Routes to one server of a pool chosen by a hash (default Ch3, or twemproxy's)."""
+    """Routes to one server of a pool chosen by a hash (default Ch3, or twemproxy's).
+
+    `shadows` copy some requests of some server slots elsewhere (see `shadow.py`);
+    `rates` limit each command class with a token bucket (see `rate_limit.py`):
+    over the limit, the default reply.
+    """
 
     pool: PoolSpec
     hash: HashSpec = HashSpec()
+    shadows: tuple[ShadowSpec, ...] = ()
+    shadow_policy: str = config_field(default="default", check=check_shadow_policy)
+    rates: RateLimits | None = config_field(default=None, check=check_rates)
     _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
     _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        children = pool_destinations(self.pool)
+        children = shadowed(pool_destinations(self.pool), self.shadows)
         object.__setattr__(self, "_children", children)
         select: Callable[[bytes], int] = _no_children
         if self.hash.is_twemproxy:
@@ -291,6 +301,8 @@ class PoolRoute:
         object.__setattr__(self, "_routing_key", keys_routing)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
+        if self.rates is not None and not self.rates.allow(request, ctx):
+            return Pending(default_reply(request))
         children = self._children
         if len(children) == 1:
             return children[0].route(request, ctx)
@@ -305,6 +317,8 @@ class PoolRoute:
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
+        if self.rates is not None:
+            return None  # each key takes a token
         return _route_whole_by(self._children, self._select, self._routing_key, request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
