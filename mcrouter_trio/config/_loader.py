@@ -19,6 +19,7 @@ come out the same way.
 from __future__ import annotations
 
 import hashlib
+import keyword
 import logging
 import operator
 import os
@@ -347,6 +348,8 @@ class _RouteBuilder:
                     key_check = metadata[KEY_CHECK]
                     hook = partial(self._policies, key_check=key_check)
                     overrides[field.name] = override(struct_hook=hook)
+                elif keyword.iskeyword(field.name[:-1]):
+                    overrides[field.name] = override(rename=field.name[:-1])  # `from_`: "from"
             generated = make_dict_structure_fn(cls, self._converter, **overrides)
             self._generated[cls] = generated
         return cast(Callable[[Any, Any], T], generated)
