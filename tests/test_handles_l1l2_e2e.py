@@ -51,3 +51,37 @@ def test_l1_is_filled_from_l2_and_caches_l2s_misses(
         # Writes go to L1 only.
         assert client.call(b"set w 0 0 1\r\nv\r\n") == b"STORED\r\n"
         assert direct_get(l2, b"w") == b"END\r\n"
+
+
+def test_size_split_keeps_big_values_in_l2_behind_a_sentinel(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    l1, l2 = memcached_factory(), memcached_factory()
+    config = {
+        "pools": {"L1": {"servers": [l1.address]}, "L2": {"servers": [l2.address]}},
+        "route": {
+            "type": "L1L2SizeSplitRoute",
+            "l1": "PoolRoute|L1",
+            "l2": "PoolRoute|L2",
+            "threshold": 100,
+        },
+    }
+    proxy = proxy_factory(config)
+    big = b"x" * 500
+    with connect(proxy.port) as client:
+        assert client.call(b"set small 3 0 2\r\nhi\r\n") == b"STORED\r\n"
+        assert client.call(b"set big 3 0 500\r\n" + big + b"\r\n") == b"STORED\r\n"
+        assert direct_get(l1, b"small") == b"VALUE small 3 2\r\nhi\r\nEND\r\n"
+        assert direct_get(l2, b"small") == b"END\r\n"
+        assert direct_get(l1, b"big") == b"VALUE big 35 0\r\n\r\nEND\r\n"  # flags 3 | 0x20
+        assert direct_get(l2, b"big") == b"VALUE big 3 500\r\n" + big + b"\r\nEND\r\n"
+        assert (
+            client.call(b"get big\r\n", b"END\r\n") == b"VALUE big 3 500\r\n" + big + b"\r\nEND\r\n"
+        )
+        gets = client.call(b"gets big\r\n", b"END\r\n")
+        assert gets.startswith(b"VALUE big 3 500 ") and gets.endswith(big + b"\r\nEND\r\n")
+        # L2 loses the value: gets expires the stale sentinel and reports a miss.
+        with connect(l2.port) as direct:
+            assert direct.call(b"delete big\r\n") == b"DELETED\r\n"
+        assert client.call(b"gets big\r\n", b"END\r\n") == b"END\r\n"
+        assert direct_get(l1, b"big") == b"END\r\n"
