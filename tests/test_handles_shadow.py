@@ -9,6 +9,8 @@ import pytest
 from handle_helpers import HIT, MISS, STORED, destinations, port_of, request, server
 
 from mcrouter_trio.config import ConfigError, load_config
+from mcrouter_trio.hashing import make_selector
+from mcrouter_trio.hashing._furc import ch3
 from mcrouter_trio.routing import PoolSpec, Route
 from mcrouter_trio.routing.handles.destination import DestinationRoute
 from mcrouter_trio.routing.handles.hash import PoolRoute
@@ -284,3 +286,70 @@ def test_pool_route_rates_answer_the_default_reply_over_the_limit() -> None:
     assert first.reply is HIT
     assert second.reply is not None and second.reply.raw == b"END\r\n"
     assert len(ctx.sent) == 1
+
+
+# -- bucketize -------------------------------------------------------------------
+
+
+def _bucketized(total: int, **options: object) -> Route:
+    pools = {"A": {"servers": [f"127.0.0.1:{port}" for port in (1, 2, 3)]},
+             "S": {"servers": ["127.0.0.1:99"]}}  # fmt: skip
+    route = {"type": "PoolRoute", "pool": "A", "bucketize": True, "total_buckets": total,
+             "bucketization_keyspace": "space", **options}  # fmt: skip
+    return _load(route, pools=pools)
+
+
+def test_a_bucketized_pool_hashes_the_bucket_number() -> None:
+    route = _bucketized(1000)
+    select = make_selector("Ch3", 3)
+    for i in range(50):
+        key = b"key%d" % i
+        ctx = FakeContext()
+        route.route(request(b"get /a/b/" + key + b"|#|x\r\n"), ctx)
+        assert port_of(ctx.sent[0]) == select(b"%d" % ch3(key, 1000)) + 1
+
+
+def test_one_bucket_puts_every_key_on_one_server() -> None:
+    route = _bucketized(1, hash={"hash_func": "Ch3", "salt": "s"})
+    ports = set()
+    for i in range(30):
+        ctx = FakeContext()
+        route.route(request(b"get key%d\r\n" % i), ctx)
+        ports.add(port_of(ctx.sent[0]))
+    assert ports == {make_selector("Ch3", 3, salt=b"s")(b"0") + 1}
+
+
+@pytest.mark.parametrize(
+    ("fraction", "shadowed_buckets"),
+    [([0, 0.5], range(5)), ([0.5, 1], range(4, 10)), (None, range(0))],
+)
+def test_bucketized_shadows_take_key_fractions_as_bucket_ranges(
+    fraction: list[float] | None, shadowed_buckets: range
+) -> None:
+    shadow: dict[str, object] = {"target": "PoolRoute|S", "index_range": [0, 3]}
+    if fraction is not None:
+        shadow["key_fraction_range"] = fraction
+    route = _bucketized(10, shadows=[shadow])
+    for i in range(60):
+        key = b"key%d" % i
+        ctx = FakeContext()
+        route.route(request(b"get " + key + b"\r\n"), ctx)
+        copied = any(port_of(sent) == 99 for sent in ctx.sent)
+        assert copied == (ch3(key, 10) in shadowed_buckets)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bucketize": True, "bucketization_keyspace": "s"},
+         "McBucketRoute: no total number of buckets @ $.route"),
+        ({"bucketize": True, "total_buckets": 10},
+         "McBucketRoute: must have bucketization_keyspace @ $.route"),
+        ({"bucketize": True, "total_buckets": 0, "bucketization_keyspace": "s"},
+         "got 0 @ $.route.total_buckets"),
+    ],
+)  # fmt: skip
+def test_bad_bucketize_configs(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load({"type": "PoolRoute", "pool": "A", **options})
+    assert message in str(caught.value)

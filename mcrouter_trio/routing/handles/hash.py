@@ -9,6 +9,7 @@ the server nutcracker would pick (`hashing.twemproxy_selector`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final
 
 import attrs
@@ -21,6 +22,7 @@ from mcrouter_trio.hashing import (
     server_name,
     twemproxy_selector,
 )
+from mcrouter_trio.hashing._furc import CH3_MAX_N, furc_hash
 from mcrouter_trio.messages import META, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
@@ -210,6 +212,19 @@ def _route_whole_by(
     return children[chosen].route_whole(request, ctx, split)
 
 
+def check_total_buckets(value: object) -> int:
+    return check_int(value, 1, CH3_MAX_N)
+
+
+def _bucket_of_key(total_buckets: int, key: bytes) -> bytes:
+    """What a bucketized pool hashes for `key`: its bucket number, in decimal."""
+    return b"%d" % furc_hash(routing_key(key), total_buckets)
+
+
+def _bucket_of_request(total_buckets: int, request: Request) -> bytes:
+    return b"%d" % furc_hash(hashed_key(request), total_buckets)
+
+
 def _as_is(key: bytes) -> bytes:
     return key
 
@@ -262,7 +277,9 @@ class PoolRoute:
 
     `shadows` copy some requests of some server slots elsewhere (see `shadow.py`);
     `rates` limit each command class with a token bucket (see `rate_limit.py`):
-    over the limit, the default reply.
+    over the limit, the default reply. With `bucketize`, a key's server is chosen
+    by hashing its bucket number (`Ch3(routing key, total_buckets)`, in decimal)
+    with the pool's hash, as mcrouter's BucketHashSelector does.
     """
 
     pool: PoolSpec
@@ -270,16 +287,24 @@ class PoolRoute:
     shadows: tuple[ShadowSpec, ...] = ()
     shadow_policy: str = config_field(default="default", check=check_shadow_policy)
     rates: RateLimits | None = config_field(default=None, check=check_rates)
+    #: mcrouter's McBucketRoute: keys are hashed into `total_buckets` buckets (Ch3),
+    #: and the bucket number, not the key, picks the server.
+    bucketize: bool = False
+    total_buckets: int | None = config_field(default=None, check=check_total_buckets)
+    bucketization_keyspace: str | None = None
     _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
     _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        children = shadowed(pool_destinations(self.pool), self.shadows)
+        buckets = self._total_buckets()
+        children = shadowed(pool_destinations(self.pool), self.shadows, buckets)
         object.__setattr__(self, "_children", children)
         select: Callable[[bytes], int] = _no_children
         if self.hash.is_twemproxy:
+            if buckets:
+                raise Invalid(f"'bucketize' does not apply to {self.hash.hash_func}")
             if self.pool.weights is not None:
                 raise Invalid(
                     f"pool '{self.pool.name}' has 'weights' (WeightedCh3's);"
@@ -296,9 +321,22 @@ class PoolRoute:
             if children:
                 select = _selector(hash_func, len(children), self.hash.salt, weights)
             key_of, keys_routing = hashed_key, routing_key
+            if buckets:
+                key_of = partial(_bucket_of_request, buckets)
+                keys_routing = partial(_bucket_of_key, buckets)
         object.__setattr__(self, "_select", select)
         object.__setattr__(self, "_key_of", key_of)
         object.__setattr__(self, "_routing_key", keys_routing)
+
+    def _total_buckets(self) -> int:
+        """The number of buckets if the pool is bucketized, else 0."""
+        if not self.bucketize:
+            return 0
+        if self.total_buckets is None:
+            raise Invalid("McBucketRoute: no total number of buckets")
+        if self.bucketization_keyspace is None:
+            raise Invalid("McBucketRoute: must have bucketization_keyspace")
+        return self.total_buckets
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         if self.rates is not None and not self.rates.allow(request, ctx):

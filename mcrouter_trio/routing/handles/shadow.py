@@ -17,6 +17,7 @@ from typing import Final
 import attrs
 
 from mcrouter_trio.hashing import routing_key
+from mcrouter_trio.hashing._furc import furc_hash
 from mcrouter_trio.hashing._spooky import spooky_hash32
 from mcrouter_trio.messages import META, Pending, Request
 from mcrouter_trio.protocol import meta_routing_key
@@ -91,8 +92,8 @@ class ShadowSpec:
 
     target: Route
     index_range: tuple[int, int] = config_field(default=(0, 0), check=check_index_range)
-    key_fraction_range: tuple[float, float] = config_field(
-        default=(0.0, 0.0), check=check_key_fraction_range
+    key_fraction_range: tuple[float, float] | None = config_field(
+        default=None, check=check_key_fraction_range
     )
     keys_to_shadow: frozenset[bytes] = config_field(default=frozenset(), check=check_keys_to_shadow)
     requests_fraction: float = config_field(default=1.0, check=check_requests_fraction)
@@ -104,12 +105,12 @@ class ShadowSpec:
 
     def __attrs_post_init__(self) -> None:
         ranges = (self.index_range, self.key_fraction_range, self.key_fraction_range_rv)
-        if self.keys_to_shadow and ranges != ((0, 0), (0.0, 0.0), None):
+        if self.keys_to_shadow and ranges != ((0, 0), None, None):
             raise Invalid(
                 "Cannot mix nonempty keys_to_shadow array with index_range,"
                 " key_fraction_range, or key_fraction_range_rv"
             )
-        low, high = self.key_fraction_range
+        low, high = self.key_fraction_range or (0.0, 0.0)
         object.__setattr__(self, "_low", int(low * _HASH_MAX))
         object.__setattr__(self, "_high", int(high * _HASH_MAX))
 
@@ -122,10 +123,24 @@ class ShadowSpec:
         start, end = self.index_range
         return start <= index < end or bool(self.keys_to_shadow)
 
-    def wants(self, key: bytes, ctx: RouteContext) -> bool:
-        """Whether a request whose routing key is `key` is copied to the target."""
+    def bucket_range(self, total_buckets: int) -> tuple[int, int]:
+        """The buckets `key_fraction_range` covers in a bucketized pool (none if not given)."""
+        if self.key_fraction_range is None:
+            return 1, 0  # mcrouter's empty range
+        low, high = self.key_fraction_range
+        return int(low * (total_buckets - 1)), int(high * (total_buckets - 1))
+
+    def wants(self, key: bytes, ctx: RouteContext, in_buckets: bool | None = None) -> bool:
+        """Whether a request whose routing key is `key` is copied to the target.
+
+        In a bucketized pool, `in_buckets` says whether the key's bucket is in
+        `bucket_range`, which then replaces the key hash's range.
+        """
         if self.keys_to_shadow:
             if key not in self.keys_to_shadow:
+                return False
+        elif in_buckets is not None:
+            if not in_buckets:
                 return False
         elif not self._low <= spooky_hash32(key) <= self._high:
             return False
@@ -139,16 +154,27 @@ def _routing_key(request: Request) -> bytes:
 
 @attrs.frozen
 class ShadowedRoute:
-    """One child with the shadows covering its slot: the client gets the child's reply."""
+    """One child with the shadows covering its slot: the client gets the child's reply.
+
+    In a bucketized pool (`total_buckets`), key fractions are ranges of buckets.
+    """
 
     normal: Route
     shadows: tuple[ShadowSpec, ...]
+    total_buckets: int = 0
+    _bucket_ranges: tuple[tuple[int, int], ...] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        ranges = tuple(shadow.bucket_range(self.total_buckets) for shadow in self.shadows)
+        object.__setattr__(self, "_bucket_ranges", ranges)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         pending = self.normal.route(request, ctx)
         key = _routing_key(request)
-        for shadow in self.shadows:
-            if shadow.wants(key, ctx):
+        bucket = furc_hash(key, self.total_buckets) if self.total_buckets else None
+        for shadow, (low, high) in zip(self.shadows, self._bucket_ranges, strict=True):
+            in_buckets = None if bucket is None else low <= bucket <= high
+            if shadow.wants(key, ctx, in_buckets):
                 ctx.background.start(_NAME, partial(shadow.target.route, request, ctx))
         return pending
 
@@ -161,12 +187,14 @@ class ShadowedRoute:
         return (self.normal, *(shadow.target for shadow in self.shadows))
 
 
-def shadowed(children: Sequence[Route], shadows: Sequence[ShadowSpec]) -> tuple[Route, ...]:
+def shadowed(
+    children: Sequence[Route], shadows: Sequence[ShadowSpec], total_buckets: int = 0
+) -> tuple[Route, ...]:
     """`children` with each one wrapped in the shadows covering its slot (if any)."""
     out: list[Route] = []
     for index, child in enumerate(children):
         covering = tuple(shadow for shadow in shadows if shadow.covers(index))
-        out.append(ShadowedRoute(child, covering) if covering else child)
+        out.append(ShadowedRoute(child, covering, total_buckets) if covering else child)
     return tuple(out)
 
 
