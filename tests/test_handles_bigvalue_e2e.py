@@ -54,3 +54,25 @@ def test_big_values_are_chunked_as_mcrouter_chunks_them(
         with connect(server.port) as direct:
             assert direct.call(b"delete key:1:1234\r\n") == b"DELETED\r\n"
         assert client.call(b"get key\r\n", b"END\r\n") == b"END\r\n"
+
+
+def test_the_big_value_flags_put_every_route_behind_big_value_route(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    server = memcached_factory()
+    config = {"pools": {"A": {"servers": [server.address]}}, "route": "PoolRoute|A"}
+    proxy = proxy_factory(
+        config, "--big-value-split-threshold", "100", "--big-value-batch-size", "1"
+    )
+    value = b"v" * 250
+    suffix = spooky_hash64(value) & 0xFFFF_FFFF
+    with connect(proxy.port) as client:
+        assert client.call(b"set k 0 0 250\r\n" + value + b"\r\n") == b"STORED\r\n"
+        index = b"1-3-%d" % suffix
+        assert direct_get(server, b"k") == b"VALUE k 32768 %d\r\n%s\r\nEND\r\n" % (
+            len(index), index)  # fmt: skip
+        assert direct_get(server, b"k:2:%d" % suffix).endswith(b"v" * 50 + b"\r\nEND\r\n")
+        reply = client.call(b"get k\r\n", b"\r\nEND\r\n")
+        assert reply == b"VALUE k 32768 250\r\n" + value + b"\r\nEND\r\n"
+        assert client.call(b"set small 0 0 2\r\nhi\r\n") == b"STORED\r\n"
+        assert direct_get(server, b"small") == b"VALUE small 0 2\r\nhi\r\nEND\r\n"

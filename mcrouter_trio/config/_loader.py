@@ -77,6 +77,7 @@ from mcrouter_trio.routing._registry import (
 )
 from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
+from mcrouter_trio.routing.handles.bigvalue import BigValueRoute
 from mcrouter_trio.routing.handles.destination import pool_destinations
 
 log = logging.getLogger("mcrouter_trio.config")
@@ -138,14 +139,24 @@ def load_config(
     config_params: Mapping[str, str] | None = None,
     base_dir: str | os.PathLike[str] | None = None,
     num_proxies: int = 1,
+    big_value_split_threshold: int = 0,
+    big_value_batch_size: int = 10,
 ) -> ProxyConfig:
     """Parse, expand and check a config; every problem found is in one `ConfigError`.
 
     `default_route` is `-R` (it must be one of the aliases of a `routes` config);
     `config_params` are `--config-params`; `@import` paths are relative to
     `base_dir` (the config file's directory; the working directory if None).
+    A `big_value_split_threshold` (`--big-value-split-threshold`) puts every root
+    behind a BigValueRoute.
     """
-    env = _Env(default_route, dict(config_params or {}), base_dir, num_proxies)
+    env = _Env(
+        default_route,
+        dict(config_params or {}),
+        base_dir,
+        num_proxies,
+        (big_value_split_threshold, big_value_batch_size),
+    )
     try:
         return _load(text, source, PoolDefaults(default_timeout_ms, default_mech), host_id, env)
     except ConfigError:
@@ -185,6 +196,8 @@ class _Env:
     config_params: dict[str, str]
     base_dir: str | os.PathLike[str] | None
     num_proxies: int
+    #: `--big-value-split-threshold` (0: off) and `--big-value-batch-size`.
+    big_values: tuple[int, int] = (0, 10)
 
 
 def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _Env) -> ProxyConfig:
@@ -223,6 +236,11 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     errors.extend(builder.named_errors)
     if errors or not roots:
         raise ConfigError(errors, source)
+    threshold, batch_size = env.big_values
+    if threshold > 0:
+        roots = {
+            prefix: BigValueRoute(root, threshold, batch_size) for prefix, root in roots.items()
+        }
     all_pools = MappingProxyType({**pools, **builder.inline_pools})
     return ProxyConfig(
         all_pools,
