@@ -353,3 +353,11 @@ def test_bad_bucketize_configs(options: dict[str, object], message: str) -> None
     with pytest.raises(ConfigError) as caught:
         _load({"type": "PoolRoute", "pool": "A", **options})
     assert message in str(caught.value)
+
+
+def test_salted_failover_route_passes_its_shadows_to_its_pool_route() -> None:
+    route = _load({"type": "SaltedFailoverRoute", "pool": "A",
+                   "shadows": [{"target": "PoolRoute|S", "keys_to_shadow": ["k"]}]})  # fmt: skip
+    ctx = FakeContext()
+    route.route(request(b"get k\r\n"), ctx)
+    assert sorted(port_of(sent) for sent in ctx.sent) == [1, 99]
