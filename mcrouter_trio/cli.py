@@ -30,6 +30,12 @@ from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
 from mcrouter_trio.ops._host import local_host_id
 from mcrouter_trio.ops._limits import default_max_conns, raise_open_files_limit
+from mcrouter_trio.ops._mcrouter_flags import (
+    add_mcrouter_flags,
+    check_mcrouter_flags,
+    log_ignored_flags,
+)
+from mcrouter_trio.ops._metrics import renderer, serve_metrics
 from mcrouter_trio.ops._reload import ConfigWatcher, files_digest
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.ops._stats_files import StatsFiles, stat_prefix, write_stats_files
@@ -107,6 +113,13 @@ def _delay_ms(text: str) -> int:
     return value
 
 
+def _metrics_port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a port from 1 to 65535")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:  # NaN too
@@ -156,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="big value chunks sent at a time (default 10; 0: all at once)",
     )
     add(
+        "--big-value-hide-reply-flag",
+        action="store_true",
+        help="clear the big-value flag (0x8000) in replies to reads of big values",
+    )
+    add(
         "-t",
         "--server-timeout",
         type=_positive_ms,
@@ -173,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "-r",
         "--probe-timeout-initial",
+        "--retry-timeout",  # mcrouter's deprecated name
         type=_positive_ms,
         default=10_000,
         metavar="MS",
@@ -204,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         metavar="NAME:VALUE[,NAME:VALUE]",
         help="values of %%NAME%% in the config (strings)",
+    )
+    add(
+        "--additional-config-params",
+        type=_config_params,
+        default={},
+        metavar="NAME:VALUE[,NAME:VALUE]",
+        help="more values of %%NAME%%, over those of --config-params",
     )
     add(
         "--send-invalid-route-to-default",
@@ -333,10 +359,55 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the service part of the stats files' names (default mcrouter)",
     )
-    add("-v", "--verbosity", action="count", default=0, help="more logging (-v, -vv)")
+    add(
+        "--metrics-port",
+        type=_metrics_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (default: not served; "
+        "with --num-proxies, the first worker serves the sums over every worker)",
+    )
+    add(
+        "--metrics-address",
+        default="",
+        metavar="ADDR",
+        help="address the metrics port listens on (default: every interface, as a "
+        "Prometheus exporter does; 127.0.0.1 keeps it to this host)",
+    )
+    add(
+        "-v",
+        "--verbosity",
+        action=_Verbosity,
+        nargs="?",
+        default=0,
+        metavar="N",
+        help="more logging: -v, -vv (debug); mcrouter's -v N sets the level (0 to 2)",
+    )
     add("-V", "--version", action="version", version=f"mcrouter-trio {__version__}")
     add_tls_arguments(parser, _ports)
+    add_mcrouter_flags(parser)
     return parser
+
+
+class _Verbosity(argparse.Action):
+    """`-v` adds one, `-vv` two, `-v N` (mcrouter's form) sets N."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        value: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        text = value if isinstance(value, str) else None
+        if text is None:
+            level = namespace.verbosity + 1
+        elif text.isdigit():
+            level = int(text)
+        elif text.strip("v") == "":  # -vv arrives as -v with the value "v"
+            level = namespace.verbosity + 1 + len(text)
+        else:
+            parser.error(f"-v/--verbosity: not a level: {text!r}")
+        namespace.verbosity = level
 
 
 def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
@@ -348,10 +419,11 @@ def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
         "default_timeout_ms": args.server_timeout,
         "host_id": host_id,
         "default_route": args.route_prefix,
-        "config_params": args.config_params,
+        "config_params": {**args.config_params, **args.additional_config_params},
         "num_proxies": args.num_proxies,
         "big_value_split_threshold": args.big_value_split_threshold,
         "big_value_batch_size": args.big_value_batch_size,
+        "big_value_hide_reply_flag": args.big_value_hide_reply_flag,
     }
     if args.config and args.config.startswith("file:"):
         return load_config_file(args.config[len("file:") :], **options)
@@ -431,7 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_tls_arguments(parser, args)
+    check_mcrouter_flags(parser, args)
     _setup_logging(args)
+    log_ignored_flags(args)
     default_route = _normalise_prefix(args.route_prefix)
     host_id = local_host_id()
     reload = _reload_plan(args, host_id)  # before loading: a change from now on reloads
@@ -501,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reload=reload,
         stats_files=_stats_files(args, ports or ssl_ports(args)),
         stats_interval=args.stats_logging_interval / 1000,
+        metrics=(args.metrics_address, args.metrics_port) if args.metrics_port else None,
     )
     if args.num_proxies == 1:
         return _serve_process(plan, None)
@@ -533,6 +608,8 @@ class ProxyPlan:
     #: Where mcrouter's stats files go (--stats-root); None: not written.
     stats_files: StatsFiles | None = None
     stats_interval: float = 10.0
+    #: Where Prometheus metrics are served (--metrics-address, --metrics-port); None: not.
+    metrics: tuple[str, int] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -708,8 +785,16 @@ async def _serve_until_stopped(
         destinations = proxy.router.ctx.destinations
         if plan.stats.shared is not None:
             nursery.start_soon(publish_stats, plan.stats, destinations)
+        first_worker = plan.stats.shared is None or plan.stats.shared.index == 0
+        if plan.metrics is not None and first_worker:
+            host, port = plan.metrics
+            render = renderer(plan.stats, destinations)
+            for listener in await nursery.start(serve_metrics, render, host, port):
+                host, port = listener.socket.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                log.info("serving metrics at http://%s:%s/metrics", shown, port)
         files = plan.stats_files
-        if files is not None and (plan.stats.shared is None or plan.stats.shared.index == 0):
+        if files is not None and first_worker:
             nursery.start_soon(
                 write_stats_files,
                 files,

@@ -2,8 +2,9 @@
 
 `PROXY_STATS` is mcrouter's basic `stats` group, line by line in the order `stats`
 shows it; `SERVER_STATS` is the fields of one `stats servers` line. Everything that
-reports stats is rendered from these two tables: `stats`, `stats servers`, `stats reset`
-and the snapshot each `--num-proxies` worker puts on the stats board.
+reports stats is rendered from these two tables: `stats`, `stats servers`, `stats reset`,
+the snapshot each `--num-proxies` worker puts on the stats board, and the Prometheus
+metrics (`ops/_metrics.py`, where each stat's kind picks counter or gauge).
 
 A `STORED` stat is a counter kept in a slot of the same name on a holder made from its
 table (`ProxyCounters`, `ServerCounters`), so adding one is one line here plus the
@@ -60,16 +61,21 @@ class Stat:
     """Format spec of its value in `stats` (`format(value, spec)`)."""
     tls_only: bool = False
     """Shown in `stats servers` only for servers reached over TLS."""
+    text: bool = False
+    """Its value is text, not a number (left out of `ods`, the stats files and metrics'
+    numbers; a label of the `info` metric)."""
 
     def __attrs_post_init__(self) -> None:
         if (self.op is not None) != (self.source is Source.OP):
             raise ValueError(f"{self.name}: an OP stat, and only one, names its op")
         if self.resets and self.source is Source.COMPUTED:
             raise ValueError(f"{self.name}: a computed stat has nothing to reset")
+        if self.text and (self.kind is not Kind.INFO or self.summed):
+            raise ValueError(f"{self.name}: only an info stat, never summed, is text")
 
 
-def _info(name: str, help: str) -> Stat:
-    return Stat(name, Kind.INFO, Source.COMPUTED, help, summed=False)
+def _info(name: str, help: str, *, text: bool = False) -> Stat:
+    return Stat(name, Kind.INFO, Source.COMPUTED, help, summed=False, text=text)
 
 
 def _cpu_seconds(name: str, help: str) -> Stat:
@@ -91,8 +97,8 @@ def _requests(name: str, op: Op) -> Stat:
 
 #: The basic `stats` group, in the order `stats` shows it.
 PROXY_STATS: Final = (
-    _info("version", "mcrouter-trio's version"),
-    _info("commandargs", "the command line the proxy was started with"),
+    _info("version", "mcrouter-trio's version", text=True),
+    _info("commandargs", "the command line the proxy was started with", text=True),
     _info("pid", "the process answering"),
     _info("parent_pid", "its parent (the supervisor, with --num-proxies)"),
     _info("time", "the time now, in seconds since the epoch"),

@@ -28,7 +28,7 @@ from mcrouter_trio.routing._base import SplitRouting
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.routing.handles.broadcast import AllSyncRoute
 from mcrouter_trio.routing.handles.failover import FailoverRoute, LatestRoute
-from mcrouter_trio.routing.handles.hash import HashRoute
+from mcrouter_trio.routing.handles.hash import HashRoute, PoolRoute
 from mcrouter_trio.routing.handles.selector import OperationSelectorRoute, PrefixSelectorRoute
 from mcrouter_trio.routing.handles.simple import RandomRoute
 from mcrouter_trio.routing.handles.warmup import WarmUpRoute
@@ -293,9 +293,9 @@ def raise_for_boom(original: Callable[..., Any]) -> Callable[..., Any]:
 async def test_a_handle_raising_while_routing_fails_only_that_request(
     pool_proxy: int, monkeypatch: pytest.MonkeyPatch, failing: bytes
 ) -> None:
-    # Every request to the pool goes through its HashRoute: whole, or key by key.
-    monkeypatch.setattr(HashRoute, "route", raise_for_boom(HashRoute.route))
-    monkeypatch.setattr(HashRoute, "route_whole", raise_for_boom(HashRoute.route_whole))
+    # Every request to the pool goes through its PoolRoute: whole, or key by key.
+    monkeypatch.setattr(PoolRoute, "route", raise_for_boom(PoolRoute.route))
+    monkeypatch.setattr(PoolRoute, "route_whole", raise_for_boom(PoolRoute.route_whole))
     before = FAILURES.count
     async with connected(pool_proxy) as connection:
         # Alone in its read, a plain get takes the parser's shortcut (`Router.route_get`).

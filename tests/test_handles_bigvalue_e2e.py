@@ -62,8 +62,11 @@ def test_the_big_value_flags_put_every_route_behind_big_value_route(
     server = memcached_factory()
     config = {"pools": {"A": {"servers": [server.address]}}, "route": "PoolRoute|A"}
     proxy = proxy_factory(
-        config, "--big-value-split-threshold", "100", "--big-value-batch-size", "1"
-    )
+        config,
+        "--big-value-split-threshold", "100",
+        "--big-value-batch-size", "1",
+        "--big-value-hide-reply-flag",
+    )  # fmt: skip
     value = b"v" * 250
     suffix = spooky_hash64(value) & 0xFFFF_FFFF
     with connect(proxy.port) as client:
@@ -73,6 +76,6 @@ def test_the_big_value_flags_put_every_route_behind_big_value_route(
             len(index), index)  # fmt: skip
         assert direct_get(server, b"k:2:%d" % suffix).endswith(b"v" * 50 + b"\r\nEND\r\n")
         reply = client.call(b"get k\r\n", b"\r\nEND\r\n")
-        assert reply == b"VALUE k 32768 250\r\n" + value + b"\r\nEND\r\n"
+        assert reply == b"VALUE k 0 250\r\n" + value + b"\r\nEND\r\n"  # the flag hidden
         assert client.call(b"set small 0 0 2\r\nhi\r\n") == b"STORED\r\n"
         assert direct_get(server, b"small") == b"VALUE small 0 2\r\nhi\r\nEND\r\n"

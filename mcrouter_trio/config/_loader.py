@@ -141,6 +141,7 @@ def load_config(
     num_proxies: int = 1,
     big_value_split_threshold: int = 0,
     big_value_batch_size: int = 10,
+    big_value_hide_reply_flag: bool = False,
 ) -> ProxyConfig:
     """Parse, expand and check a config; every problem found is in one `ConfigError`.
 
@@ -148,14 +149,14 @@ def load_config(
     `config_params` are `--config-params`; `@import` paths are relative to
     `base_dir` (the config file's directory; the working directory if None).
     A `big_value_split_threshold` (`--big-value-split-threshold`) puts every root
-    behind a BigValueRoute.
+    behind a BigValueRoute (with the batch size and hide-reply-flag options).
     """
     env = _Env(
         default_route,
         dict(config_params or {}),
         base_dir,
         num_proxies,
-        (big_value_split_threshold, big_value_batch_size),
+        (big_value_split_threshold, big_value_batch_size, big_value_hide_reply_flag),
     )
     try:
         return _load(text, source, PoolDefaults(default_timeout_ms, default_mech), host_id, env)
@@ -196,8 +197,9 @@ class _Env:
     config_params: dict[str, str]
     base_dir: str | os.PathLike[str] | None
     num_proxies: int
-    #: `--big-value-split-threshold` (0: off) and `--big-value-batch-size`.
-    big_values: tuple[int, int] = (0, 10)
+    #: `--big-value-split-threshold` (0: off), `--big-value-batch-size` and
+    #: `--big-value-hide-reply-flag`.
+    big_values: tuple[int, int, bool] = (0, 10, False)
 
 
 def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _Env) -> ProxyConfig:
@@ -236,10 +238,11 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     errors.extend(builder.named_errors)
     if errors or not roots:
         raise ConfigError(errors, source)
-    threshold, batch_size = env.big_values
+    threshold, batch_size, hide_flag = env.big_values
     if threshold > 0:
         roots = {
-            prefix: BigValueRoute(root, threshold, batch_size) for prefix, root in roots.items()
+            prefix: BigValueRoute(root, threshold, batch_size, hide_flag)
+            for prefix, root in roots.items()
         }
     all_pools = MappingProxyType({**pools, **builder.inline_pools})
     return ProxyConfig(

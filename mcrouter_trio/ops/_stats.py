@@ -113,11 +113,16 @@ class ProxyStats(ProxyCounters):
 
     def basic(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
         """The `stats` lines: this process's values, plus the other workers' summed ones."""
+        values = self.totals(destinations)
+        return [(stat.name, format(values[stat.name], stat.format)) for stat in PROXY_STATS]
+
+    def totals(self, destinations: Mapping[ServerSpec, Destination]) -> dict[str, Any]:
+        """Every stat of `PROXY_STATS` by name, the summed ones added up over workers."""
         values = self.values(destinations)
         for other in self.shared.others() if self.shared is not None else []:
             for stat in _SUMMED_PROXY_STATS:
                 values[stat.name] += other["basic"].get(stat.name, 0)
-        return [(stat.name, format(values[stat.name], stat.format)) for stat in PROXY_STATS]
+        return values
 
     def counts(self) -> list[tuple[str, str]]:
         """The `count` group: requests per command, summed over workers (`cmd_get_count`)."""
@@ -188,21 +193,27 @@ class ProxyStats(ProxyCounters):
 
     def servers(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
         """The `stats servers` lines: one per server, summed over workers."""
-        values = {
-            _server_key(server): _server_values(dest) for server, dest in destinations.items()
-        }
+        values = self.server_totals(destinations)
+        lines = []
+        for server, dest in sorted(destinations.items(), key=lambda item: item[0].address):
+            line = _server_line(values[server], dest.status, tls=server.mech == "ssl")
+            lines.append((_server_key(server), line))
+        return lines
+
+    def server_totals(
+        self, destinations: Mapping[ServerSpec, Destination]
+    ) -> dict[ServerSpec, dict[str, int]]:
+        """Every stat of `SERVER_STATS` per server this worker knows, summed over workers."""
+        values = {server: _server_values(dest) for server, dest in destinations.items()}
+        by_key = {_server_key(server): mine for server, mine in values.items()}
         for other in self.shared.others() if self.shared is not None else []:
             for key, theirs in other["servers"].items():
-                mine = values.get(key)
+                mine = by_key.get(key)
                 if mine is None:  # lines are for the servers this worker knows
                     continue
                 for stat, value in zip(_SUMMED_SERVER_STATS, theirs, strict=True):
                     mine[stat.name] += value
-        lines = []
-        for server, dest in sorted(destinations.items(), key=lambda item: item[0].address):
-            key = _server_key(server)
-            lines.append((key, _server_line(values[key], dest.status, tls=server.mech == "ssl")))
-        return lines
+        return values
 
     def publish(self, destinations: Mapping[ServerSpec, Destination]) -> None:
         """Put this worker's counters on the board (resetting them first if asked to)."""
@@ -247,7 +258,7 @@ def suspect_servers(destinations: Mapping[ServerSpec, Destination]) -> list[tupl
 
 #: Basic stats whose value is text, left out of `ods` and the stats file (as mcrouter's
 #: string stats are).
-_TEXT_STATS: Final = frozenset({"version", "commandargs"})
+_TEXT_STATS: Final = frozenset(stat.name for stat in PROXY_STATS if stat.text)
 
 
 def _number(text: str) -> int | float:

@@ -314,13 +314,8 @@ def _selected_index(route: Route, request: Request) -> int:
 
     -1 when child 0 is not a hash route, as in mcrouter when no selection ran.
     """
-    select: Callable[[bytes], int] | None = getattr(route, "select", None)
-    inner = getattr(route, "_hash_route", None)  # PoolRoute hashes through a HashRoute
-    if select is None and inner is not None:
-        select = getattr(inner, "select", None)
-    if select is None or not callable(select):
-        return -1
-    return select(routing_key(request.key))
+    selected_index: Callable[[Request], int] | None = getattr(route, "selected_index", None)
+    return -1 if selected_index is None else selected_index(request)
 
 
 _POLICY_TYPES: Final = ("LeastFailuresPolicy", "DeterministicOrderPolicy")

@@ -261,6 +261,10 @@ class HashRoute:
             )
         return children[self.select(hashed_key(request))].route(request, ctx)
 
+    def selected_index(self, request: Request) -> int:
+        """The child this route picks for `request` (-1 with no children)."""
+        return self.select(hashed_key(request)) if self.children else -1
+
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
@@ -337,6 +341,10 @@ class PoolRoute:
         if self.bucketization_keyspace is None:
             raise Invalid("McBucketRoute: must have bucketization_keyspace")
         return self.total_buckets
+
+    def selected_index(self, request: Request) -> int:
+        """The server this route picks for `request` (-1 with no servers)."""
+        return self._select(self._key_of(request)) if self._children else -1
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         if self.rates is not None and not self.rates.allow(request, ctx):
