@@ -1,7 +1,7 @@
 """Start local memcached servers and mcrouter-trio on one of the example configs.
 
-    python examples/demo.py [replicated-pool|random-two-pools|warmup-ha|multi-cluster]
-                            [--port 5000]
+    python examples/demo.py [replicated-pool|random-two-pools|warmup-ha|multi-cluster|
+                             shadowing|weibo-keymap] [--port 5000]
 
 The servers listed in the example's config.json are started on loopback, then the
 proxy; the script prints how to connect and runs until Ctrl-C, then stops all.
@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent
-SCENARIOS = ("replicated-pool", "random-two-pools", "warmup-ha", "multi-cluster")
+SCENARIOS = (
+    "replicated-pool",
+    "random-two-pools",
+    "warmup-ha",
+    "multi-cluster",
+    "shadowing",
+    "weibo-keymap",
+)
 #: The -R a scenario's proxy runs with (a config with `routes` needs one of its aliases).
 ROUTE_PREFIX = {"multi-cluster": "/east/web/"}
 

@@ -159,6 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config-str", metavar="JSON", help="the config as a JSON string")
     add("--config", metavar="file:PATH|JSON", help="mcrouter's combined form of the two above")
     add(
+        "--big-value-split-threshold",
+        type=_count,
+        default=0,
+        metavar="BYTES",
+        help="store values over BYTES as mcrouter's chunks (BigValueRoute; default 0: off)",
+    )
+    add(
+        "--big-value-batch-size",
+        type=_count,
+        default=10,
+        metavar="N",
+        help="big value chunks sent at a time (default 10; 0: all at once)",
+    )
+    add(
+        "--big-value-hide-reply-flag",
+        action="store_true",
+        help="clear the big-value flag (0x8000) in replies to reads of big values",
+    )
+    add(
         "-t",
         "--server-timeout",
         type=_positive_ms,
@@ -430,6 +449,9 @@ def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
         "default_route": args.route_prefix,
         "config_params": {**args.config_params, **args.additional_config_params},
         "num_proxies": args.num_proxies,
+        "big_value_split_threshold": args.big_value_split_threshold,
+        "big_value_batch_size": args.big_value_batch_size,
+        "big_value_hide_reply_flag": args.big_value_hide_reply_flag,
     }
     if args.config and args.config.startswith("file:"):
         return load_config_file(args.config[len("file:") :], **options)

@@ -144,6 +144,17 @@ CASES: dict[str, dict[str, Any]] = {
         "hash_tag": '"{}"',
         "servers": ["{0}:1", "{1}:1", "{2}:1"],
     },
+    "modula md5": {"hash": "md5", "distribution": "modula", "servers": ["{0}:1", "{1}:1", "{2}:1"]},
+    "modula fnv1a_64, weights": {
+        "distribution": "modula",
+        "servers": ["{0}:1", "{1}:2", "{2}:3"],
+    },
+    "modula crc32a, hash_tag": {
+        "hash": "crc32a",
+        "distribution": "modula",
+        "hash_tag": '"{}"',
+        "servers": ["{0}:2", "{1}:1", "{2}:1", "{3}:1"],
+    },
 }
 # The other key hashes, fewer keys each.
 OTHER_HASHES = [

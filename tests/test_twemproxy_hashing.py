@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from mcrouter_trio.hashing import KEY_HASHES, server_name, twemproxy_selector
-from mcrouter_trio.hashing._twemproxy import hash_tagged, ketama_point_counts
+from mcrouter_trio.hashing._twemproxy import hash_tagged, ketama_point_counts, nutcracker_order
 
 PORTS = (11211, 47312, 47313)
 NAMES = [server_name("127.0.0.1", port) for port in PORTS]
@@ -83,3 +83,19 @@ def test_ketama_point_counts(weights: list[int], counts: list[int]) -> None:
 )
 def test_hash_tag(key: bytes, hashed: bytes) -> None:
     assert hash_tagged(key, b"{}") == hashed
+
+
+def test_nutcracker_keeps_servers_in_name_order() -> None:
+    names = ["127.0.0.1:30000", "127.0.0.1:4000", "b", "a", "127.0.0.1:3999"]
+    assert nutcracker_order(names) == [3, 2, 4, 1, 0]
+
+
+def test_modula_slots_follow_name_order_not_config_order() -> None:
+    # Config order: the longer name first, weight 1; "short" has weight 2.
+    names, weights = ["longer-name", "short"], [1, 2]
+    select = twemproxy_selector("modula", "md5", names, weights)
+    # nutcracker's slots: short, short, longer-name; a key goes to slot hash % 3.
+    slots = [1, 1, 0]
+    for i in range(50):
+        key = b"key%d" % i
+        assert select(key) == slots[KEY_HASHES["md5"](key) % 3]

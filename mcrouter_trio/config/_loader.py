@@ -19,6 +19,7 @@ come out the same way.
 from __future__ import annotations
 
 import hashlib
+import keyword
 import logging
 import operator
 import os
@@ -76,6 +77,7 @@ from mcrouter_trio.routing._registry import (
 )
 from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
+from mcrouter_trio.routing.handles.bigvalue import BigValueRoute
 from mcrouter_trio.routing.handles.destination import pool_destinations
 
 log = logging.getLogger("mcrouter_trio.config")
@@ -137,14 +139,25 @@ def load_config(
     config_params: Mapping[str, str] | None = None,
     base_dir: str | os.PathLike[str] | None = None,
     num_proxies: int = 1,
+    big_value_split_threshold: int = 0,
+    big_value_batch_size: int = 10,
+    big_value_hide_reply_flag: bool = False,
 ) -> ProxyConfig:
     """Parse, expand and check a config; every problem found is in one `ConfigError`.
 
     `default_route` is `-R` (it must be one of the aliases of a `routes` config);
     `config_params` are `--config-params`; `@import` paths are relative to
     `base_dir` (the config file's directory; the working directory if None).
+    A `big_value_split_threshold` (`--big-value-split-threshold`) puts every root
+    behind a BigValueRoute (with the batch size and hide-reply-flag options).
     """
-    env = _Env(default_route, dict(config_params or {}), base_dir, num_proxies)
+    env = _Env(
+        default_route,
+        dict(config_params or {}),
+        base_dir,
+        num_proxies,
+        (big_value_split_threshold, big_value_batch_size, big_value_hide_reply_flag),
+    )
     try:
         return _load(text, source, PoolDefaults(default_timeout_ms, default_mech), host_id, env)
     except ConfigError:
@@ -184,6 +197,9 @@ class _Env:
     config_params: dict[str, str]
     base_dir: str | os.PathLike[str] | None
     num_proxies: int
+    #: `--big-value-split-threshold` (0: off), `--big-value-batch-size` and
+    #: `--big-value-hide-reply-flag`.
+    big_values: tuple[int, int, bool] = (0, 10, False)
 
 
 def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _Env) -> ProxyConfig:
@@ -222,6 +238,12 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     errors.extend(builder.named_errors)
     if errors or not roots:
         raise ConfigError(errors, source)
+    threshold, batch_size, hide_flag = env.big_values
+    if threshold > 0:
+        roots = {
+            prefix: BigValueRoute(root, threshold, batch_size, hide_flag)
+            for prefix, root in roots.items()
+        }
     all_pools = MappingProxyType({**pools, **builder.inline_pools})
     return ProxyConfig(
         all_pools,
@@ -347,6 +369,8 @@ class _RouteBuilder:
                     key_check = metadata[KEY_CHECK]
                     hook = partial(self._policies, key_check=key_check)
                     overrides[field.name] = override(struct_hook=hook)
+                elif keyword.iskeyword(field.name[:-1]):
+                    overrides[field.name] = override(rename=field.name[:-1])  # `from_`: "from"
             generated = make_dict_structure_fn(cls, self._converter, **overrides)
             self._generated[cls] = generated
         return cast(Callable[[Any, Any], T], generated)
@@ -412,6 +436,11 @@ class _RouteBuilder:
             raise _group([Invalid(message) for message in messages]) from None
 
     def _route_from_object(self, value: dict[str, object], top: bool) -> Route:
+        return cast(Route, self._routes_from_object(value, top, many=False))
+
+    def _routes_from_object(
+        self, value: dict[str, object], top: bool, *, many: bool
+    ) -> Route | tuple[Route, ...]:
         data = dict(value)
         if "type" not in data:
             raise _problems_error([(("type",), "required field missing")])
@@ -426,14 +455,16 @@ class _RouteBuilder:
             # any later object or string with that name is that route.
             named = self._named(name)
             if named is not None:
-                return _one(named)
+                return named if many else _one(named)
         cls = self._route_type(type_name, top).cls
         if "name" in data and "name" not in attrs.fields_dict(cls):
             data.pop("name")
         route = self._structure(cls, data)
+        as_list = getattr(route, "as_list", None)  # a type standing for a list (ShadowRoute)
+        routes: tuple[Route, ...] = (route,) if as_list is None else as_list()
         if isinstance(name, str):
-            self._seen[name] = (route,)
-        return route
+            self._seen[name] = routes
+        return routes if many else _one(routes)
 
     def _structure(self, cls: type, data: dict[str, object]) -> Route:
         route: Route = self._structure_fn(cls)(data, cls)
@@ -478,6 +509,8 @@ class _RouteBuilder:
         if isinstance(value, dict) and value.get("type") == "Pool":
             body = {key: item for key, item in value.items() if key != "type"}
             return pool_destinations(self._inline_pool(body))
+        if isinstance(value, dict) and value.get("type") == "ShadowRoute":
+            return cast(tuple[Route, ...], self._routes_from_object(value, False, many=True))
         return (self._route(value),)
 
     def _policies(

@@ -8,7 +8,10 @@ A selector is built once per pool, from the servers' *names* and *weights*:
   uint32 values.  A key goes to the first point at or above its hash, wrapping
   to the first point.  Ties (two equal points) go to the lower server index, as
   in libmemcached; nutcracker's ``qsort`` leaves them unspecified.
-* ``modula``: each server appears ``weight`` times in config order; ``hash % total``.
+* ``modula``: each server appears ``weight`` times, ``hash % total`` picks one.  The
+  servers are in *name* order, not config order: nutcracker sorts a pool's servers by
+  name (shorter names first, then bytewise) when it checks them for duplicates, and
+  keeps that order (:func:`nutcracker_order`).
 * ``random``: a server drawn per request, weights ignored.
 
 A server's name is what its config gives after the weight (``host:port:1 name``),
@@ -40,6 +43,7 @@ __all__ = [
     "hash_tagged",
     "ketama_point_counts",
     "ketama_ring",
+    "nutcracker_order",
     "server_name",
     "twemproxy_selector",
 ]
@@ -90,6 +94,13 @@ def ketama_ring(names: Sequence[str], weights: Sequence[int]) -> tuple[list[int]
     return [value for value, _ in points], [index for _, index in points]
 
 
+def nutcracker_order(names: Sequence[str]) -> list[int]:
+    """Server indexes in the order nutcracker keeps them: by name, shorter first, then
+    bytewise (`conf_validate_server` sorts with `string_compare`; names are unique)."""
+    encoded = [name.encode() for name in names]
+    return sorted(range(len(names)), key=lambda index: (len(encoded[index]), encoded[index]))
+
+
 def hash_tagged(key: bytes, tag: bytes) -> bytes:
     """The part of `key` inside `tag`'s two bytes, or the whole key."""
     start = key.find(tag[:1])
@@ -135,7 +146,7 @@ def twemproxy_selector(
             return owners[at] if at < last else owners[0]
 
     else:
-        slots = [index for index, weight in enumerate(weights) for _ in range(weight)]
+        slots = [index for index in nutcracker_order(names) for _ in range(weights[index])]
         total = len(slots)
 
         def pick(hashed: int) -> int:

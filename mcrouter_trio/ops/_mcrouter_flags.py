@@ -3,7 +3,7 @@
 An init script written for mcrouter passes flags for machinery this proxy does not
 have (fibers, debug fifos, Thrift, ...). Those are accepted and each logs one notice
 saying why it has no effect (`NO_EFFECT`). Flags whose absence would change what
-clients get (a Unix socket to listen on, values split into chunks, errors grouped,
+clients get (a Unix socket to listen on, errors grouped,
 access checks) are refused at start unless given mcrouter's default value
 (`UNSUPPORTED`): serving differently from what the script asked for would be worse
 than not starting. A flag mcrouter never had is still argparse's error.
@@ -160,15 +160,8 @@ NO_EFFECT: Final[dict[str, tuple[McrouterFlag, ...]]] = {
             "ssl-handshake-offload",
         ),
     ),
-    "values and requests are forwarded as they are (no compression, no big-value "
-    "chunks, no reserialising)": (
-        *_values("big-value-batch-size"),
-        *_toggles(
-            "enable-compression",
-            "enable-server-compression",
-            "big-value-hide-reply-flag",
-            "enable-pass-through-mode",
-        ),
+    "values and requests are forwarded as they are (no compression, no reserialising)": (
+        _toggles("enable-compression", "enable-server-compression", "enable-pass-through-mode")
     ),
     "no shard splits or runtime variables here": (
         *_values("runtime-vars-file"),
@@ -200,11 +193,6 @@ UNSUPPORTED: Final = (
     _unsupported("use-thrift", "false", "the proxy speaks memcached's protocols only"),
     _unsupported("thrift-port", "0", "the proxy speaks memcached's protocols only"),
     _unsupported("thrift-listen-sock-fd", "-1", "the proxy speaks memcached's protocols only"),
-    _unsupported(
-        "big-value-split-threshold",
-        "0",
-        "splitting large values into chunks is not implemented: values are stored whole",
-    ),
     _unsupported(
         "group-remote-errors", "false", "not implemented: error replies are passed on as they are"
     ),

@@ -11,26 +11,28 @@ when the server is back (`ops/_replay.py`). Other replies pass through.
 from __future__ import annotations
 
 from mcrouter_trio.messages import FAILOVER_ERRORS, Pending, Reply, Request
-from mcrouter_trio.routing._base import DeleteSpool, RouteContext
+from mcrouter_trio.routing._base import DeleteSpool, Route, RouteContext
 from mcrouter_trio.routing._combinators import sequence
 from mcrouter_trio.routing.handles.destination import DestinationRoute, split_routing_prefix
 
 
 def route_spooling_failures(
-    child: DestinationRoute,
+    child: Route,
+    destination: DestinationRoute,
     request: Request,
     ctx: RouteContext,
     spool: DeleteSpool,
     pool: str,
 ) -> Pending:
-    """Route a delete to `child`; spool it if the server fails it."""
+    """Route a delete to `child` (the slot of `destination`, maybe shadowed); spool it if
+    the server fails it."""
 
     def spool_failure(reply: Reply) -> Reply | Pending:
         if reply.result not in FAILOVER_ERRORS:
             return reply
         key = request.key
-        if not child.keep_routing_prefix:
+        if not destination.keep_routing_prefix:
             key = split_routing_prefix(key)[1]
-        return spool.spool(child.server, key, pool, reply)
+        return spool.spool(destination.server, key, pool, reply)
 
     return sequence(child.route(request, ctx), spool_failure, name="AsynclogRoute")

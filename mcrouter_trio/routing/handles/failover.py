@@ -34,6 +34,7 @@ from mcrouter_trio.routing.handles._failover_settings import (
 from mcrouter_trio.routing.handles.destination import pool_destinations
 from mcrouter_trio.routing.handles.hash import HashSpec, PoolRoute
 from mcrouter_trio.routing.handles.modify import ModifyExptimeRoute
+from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy
 
 
 def no_failover_error(reply: Reply) -> bool:
@@ -338,11 +339,14 @@ class SaltedFailoverRoute:
     failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
     failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
     failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
+    #: The PoolRoute's shadows (mcrouter passes them on to it).
+    shadows: tuple[ShadowSpec, ...] = ()
+    shadow_policy: str = config_field(default="default", check=check_shadow_policy)
     _inner: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         children: tuple[Route, ...] = (
-            PoolRoute(self.pool, self.hash),
+            PoolRoute(self.pool, self.hash, shadows=self.shadows, shadow_policy=self.shadow_policy),
             *pool_destinations(self.pool),
         )
         inner = FailoverRoute(

@@ -9,6 +9,7 @@ the server nutcracker would pick (`hashing.twemproxy_selector`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final
 
 import attrs
@@ -21,15 +22,18 @@ from mcrouter_trio.hashing import (
     server_name,
     twemproxy_selector,
 )
+from mcrouter_trio.hashing._furc import CH3_MAX_N, furc_hash
 from mcrouter_trio.messages import META, Op, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
+from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
 from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
 from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
+from mcrouter_trio.routing.handles.rate_limit import RateLimits, check_rates
+from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy, shadowed
 
 #: mcrouter's hash function names (case-sensitive, as in mcrouter).
 MCROUTER_HASH_FUNCS: Final = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
@@ -209,6 +213,19 @@ def _route_whole_by(
     return route_partitioned(children, lambda key: select(key_of(key)), request, ctx, split)
 
 
+def check_total_buckets(value: object) -> int:
+    return check_int(value, 1, CH3_MAX_N)
+
+
+def _bucket_of_key(total_buckets: int, key: bytes) -> bytes:
+    """What a bucketized pool hashes for `key`: its bucket number, in decimal."""
+    return b"%d" % furc_hash(routing_key(key), total_buckets)
+
+
+def _bucket_of_request(total_buckets: int, request: Request) -> bytes:
+    return b"%d" % furc_hash(hashed_key(request), total_buckets)
+
+
 def _as_is(key: bytes) -> bytes:
     return key
 
@@ -263,6 +280,11 @@ class HashRoute:
 class PoolRoute:
     """Routes to one server of a pool chosen by a hash (default Ch3, or twemproxy's).
 
+    `shadows` copy some requests of some server slots elsewhere (see `shadow.py`);
+    `rates` limit each command class with a token bucket (see `rate_limit.py`):
+    over the limit, the default reply. With `bucketize`, a key's server is chosen
+    by hashing its bucket number (`Ch3(routing key, total_buckets)`, in decimal)
+    with the pool's hash, as mcrouter's BucketHashSelector does.
     Deletes its server fails are spooled (`asynclog`, see `handles/_asynclog.py`),
     under `asynclog_name` (default: the pool's name).
     """
@@ -271,16 +293,31 @@ class PoolRoute:
     hash: HashSpec = HashSpec()
     asynclog: bool = True
     asynclog_name: str | None = None
-    _children: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
+    shadows: tuple[ShadowSpec, ...] = ()
+    shadow_policy: str = config_field(default="default", check=check_shadow_policy)
+    rates: RateLimits | None = config_field(default=None, check=check_rates)
+    #: mcrouter's McBucketRoute: keys are hashed into `total_buckets` buckets (Ch3),
+    #: and the bucket number, not the key, picks the server.
+    bucketize: bool = False
+    total_buckets: int | None = config_field(default=None, check=check_total_buckets)
+    bucketization_keyspace: str | None = None
+    #: The pool's servers, one route each, and the routes a slot sends to (shadowed).
+    _destinations: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
+    _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
     _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        children = pool_destinations(self.pool)
+        buckets = self._total_buckets()
+        destinations = pool_destinations(self.pool)
+        children = shadowed(destinations, self.shadows, buckets)
+        object.__setattr__(self, "_destinations", destinations)
         object.__setattr__(self, "_children", children)
         select: Callable[[bytes], int] = _no_children
         if self.hash.is_twemproxy:
+            if buckets:
+                raise Invalid(f"'bucketize' does not apply to {self.hash.hash_func}")
             if self.pool.weights is not None:
                 raise Invalid(
                     f"pool '{self.pool.name}' has 'weights' (WeightedCh3's);"
@@ -297,36 +334,55 @@ class PoolRoute:
             if children:
                 select = _selector(hash_func, len(children), self.hash.salt, weights)
             key_of, keys_routing = hashed_key, routing_key
+            if buckets:
+                key_of = partial(_bucket_of_request, buckets)
+                keys_routing = partial(_bucket_of_key, buckets)
         object.__setattr__(self, "_select", select)
         object.__setattr__(self, "_key_of", key_of)
         object.__setattr__(self, "_routing_key", keys_routing)
+
+    def _total_buckets(self) -> int:
+        """The number of buckets if the pool is bucketized, else 0."""
+        if not self.bucketize:
+            return 0
+        if self.total_buckets is None:
+            raise Invalid("McBucketRoute: no total number of buckets")
+        if self.bucketization_keyspace is None:
+            raise Invalid("McBucketRoute: must have bucketization_keyspace")
+        return self.total_buckets
 
     def selected_index(self, request: Request) -> int:
         """The server this route picks for `request` (-1 with no servers)."""
         return self._select(self._key_of(request)) if self._children else -1
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
+        if self.rates is not None and not self.rates.allow(request, ctx):
+            return Pending(default_reply(request))
         children = self._children
         if len(children) == 1:
-            child = children[0]
+            index = 0
         elif children:
-            child = children[self._select(self._key_of(request))]
+            index = self._select(self._key_of(request))
         else:
             return Pending(
                 error_reply(
                     Result.LOCAL_ERROR, f"HashRoute with empty children, name: {self.pool.name}"
                 )
             )
+        child = children[index]
         if request.op is _DELETE and self.asynclog:
             spool = ctx.asynclog
             if spool is not None:
                 name = self.asynclog_name or self.pool.name
-                return route_spooling_failures(child, request, ctx, spool, name)
+                destination = self._destinations[index]
+                return route_spooling_failures(child, destination, request, ctx, spool, name)
         return child.route(request, ctx)
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
+        if self.rates is not None:
+            return None  # each key takes a token
         return _route_whole_by(self._children, self._select, self._routing_key, request, ctx, split)
 
     def targets(self) -> Sequence[Route]:

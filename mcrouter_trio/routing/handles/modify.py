@@ -131,12 +131,10 @@ class ModifyKeyRoute:
             rewritten = request.with_key(new_key)
         pending = self.target.route(rewritten, ctx)
         if request.op in GET_LIKE:
-            return sequence(
-                pending, lambda reply: _own_value_key(reply, key), name="ModifyKeyRoute"
-            )
+            return sequence(pending, lambda reply: own_value_key(reply, key), name="ModifyKeyRoute")
         if request.op in META and b"k" in request.args:
             return sequence(
-                pending, lambda reply: _own_meta_key(reply, new_key, key), name="ModifyKeyRoute"
+                pending, lambda reply: own_meta_key(reply, new_key, key), name="ModifyKeyRoute"
             )
         return pending
 
@@ -149,7 +147,7 @@ class ModifyKeyRoute:
         return (self.target,)
 
 
-def _own_value_key(reply: Reply, key: bytes) -> Reply:
+def own_value_key(reply: Reply, key: bytes) -> Reply:
     """A one-key get reply with the client's key in its VALUE line."""
     if reply.result is not Result.FOUND:
         return reply
@@ -160,7 +158,7 @@ def _own_value_key(reply: Reply, key: bytes) -> Reply:
     return Reply(reply.result, b"".join(blocks) + b"END\r\n")
 
 
-def _own_meta_key(reply: Reply, sent: bytes, key: bytes) -> Reply:
+def own_meta_key(reply: Reply, sent: bytes, key: bytes) -> Reply:
     """A meta reply whose `k` flag echoes the client's key, not the one sent."""
     line, sep, rest = reply.raw.partition(b"\r\n")
     tokens = [b"k" + key if token == b"k" + sent else token for token in line.split(b" ")]

@@ -1,0 +1,198 @@
+"""L1L2SizeSplitRoute: small values in L1, big ones in L2 behind a sentinel in L1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Final
+
+import attrs
+
+from mcrouter_trio.messages import FAILOVER_ERRORS, Op, Pending, Reply, Request, Result
+from mcrouter_trio.protocol import values
+from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
+from mcrouter_trio.routing._checks import check_int
+from mcrouter_trio.routing._combinators import sequence
+from mcrouter_trio.routing._registry import config_field, route_type
+
+_NAME: Final = "L1L2SizeSplitRoute"
+#: mcrouter's MC_MSG_FLAG_SIZE_SPLIT: this L1 item is a sentinel, the value is in L2.
+SIZE_SPLIT_FLAG: Final = 0x20
+#: Between a key and the suffix of its L2 key, when the sentinel holds one (`key|==|123`).
+HASH_ALIAS: Final = b"|==|"
+#: A key this long has no room for `|==|<uint64>` and is never split (mcrouter's rule).
+_MAX_SPLIT_KEY: Final = 255 - len(HASH_ALIAS) - 20
+_LOCAL_ERROR: Final = Reply(Result.LOCAL_ERROR, b"SERVER_ERROR local error\r\n")
+
+
+def _check_threshold(value: object) -> int:
+    return check_int(value, 0)
+
+
+def _check_failure_ttl(value: object) -> int:
+    return check_int(value, 1, 2**31 - 1)
+
+
+def _check_retries(value: object) -> int:
+    return check_int(value, 1, 10)
+
+
+def _item(reply: Reply) -> tuple[int, bytes, bytes | None] | None:
+    """Flags, value and CAS unique of a single-key hit."""
+    for _key, header, block in values(reply.raw):
+        fields = header.split(b" ")
+        cas = fields[4] if len(fields) > 4 else None
+        return int(fields[2]), block[len(header) + 2 : -2], cas
+    return None
+
+
+def _value_reply(key: bytes, flags: int, data: bytes, cas: bytes | None) -> Reply:
+    cas_part = b"" if cas is None else b" " + cas
+    head = b"VALUE %s %d %d%s\r\n" % (key, flags, len(data), cas_part)
+    return Reply(Result.FOUND, head + data + b"\r\nEND\r\n")
+
+
+def _get(key: bytes, op: Op = Op.GET) -> Request:
+    return Request(op, key, (key,))
+
+
+@route_type(_NAME)
+@attrs.frozen
+class L1L2SizeSplitRoute:
+    """`set`s of values of `threshold` bytes or more go to `l2`, with a sentinel in `l1`.
+
+    - set: a value under `threshold` (or `threshold` 0, or an exptime under a non-zero
+      `ttl_threshold`) goes to L1. A bigger one is set in L2 first; once stored, L1 gets
+      the sentinel: the key with an empty value and flag 0x20. With `both_full_set`,
+      the whole value goes to L1 and, once stored, to L2 in the background.
+    - get/gets: L1's reply, unless it is a sentinel: then L2's value (under the key, or
+      `key|==|<sentinel value>` for a sentinel with a value, as mcrouter's lease-set
+      writes them), with L1's CAS unique for gets. A sentinel whose L2 item is gone is
+      deleted from L1 (a `cas` that expires it, if it is still the same); gets then
+      tries again up to `retries` times (default 1), get answers `SERVER_ERROR local
+      error`, or L2's miss for an empty sentinel.
+    - Everything else (add, cas, delete, touch, gat, meta commands ...) goes to L1 as
+      it is: meta commands are not split.
+    """
+
+    l1: Route
+    l2: Route
+    threshold: int = config_field(check=_check_threshold)
+    ttl_threshold: int = config_field(default=0, check=_check_threshold)
+    failure_ttl: int = config_field(default=60, check=_check_failure_ttl)
+    both_full_set: bool = False
+    retries: int = config_field(default=1, check=_check_retries)
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        op = request.op
+        if op is Op.SET:
+            return self._set(request, ctx)
+        if op is Op.GET or op is Op.GETS:
+            return self._read(request, ctx, self.retries)
+        return self.l1.route(request, ctx)
+
+    # -- writes ----------------------------------------------------------------
+
+    def _goes_to_l1(self, request: Request) -> bool:
+        data = request.data or b""
+        return (
+            self.threshold == 0
+            or len(data) < self.threshold
+            or (self.ttl_threshold != 0 and int(request.args[1]) < self.ttl_threshold)
+            or len(request.key) > _MAX_SPLIT_KEY
+        )
+
+    def _set(self, request: Request, ctx: RouteContext) -> Pending:
+        if self._goes_to_l1(request):
+            return self.l1.route(request, ctx)
+        if self.both_full_set:
+
+            def copy_to_l2(reply: Reply) -> Reply:
+                if reply.result is Result.STORED:
+                    ctx.background.start(_NAME, partial(self.l2.route, request, ctx))
+                return reply
+
+            return sequence(self.l1.route(request, ctx), copy_to_l2, name=_NAME)
+
+        def sentinel_in_l1(reply: Reply) -> Reply | Pending:
+            if reply.result is not Result.STORED:
+                return reply
+            flags = int(request.args[0]) | SIZE_SPLIT_FLAG
+            args = (b"%d" % flags, request.args[1], b"0")
+            return self.l1.route(Request(Op.SET, request.key, None, args, b""), ctx)
+
+        return sequence(self.l2.route(request, ctx), sentinel_in_l1, name=_NAME)
+
+    # -- reads -----------------------------------------------------------------
+
+    def _read(self, request: Request, ctx: RouteContext, retries: int) -> Pending:
+        return sequence(
+            self.l1.route(request, ctx),
+            partial(self._after_l1, request, ctx, retries),
+            name=_NAME,
+        )
+
+    def _after_l1(
+        self, request: Request, ctx: RouteContext, retries: int, reply: Reply
+    ) -> Reply | Pending:
+        item = _item(reply) if reply.result is Result.FOUND else None
+        if item is None or not item[0] & SIZE_SPLIT_FLAG:
+            return reply
+        _flags, sentinel, cas = item
+        key = request.key
+        if request.op is Op.GET and not sentinel:
+            return self.l2.route(request, ctx)  # L2's reply, whatever it is
+        l2_key = key + HASH_ALIAS + sentinel if sentinel else key
+        return sequence(
+            self.l2.route(_get(l2_key), ctx),
+            partial(self._after_l2, request, ctx, retries, sentinel, cas),
+            name=_NAME,
+        )
+
+    def _after_l2(
+        self,
+        request: Request,
+        ctx: RouteContext,
+        retries: int,
+        sentinel: bytes,
+        cas: bytes | None,
+        reply: Reply,
+    ) -> Reply | Pending:
+        item = _item(reply) if reply.result is Result.FOUND else None
+        if item is not None:
+            flags, data, _l2_cas = item
+            return _value_reply(request.key, flags, data, cas if request.op is Op.GETS else None)
+        if reply.is_error:
+            if reply.result in FAILOVER_ERRORS:
+                ctx.background.start(
+                    _NAME, partial(self._delete_sentinel, request.key, sentinel, ctx)
+                )
+            return reply
+        if request.op is Op.GETS and retries > 0:
+            return sequence(
+                self._delete_sentinel(request.key, sentinel, ctx),
+                lambda _deleted: self._read(request, ctx, retries - 1),
+                name=_NAME,
+            )
+        ctx.background.start(_NAME, partial(self._delete_sentinel, request.key, sentinel, ctx))
+        return _LOCAL_ERROR
+
+    def _delete_sentinel(self, key: bytes, sentinel: bytes, ctx: RouteContext) -> Pending:
+        """Expire L1's sentinel (`cas` with exptime -1) if it is still the one that was read."""
+
+        def expire(reply: Reply) -> Reply | Pending:
+            item = _item(reply) if reply.result is Result.FOUND else None
+            if item is None or item[1] != sentinel or item[2] is None:
+                return reply
+            args = (b"0", b"-1", b"0", item[2])
+            return self.l1.route(Request(Op.CAS, key, None, args, b""), ctx)
+
+        return sequence(self.l1.route(_get(key, Op.GETS), ctx), expire, name=_NAME)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None  # a sentinel is followed key by key
+
+    def targets(self) -> Sequence[Route]:
+        return (self.l1, self.l2)
