@@ -16,6 +16,14 @@ When the reply stream breaks (reset, EOF, garbage, or the head request timing ou
 which would leave a late reply in the stream) the connection is closed and every
 request still waiting on it gets an error reply. The next request reconnects.
 
+Timeouts are fair to requests queued behind other clients' traffic: the head of the
+FIFO times out only once its server has kept it waiting in silence for its timeout,
+counted from the write that carried it and from the last byte the server sent
+(`_watchdog`). A request's clock therefore starts when its bytes are handed to the
+server, not when it is queued, and a megabyte reply being read, or a long pipeline
+being answered, keeps the connection alive; a server that stops sending, before or
+in the middle of a reply, still times out.
+
 Health (`_health.py`): reply timeouts and connect failures are reported to the
 server's `TkoTracker`. While the server is TKO, or while the destination waits out a
 reconnect backoff, `send` answers at once with the reply in `_refuse` and sends
@@ -36,7 +44,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeAlias
 
 import trio
 
@@ -60,9 +68,18 @@ _BUSY: Final = error_reply(Result.BUSY, "307 busy")
 _STOPPED: Final = error_reply(Result.LOCAL_ERROR, "destination closed")
 _PROBE: Final = b"version\r\n"
 
-#: Deadlines are taken per request: the monotonic clock is a C call, where
+#: Taken once per write to a server: the monotonic clock is a C call, where
 #: trio.current_time() is three Python ones.
 _now = time.monotonic
+#: How often, in parts of a timeout, the watchdog looks for bytes from a server that
+#: has requests to answer: the silence it tolerates is at most 1 + 1/LOOKS timeouts.
+_LOOKS: Final = 4
+#: One write to the server, shared by every request whose bytes it carries: a
+#: one-item list holding when they were handed to the server (a list is the cheapest
+#: mutable cell: one is made per write), `_UNWRITTEN` until then. One clock read per
+#: write, however many requests it carries; a second when the socket made it wait.
+_Write: TypeAlias = list[float]
+_UNWRITTEN: Final = float("inf")
 
 SSLContextSource = Callable[[], ssl.SSLContext]
 _SessionSource = tuple[TLSSocket, ssl.SSLContext]
@@ -125,9 +142,14 @@ class Destination:
         self._tls_sessions = SessionCache()
         # The TLS connection whose session is not stored yet (see _remember_tls_session).
         self._tls_session_source: _SessionSource | None = None
-        # (op, pending, deadline) per request written or waiting to be written; a
-        # batched get is one entry (op GET_BATCH) for all its keys.
-        self._queue: deque[tuple[Op, Pending | _GetBatch, float]] = deque()
+        # (op, pending, timeout, write) per request written or waiting to be written;
+        # a batched get is one entry (op GET_BATCH) for all its keys.
+        self._queue: deque[tuple[Op, Pending | _GetBatch, float, _Write]] = deque()
+        #: The write that will carry the requests queued from now on.
+        self._write: _Write = [_UNWRITTEN]
+        #: Reads that left the head's reply unfinished. With the head being answered,
+        #: the watchdog's sign that the server is sending (see `_watchdog`).
+        self._unfinished_reads = 0
         #: Keys in the queue's batched gets beyond one per entry (for `pending_count`).
         self._batched_extra = 0
         self._out = bytearray()
@@ -138,10 +160,6 @@ class Destination:
         self._get_keys: list[bytes] = []
         self._get_pendings: list[Pending] = []
         self._get_timeout = 0.0
-        #: The latest deadline queued: a request's deadline is never earlier, so the
-        #: FIFO head always has the earliest one even when pools sharing this
-        #: connection have different timeouts (replies come in order anyway).
-        self._last_deadline = 0.0
         self._work = Parker()
         self._client_writes = client_writes or WriteBatch()
         self._backend_writes = backend_writes or WriteBatch()
@@ -225,16 +243,12 @@ class Destination:
         else:
             if get_keys:
                 self._emit_gets()  # keep the server's order the order requests came in
-            deadline = _now() + timeout
-            if deadline < self._last_deadline:
-                deadline = self._last_deadline
-            self._last_deadline = deadline
             if request.quiet_forwarded:
                 # The backend may stay silent; `mn` always answers, keeping the FIFO aligned.
-                queue.append((Op.MA_QUIET, pending, deadline))
+                queue.append((Op.MA_QUIET, pending, timeout, self._write))
                 out += request.to_wire() + b"mn\r\n"
             else:
-                queue.append((request.op, pending, deadline))
+                queue.append((request.op, pending, timeout, self._write))
                 wire = request.wire
                 out += wire if wire is not None else request.to_wire()
         self.stats.requests += 1
@@ -252,14 +266,13 @@ class Destination:
         pendings = self._get_pendings
         self._get_keys = []
         self._get_pendings = []
-        deadline = max(_now() + self._get_timeout, self._last_deadline)
-        self._last_deadline = deadline
+        timeout = self._get_timeout
         self._get_timeout = 0.0
         if len(keys) == 1:
-            self._queue.append((Op.GET, pendings[0], deadline))
+            self._queue.append((Op.GET, pendings[0], timeout, self._write))
             self._out += b"get " + keys[0] + b"\r\n"
         else:
-            self._queue.append((_GET_BATCH, _GetBatch(keys, pendings), deadline))
+            self._queue.append((_GET_BATCH, _GetBatch(keys, pendings), timeout, self._write))
             self._batched_extra += len(keys) - 1
             self.stats.get_batches += 1
             self._out += b"get " + b" ".join(keys) + b"\r\n"
@@ -282,12 +295,15 @@ class Destination:
             self._wake_writer()
             return
         self.stats.batches += 1
+        self._write[0] = _now()  # the queued requests are the server's from here
         try:
             if isinstance(io, TLSSocket):
                 self._out = bytearray()
                 io.encrypt(out)
-                if not io.write_some():
-                    self._wake_writer()
+                if io.write_some():
+                    self._write = [_UNWRITTEN]
+                else:
+                    self._wake_writer()  # it stamps this write again when it is done
                 return
             sent = io.write_now(out)
         except (OSError, ssl.SSLError) as exc:
@@ -296,9 +312,10 @@ class Destination:
             return
         if sent < len(out):
             del out[:sent]
-            self._wake_writer()
+            self._wake_writer()  # it stamps this write again when it is done
         else:
             out.clear()
+            self._write = [_UNWRITTEN]
 
     @property
     def refusing(self) -> bool:
@@ -368,10 +385,8 @@ class Destination:
         if self._get_keys:
             self._emit_gets()
         first = not self._out
-        deadline = max(_now() + self.server.timeout, self._last_deadline)
-        self._last_deadline = deadline
         pending = Pending()
-        self._queue.append((Op.VERSION, pending, deadline))
+        self._queue.append((Op.VERSION, pending, self.server.timeout, self._write))
         self._out += _PROBE
         pending.then(lambda reply: self._probe_done(tracker, reply, number))
         if first:
@@ -608,10 +623,16 @@ class Destination:
                         self._writer_idle = False
                     continue
                 data, self._out = self._out, bytearray()
+                # The requests in `data`, and those of a write `flush` began.
+                write, self._write = self._write, [_UNWRITTEN]
                 if data:
                     self.stats.batches += 1
+                    write[0] = _now()
                 # With nothing new, a TLS send finishes what `flush` left encrypted.
                 await stream.send_all(data)
+                # The socket may have made this write wait: the server has the last of
+                # its requests only now, and cannot have answered them before.
+                write[0] = _now()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
 
@@ -644,11 +665,12 @@ class Destination:
                 backend_writes.hold()
                 try:
                     while queue:
-                        op, pending, _deadline = queue[0]
+                        op, pending, _timeout, _write = queue[0]
                         if op is _GET_BATCH:
                             assert isinstance(pending, _GetBatch)
                             after = pending.framer.frame(buf, pos)
                             if after is None:
+                                self._unfinished_reads += 1
                                 break
                             pos = after
                             queue.popleft()
@@ -659,6 +681,7 @@ class Destination:
                             continue
                         framed = frame_reply(buf, pos, op, progress)
                         if framed is None:
+                            self._unfinished_reads += 1
                             break
                         reply, pos = framed
                         queue.popleft()
@@ -689,23 +712,62 @@ class Destination:
             self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), exc)
 
     async def _watchdog(self, scope: trio.CancelScope) -> None:
-        # Deadlines never decrease along the FIFO (see `_last_deadline`) and replies
-        # come in order, so the head always has the earliest deadline.
+        """Close the connection once the server keeps the FIFO head waiting in silence.
+
+        The head times out when its timeout has passed both since its bytes were
+        handed to the server (its `_Write`) and since the server last sent a byte.
+        memcached answers a connection's requests in order, so a request behind a
+        megabyte reply or a long pipeline is not late while the bytes before its
+        reply are still coming.
+        Only the head is watched: every request behind it waits for its reply anyway.
+
+        The reader does not read the clock: a new head (a reply finished) or a read
+        that left the head's reply unfinished is dated by this task when it looks, a
+        few times per timeout while requests are pending, so silence is measured to
+        within 1/_LOOKS of a timeout (never shorter) at no cost per request.
+        """
         queue = self._queue
+        head_seen: object = None  # the head at the last look
+        unfinished_seen = self._unfinished_reads
+        heard_at = 0.0  # when a look last found that the server had sent something
+        second_look = False
         while True:
-            if not queue:
-                await trio.sleep(self.server.timeout)
+            now = _now()
+            head = queue[0] if queue else None
+            heard = (
+                head_seen is not None and head is not head_seen
+            ) or self._unfinished_reads != unfinished_seen
+            head_seen = head  # kept only until the next look
+            if heard:
+                unfinished_seen = self._unfinished_reads
+                heard_at = now
+            if head is None:
+                # Idle: look as seldom as the timeout allows. Replies flowing: look
+                # soon, so that the next head's wait is dated closely.
+                timeout = self.server.timeout
+                second_look = False
+                await trio.sleep(timeout / _LOOKS if heard else timeout)
                 continue
-            remaining = queue[0][2] - _now()
-            if remaining <= 0:
-                self._broken(scope, _TIMEOUT, "reply timeout")
-                return
-            await trio.sleep(remaining)
+            _op, _pending, timeout, write = head
+            deadline = max(write[0], heard_at) + timeout
+            if now < deadline:
+                second_look = False
+                await trio.sleep(min(deadline - now, timeout / _LOOKS))
+                continue
+            if not second_look:
+                # The reader may have been woken with this task, by bytes that came in
+                # time while the proxy was busy: let it run, then look again.
+                second_look = True
+                await trio.lowlevel.checkpoint()
+                continue
+            self._broken(scope, _TIMEOUT, "reply timeout")
+            return
 
     def _fail_all(self, reply: Reply) -> None:
         if self._get_keys:
             self._emit_gets()
         self._out = bytearray()
+        self._write = [_UNWRITTEN]  # not stamped by a write that never finished
         queue = self._queue
         while queue:
             pending = queue.popleft()[1]
