@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 import attrs
 
@@ -141,8 +141,18 @@ ERRORS: Final = FAILOVER_ERRORS | {Result.CLIENT_ERROR, Result.ERROR}
 HITS: Final = frozenset({Result.FOUND, Result.DELETED, Result.TOUCHED, Result.OK})
 
 
-@attrs.frozen(slots=True)
-class Request:
+class _RequestFields(NamedTuple):
+    op: Op
+    key: bytes = b""
+    keys: tuple[bytes, ...] | None = None
+    args: tuple[bytes, ...] = ()
+    data: bytes | None = None
+    noreply: bool = False
+    quiet_forwarded: bool = False
+    wire: bytes | None = None
+
+
+class Request(_RequestFields):
     """One client command: an immutable value, shared freely between sibling routes.
 
     `key` is the key as the client sent it (for multi-key retrievals, the first
@@ -155,29 +165,39 @@ class Request:
     depends on whether the item was created, which only the backend knows, so `q`
     goes to the backend and the destination follows the request with `mn`.
 
-    A route that needs another key or exptime makes a new request with
-    `with_key`, `with_keys` or `with_exptime` (or `attrs.evolve`): none of them
-    carries `wire` over, so a rewritten request is always rendered afresh.
+    `wire` is the request's bytes as the client sent them, when they are exactly
+    what `to_wire` would give (set by `as_sent`, the parser's shortcut; it saves a
+    re-render). A route that needs another key, exptime or argument makes a new
+    request with `with_key`, `with_keys`, `with_exptime` or `replace`: none of them
+    carries `wire` over, so a rewritten request is always rendered afresh. `wire`
+    takes no part in equality.
+
+    A tuple underneath: built in one C call and immutable, which an attrs frozen
+    class is only at three times the cost per request.
     """
 
-    op: Op
-    key: bytes = b""
-    keys: tuple[bytes, ...] | None = None
-    args: tuple[bytes, ...] = ()
-    data: bytes | None = None
-    noreply: bool = False
-    quiet_forwarded: bool = False
-    #: The request's bytes as the client sent them, when they are exactly what
-    #: `to_wire` would give (set by `as_sent` only; it saves a re-render). Not an
-    #: `__init__` argument, so no copy of the request can inherit it.
-    wire: bytes | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    __slots__ = ()
 
     @classmethod
     def as_sent(cls, op: Op, key: bytes, keys: tuple[bytes, ...] | None, wire: bytes) -> Request:
         """A request whose `wire` is the client's own bytes (the parser's shortcut)."""
-        request = cls(op, key, keys)
-        _set_wire(request, wire)
-        return request
+        return _new_tuple(cls, (op, key, keys, (), None, False, False, wire))
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with `changes` applied, rendered afresh (without the client's bytes)."""
+        return _RequestFields._replace(self, **changes, wire=None)
+
+    def _replace(self, **changes: Any) -> Request:
+        return self.replace(**changes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and self[:7] == other[:7]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[:7])
 
     def with_key(self, key: bytes) -> Request:
         """The same request for another key (single-key commands)."""
@@ -223,8 +243,7 @@ class Request:
         return line
 
 
-#: Sets `wire` on a new request: the slot's own setter, past the frozen `__setattr__`.
-_set_wire: Final = Request.__dict__["wire"].__set__
+_new_tuple: Final = tuple.__new__
 
 
 @attrs.define(slots=True, eq=False)

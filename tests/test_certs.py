@@ -224,7 +224,7 @@ def test_cli_init_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert f"wrote {target / name}" in out
     for flag in ("--tls-cert", "--ssl-require-peer-certs", "--pem-cert-path", "--ssl-verify-peers"):
         assert flag in out
-    assert "ssl_verify_mode=2" in out
+    assert "ssl_verify_mode=2,ssl_session_cache" in out
     server = load(target / "server.crt")
     assert sans(server).get_values_for_type(x509.DNSName) == ["localhost"]
     assert common_name(load(target / "client.crt")) == "mcrouter-trio-client"

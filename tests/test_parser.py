@@ -746,7 +746,7 @@ def test_round_trip(request: Request, noreply: bool, position: int, data: st.Dat
             flags = tuple(wire.partition(b"\r\n")[0].split(b" ")[2:])
             request = Request(Op.MA, request.key, None, flags, None, False, True)
         else:
-            request = attrs.evolve(request, noreply=True)
+            request = request.replace(noreply=True)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
     chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
     events = parse(chunks, Case("round-trip", wire, []))

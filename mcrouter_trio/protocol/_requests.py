@@ -119,10 +119,19 @@ _META_TOO_MANY: Final = {
 
 @attrs.define
 class _AwaitingData:
-    """A storage command whose data block has not fully arrived yet."""
+    """A storage command whose data block has not fully arrived yet.
 
-    request: Request
+    Its fields, not a `Request`: the request is made once, with its data.
+    """
+
+    op: Op
+    key: bytes
+    args: tuple[bytes, ...]
+    noreply: bool
     length: int
+
+    def request(self, data: bytes | None = None) -> Request:
+        return Request(self.op, self.key, None, self.args, data, self.noreply)
 
 
 @attrs.define
@@ -241,14 +250,9 @@ class RequestParser:
             return NEED_DATA
         self._state = None
         self._pos = self._scanned = start + need
-        request = state.request
         if self._buf[start + state.length : start + need] != b"\r\n":
-            return self._bad_chunk(request, state.length)
-        data = bytes(self._buf[start : start + state.length])
-        return Request(
-            request.op, request.key, None, request.args, data, request.noreply,
-            request.quiet_forwarded,
-        )  # fmt: skip
+            return self._bad_chunk(state.request(), state.length)
+        return state.request(bytes(self._buf[start : start + state.length]))
 
     def _bad_chunk(self, request: Request, length: int) -> Event:
         """Answer a data block not ended by CRLF: the backend never sees it.
@@ -405,8 +409,7 @@ class RequestParser:
         args: tuple[bytes, ...] = (words[2], words[3], b"%d" % length)
         if is_cas:
             args += (words[5],)
-        request = Request(op, key, None, args, None, noreply)
-        self._state = _AwaitingData(request, length)
+        self._state = _AwaitingData(op, key, args, noreply, length)
         return self.next_event()
 
     def _meta(self, op: Op, words: list[bytes], ntokens: int, line: bytes) -> Event:
@@ -450,8 +453,7 @@ class RequestParser:
             if length > self.max_value_size:
                 self._state = _Swallowing(length + 2, _ms_too_large(key, flags))
                 return self.next_event()
-            request = Request(op, key, None, (words[2], *args), None, noreply)
-            self._state = _AwaitingData(request, length)
+            self._state = _AwaitingData(op, key, (words[2], *args), noreply, length)
             return self.next_event()
         return Request(op, key, None, args, None, noreply)
 

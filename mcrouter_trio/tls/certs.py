@@ -337,4 +337,6 @@ Next steps (copy the files to each host; keep the .key files private):
         --pem-ca-path {p["ca_cert"]} --ssl-verify-peers
   or memcached itself as the TLS server:
     memcached -Z -o ssl_chain_cert={p["server_cert"]},ssl_key={p["server_key"]},\\
-ssl_ca_cert={p["ca_cert"]},ssl_verify_mode=2"""
+ssl_ca_cert={p["ca_cert"]},ssl_verify_mode=2,ssl_session_cache
+    (ssl_session_cache: with client verification memcached 1.6 aborts resumed handshakes
+    without it)"""

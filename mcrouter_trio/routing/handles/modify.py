@@ -238,7 +238,7 @@ class ModifyExptimeRoute:
                 args.append(b"T%d" % new)
             else:
                 args[at] = b"T%d" % new
-            return attrs.evolve(request, args=tuple(args))
+            return request.replace(args=tuple(args))
         return request
 
     def route_whole(
