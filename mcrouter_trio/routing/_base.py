@@ -96,6 +96,27 @@ class Route(Protocol):
         ...
 
 
+class KeyByKey:
+    """For handles whose multi-gets always go key by key: `route_whole` declines."""
+
+    __slots__ = ()
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return None
+
+
+class OverChildren:
+    """For handles that route to their `children` field and nothing else."""
+
+    __slots__ = ()
+    children: tuple[Route, ...]
+
+    def targets(self) -> Sequence[Route]:
+        return self.children
+
+
 def meta_echo(request: Request) -> bytes:
     """Return flags memcached reflects on every meta reply: O(opaque), k, b."""
     parts = []

@@ -8,7 +8,13 @@ from functools import partial
 import attrs
 
 from mcrouter_trio.messages import FAILOVER_ERRORS, Pending, Reply, Request, Result, severity
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
+from mcrouter_trio.routing._base import (
+    KeyByKey,
+    OverChildren,
+    Route,
+    RouteContext,
+    default_reply,
+)
 from mcrouter_trio.routing._combinators import gather, quorum
 from mcrouter_trio.routing._registry import route_type
 
@@ -24,7 +30,7 @@ def worst_reply(replies: list[Reply], arrival: list[int]) -> Reply:
 
 @route_type("AllSyncRoute", shorthand="children")
 @attrs.frozen
-class AllSyncRoute:
+class AllSyncRoute(KeyByKey, OverChildren):
     """Sends to every child at once and answers with the worst reply.
 
     "Worst" follows mcrouter's severity order; among equally bad replies the one
@@ -42,18 +48,10 @@ class AllSyncRoute:
         pendings = [child.route(request, ctx) for child in children]
         return gather(pendings, worst_reply, name="AllSyncRoute")
 
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return None
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
-
 
 @route_type("AllAsyncRoute", shorthand="children")
 @attrs.frozen
-class AllAsyncRoute:
+class AllAsyncRoute(KeyByKey, OverChildren):
     """Sends to every child in the background and answers "nothing happened" at once.
 
     The client gets the default reply (a miss, NOT_STORED, NOT_FOUND) without
@@ -69,18 +67,10 @@ class AllAsyncRoute:
             background.start("AllAsyncRoute", partial(child.route, request, ctx))
         return Pending(default_reply(request))
 
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return None
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
-
 
 @route_type("AllInitialRoute", shorthand="children")
 @attrs.frozen
-class AllInitialRoute:
+class AllInitialRoute(KeyByKey, OverChildren):
     """Answers with the first child's reply, the others run in the background."""
 
     children: tuple[Route, ...]
@@ -93,14 +83,6 @@ class AllInitialRoute:
         for child in children[1:]:
             background.start("AllInitialRoute", partial(child.route, request, ctx))
         return children[0].route(request, ctx)
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return None
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
 
 
 def _fastest(pendings: Sequence[Pending]) -> Pending:
@@ -116,7 +98,7 @@ def _fastest(pendings: Sequence[Pending]) -> Pending:
 
 @route_type("AllFastestRoute", shorthand="children")
 @attrs.frozen
-class AllFastestRoute:
+class AllFastestRoute(KeyByKey, OverChildren):
     """Sends to every child; answers with the first reply that is not a failover-type error.
 
     A miss is an answer, not an error, so a fast miss wins. If every child fails,
@@ -132,14 +114,6 @@ class AllFastestRoute:
         if len(children) == 1:
             return children[0].route(request, ctx)
         return _fastest([child.route(request, ctx) for child in children])
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return None
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
 
 
 class _Ballot:
@@ -171,7 +145,7 @@ class _Ballot:
 
 @route_type("AllMajorityRoute", shorthand="children")
 @attrs.frozen
-class AllMajorityRoute:
+class AllMajorityRoute(KeyByKey, OverChildren):
     """Sends to every child; answers as soon as one result has a majority of the votes.
 
     A majority is ⌊n/2⌋+1 replies with the same result; without one, once every
@@ -196,11 +170,3 @@ class AllMajorityRoute:
             lambda _seen: ballot.lead,
             name="AllMajorityRoute",
         )
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return None
-
-    def targets(self) -> Sequence[Route]:
-        return self.children

@@ -18,7 +18,13 @@ from mcrouter_trio.messages import (
     Result,
     severity,
 )
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
+from mcrouter_trio.routing._base import (
+    OverChildren,
+    Route,
+    RouteContext,
+    SplitRouting,
+    default_reply,
+)
 from mcrouter_trio.routing._checks import check_int
 from mcrouter_trio.routing._combinators import first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
@@ -108,7 +114,7 @@ class _Tries:
 
 @route_type("FailoverRoute", shorthand="children")
 @attrs.frozen
-class FailoverRoute:
+class FailoverRoute(OverChildren):
     """Sends to the first child; on a failover-type error, to the next one, and so on.
 
     `failover_errors` says which errors fail over (per get/update/delete class),
@@ -154,9 +160,6 @@ class FailoverRoute:
         if not self._plain:
             return None  # per-request settings apply key by key
         return failover_whole(self.children, request, ctx, split, "FailoverRoute")
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
 
 
 def latest_order(
@@ -243,7 +246,7 @@ class _BestSoFar:
 
 @route_type("MissFailoverRoute", shorthand="children")
 @attrs.frozen
-class MissFailoverRoute:
+class MissFailoverRoute(OverChildren):
     """Reads and deletes try the children in order until a hit; the rest go to the first child.
 
     A hit is FOUND, DELETED, TOUCHED or OK: misses and errors both move on. When no
@@ -274,9 +277,6 @@ class MissFailoverRoute:
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
         return None  # each key misses on its own
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
 
 
 @route_type("FailoverWithExptimeRoute")

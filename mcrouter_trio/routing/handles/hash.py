@@ -25,7 +25,13 @@ from mcrouter_trio.hashing import (
 from mcrouter_trio.hashing._furc import CH3_MAX_N, furc_hash
 from mcrouter_trio.messages import META, Op, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
+from mcrouter_trio.routing._base import (
+    OverChildren,
+    Route,
+    RouteContext,
+    SplitRouting,
+    default_reply,
+)
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
 from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
@@ -236,7 +242,7 @@ def _no_children(key: bytes) -> int:
 
 @route_type("HashRoute", shorthand="children")
 @attrs.frozen
-class HashRoute:
+class HashRoute(OverChildren):
     """Picks one child by hashing the routing key (mcrouter HashRoute)."""
 
     children: tuple[Route, ...]
@@ -270,9 +276,6 @@ class HashRoute:
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
         return _route_whole_by(self.children, self.select, routing_key, request, ctx, split)
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
 
 
 @route_type("PoolRoute", shorthand="pool")

@@ -45,6 +45,19 @@ def check_operation_name(name: str) -> str:
     return name
 
 
+def no_policy(request: Request) -> Pending:
+    """mcrouter's answer to a command its selector has no policy for: an empty reply."""
+    raw = f"SERVER_ERROR unexpected result mc_res_unknown (0) for {policy_name(request)}"
+    return Pending(Reply(Result.LOCAL_ERROR, raw.encode() + b"\r\n"))
+
+
+def _policies_and_default(policies: Mapping[str, Route], default: Route | None) -> list[Route]:
+    routes = list(policies.values())
+    if default is not None:
+        routes.append(default)
+    return routes
+
+
 @route_type("OperationSelectorRoute", "PrefixPolicyRoute", shorthand=ROUTE_ARGUMENT)
 @attrs.frozen
 class OperationSelectorRoute:
@@ -79,9 +92,7 @@ class OperationSelectorRoute:
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         policy = self._by_op.get(request.op) or self._policy(request)
         if policy is None:
-            # mcrouter answers an operation with no policy with an empty reply.
-            raw = f"SERVER_ERROR unexpected result mc_res_unknown (0) for {policy_name(request)}"
-            return Pending(Reply(Result.LOCAL_ERROR, raw.encode() + b"\r\n"))
+            return no_policy(request)
         return policy.route(request, ctx)
 
     def route_whole(
@@ -91,10 +102,7 @@ class OperationSelectorRoute:
         return None if policy is None else policy.route_whole(request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
-        routes = list(self.operation_policies.values())
-        if self.default_policy is not None:
-            routes.append(self.default_policy)
-        return routes
+        return _policies_and_default(self.operation_policies, self.default_policy)
 
 
 @route_type("PrefixSelectorRoute", top_only=True)
@@ -201,8 +209,7 @@ class RoutingGroupRoute:
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         policy = self._policy(request)
         if policy is None:
-            raw = f"SERVER_ERROR unexpected result mc_res_unknown (0) for {policy_name(request)}"
-            return Pending(Reply(Result.LOCAL_ERROR, raw.encode() + b"\r\n"))
+            return no_policy(request)
         return policy.route(request, ctx)
 
     def route_whole(
@@ -212,7 +219,4 @@ class RoutingGroupRoute:
         return None if policy is None else policy.route_whole(request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
-        routes = list(self.routing_group_policies.values())
-        if self.default_policy is not None:
-            routes.append(self.default_policy)
-        return routes
+        return _policies_and_default(self.routing_group_policies, self.default_policy)

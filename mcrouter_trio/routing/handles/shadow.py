@@ -21,7 +21,7 @@ from mcrouter_trio.hashing._furc import furc_hash
 from mcrouter_trio.hashing._spooky import spooky_hash32
 from mcrouter_trio.messages import META, Pending, Request
 from mcrouter_trio.protocol import meta_routing_key
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
+from mcrouter_trio.routing._base import KeyByKey, Route, RouteContext, SplitRouting
 from mcrouter_trio.routing._checks import Invalid, check_str, describe
 from mcrouter_trio.routing._registry import config_field, route_type
 
@@ -200,7 +200,7 @@ def shadowed(
 
 @route_type(_NAME)
 @attrs.frozen
-class ShadowRoute:
+class ShadowRoute(KeyByKey):
     """`children`, each with the `shadows` that cover its slot (mcrouter ShadowRoute).
 
     Like mcrouter's, it stands for a list of routes: where one route is expected
@@ -223,11 +223,6 @@ class ShadowRoute:
         if len(self._routes) != 1:
             raise Invalid(f"{len(self._routes)} RouteHandles in list, expected 1")
         return self._routes[0].route(request, ctx)
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return None
 
     def targets(self) -> Sequence[Route]:
         return self._routes

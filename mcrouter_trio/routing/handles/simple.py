@@ -11,7 +11,14 @@ import attrs
 
 from mcrouter_trio.hashing._spooky import spooky_hash64
 from mcrouter_trio.messages import Pending, Reply, Request, Result
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, default_reply
+from mcrouter_trio.routing._base import (
+    KeyByKey,
+    OverChildren,
+    Route,
+    RouteContext,
+    SplitRouting,
+    default_reply,
+)
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str
 from mcrouter_trio.routing._combinators import sequence
 from mcrouter_trio.routing._registry import IGNORED_ARGUMENT, config_field, route_type
@@ -38,8 +45,12 @@ class NullRoute:
 
 @route_type("RandomRoute", shorthand="children")
 @attrs.frozen
-class RandomRoute:
-    """Sends each request to a child chosen uniformly at random."""
+class RandomRoute(KeyByKey, OverChildren):
+    """Sends each request to a child chosen uniformly at random.
+
+    Multi-gets go key by key: mcrouter draws per key, and one draw for the whole
+    get would move every key together.
+    """
 
     children: tuple[Route, ...]
 
@@ -47,15 +58,6 @@ class RandomRoute:
         if not self.children:
             return Pending(default_reply(request))
         return self.children[ctx.rng.randrange(len(self.children))].route(request, ctx)
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        # mcrouter draws per key: one draw for the whole get would move every key together.
-        return None
-
-    def targets(self) -> Sequence[Route]:
-        return self.children
 
 
 @route_type("DevNullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
@@ -241,7 +243,7 @@ def _check_latency(value: object) -> int:
 
 @route_type("LatencyInjectionRoute")
 @attrs.frozen
-class LatencyInjectionRoute:
+class LatencyInjectionRoute(KeyByKey):
     """Delays requests to `child`: `before_latency_ms` before sending, `after_latency_ms`
     after the reply, and pads the whole to `total_latency_ms`.
 
@@ -283,11 +285,6 @@ class LatencyInjectionRoute:
         if delay <= 0:
             return reply
         return sequence(_timer(ctx, delay), lambda _: reply, name="LatencyInjectionRoute")
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return None
 
     def targets(self) -> Sequence[Route]:
         return (self.child,)
