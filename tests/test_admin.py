@@ -166,6 +166,8 @@ def test_route_subcommand_answers_offline(tmp_path: Path) -> None:
         (b"stats settings\r\n", b"END\r\n"),
         (b"stats cachedump 1 1\r\n", b"END\r\n"),
         (b"stats detail dump\r\n", b"END\r\n"),
+        (b"stats detail on\r\n", b"OK\r\n"),
+        (b"stats detail off\r\n", b"OK\r\n"),
         (b"stats cmd-error\r\n", b"END\r\n"),
         (b"stats suspect_servers\r\n", b"END\r\n"),
         (b"stats cachedump 1\r\n", b"CLIENT_ERROR bad stats command\r\n"),
@@ -252,3 +254,18 @@ def test_pymemcache_integration_suite_passes_through_the_proxy(
     assert " failed" not in result.stdout
     passed = re.search(r"(\d+) passed", result.stdout)
     assert passed is not None and int(passed.group(1)) >= 100, result.stdout[-2000:]
+
+
+def test_preprocessed_config_shows_the_config_with_its_macros_expanded(
+    memcached: Any, proxy_factory: ProxyFactory
+) -> None:
+    config = {
+        "macros": {"main": {"type": "constDef", "result": "PoolRoute|A"}},
+        "pools": {"A": {"servers": [memcached.address]}},
+        "route": "%main%",
+    }
+    proxy = proxy_factory(config)
+    assert json.loads(admin_get(proxy.port, "preprocessed_config")) == {
+        "pools": {"A": {"servers": [memcached.address]}},
+        "route": "PoolRoute|A",
+    }

@@ -125,7 +125,7 @@ class ProxyConfig:
             roots = {prefix: self.route}
         elif prefix not in roots:
             raise ConfigError([f"invalid default route: {prefix.decode()}"])
-        return RouteTree.build(roots, prefix, self.pools, self.md5)
+        return RouteTree.build(roots, prefix, self.pools, self.md5, self.preprocessed)
 
 
 def load_config(

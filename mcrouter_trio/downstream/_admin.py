@@ -4,8 +4,8 @@ A plain `get` of a key starting `__mcrouter__.` is never forwarded; the answer i
 whose value is the command's output, and a failing command's value is
 `ERROR: <message>` (mcrouter's `ServiceInfo`). The commands, as mcrouter has them:
 `version`, `config_age`, `config_file`, `config_md5_digest`, `config_sources_info`,
-`preprocessed_config` (the config file as it is now: the proxy has no macros to
-expand), `options`, `options(name)`, `hostid`, `verbosity[(N)]`, `pools`,
+`preprocessed_config` (the config serving now, its macros and imports expanded),
+`options`, `options(name)`, `hostid`, `verbosity[(N)]`, `pools`,
 `route(op,key)` and `route_handles(op,key)`.
 
 `route` routes a request built from `op` and `key` through the route tree with a
@@ -121,7 +121,9 @@ class AdminCommands:
             raise _AdminError("no config md5 digest found!")
         return tree.md5
 
-    def _preprocessed(self, _tree: RouteTree, _args: list[str]) -> str:
+    def _preprocessed(self, tree: RouteTree, _args: list[str]) -> str:
+        if tree.preprocessed:
+            return _pretty(tree.preprocessed)  # macros and imports expanded
         try:
             text = self.info.config_text()
         except OSError as exc:

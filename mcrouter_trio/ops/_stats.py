@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mcrouter_trio.upstream._destination import Destination
 
 _BAD_GROUP = Reply(Result.CLIENT_ERROR, b"CLIENT_ERROR bad stats command\r\n")
+_DETAIL_SET: Final = Reply(Result.OK, b"OK\r\n")
 _EMPTY = Reply(Result.OK, b"END\r\n")
 #: mcrouter's groups whose stats the proxy does not track: no lines.
 _UNTRACKED_GROUPS: Final = frozenset({b"cmd-error", b"external"})
@@ -85,6 +86,8 @@ class ProxyStats(ProxyCounters):
             return _EMPTY
         if group == b"detail" and tuple(args[1:]) == (b"dump",):
             return _EMPTY
+        if group == b"detail" and tuple(args[1:]) in ((b"on",), (b"off",)):
+            return _DETAIL_SET  # memcached's answer; per-prefix stats are the servers' own
         if len(args) > 1:
             return _BAD_GROUP
         if group == b"" or group == b"detailed" or group == b"all":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -57,6 +57,8 @@ class RouteTree:
     #: The roots a prefix without a glob reaches, worked out once: every alias,
     #: `/*/*/` and each `/region/*/` (the default's root first, each root once).
     lookup: Mapping[bytes, tuple[Route, ...]] = attrs.field(factory=dict)
+    #: The config after JSONM expansion (`__mcrouter__.preprocessed_config`).
+    preprocessed: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
 
     @classmethod
     def build(
@@ -65,6 +67,7 @@ class RouteTree:
         default_prefix: bytes,
         pools: Mapping[str, PoolSpec],
         md5: str,
+        preprocessed: Mapping[str, Any] | None = None,
     ) -> RouteTree:
         servers = reachable_servers(roots.values())
         # flush_all reaches every server of every pool, not only those this host's
@@ -85,6 +88,7 @@ class RouteTree:
             pools,
             md5,
             _lookup(roots, default_prefix),
+            preprocessed or {},
         )
 
     def targets_for(self, prefix: bytes) -> tuple[Route, ...]:
