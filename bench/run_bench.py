@@ -513,6 +513,27 @@ class McrouterTrioProd:
         return Deployment(port, (pid,), (a_pid, b_pid), commands, standby_ports=(b_port,))
 
 
+@dataclass(frozen=True)
+class McrouterTrioAllSync:
+    """mcrouter-trio replicating every request to two pools (`AllSyncRoute`), one memcached each.
+
+    Every request reaches both memcached servers and the client gets the worse reply,
+    so the proxy sends, frames and compares two replies per request.
+    """
+
+    key: str = "mcrouter-trio-allsync"
+    title: str = "mcrouter-trio, AllSyncRoute over two pools"
+    compare_with: tuple[str, ...] = ("mcrouter-trio", "twemproxy")
+
+    def start(self, stage: Stage) -> Deployment:
+        a_port, a_pid = stage.start_memcached()
+        b_port, b_pid = stage.start_memcached()
+        pools = {"A": plain_pool(a_port), "B": plain_pool(b_port)}
+        route = {"type": "AllSyncRoute", "children": ["PoolRoute|A", "PoolRoute|B"]}
+        port, pid = start_mcrouter_trio(stage, {"pools": pools, "route": route}, workers=1)
+        return Deployment(port, (pid,), (a_pid, b_pid), tuple(stage.commands))
+
+
 def read_route(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -787,7 +808,7 @@ class TlsMcrouterTrioPair:
 
 #: Targets run only when named with --only: four proxy processes on two cores do
 #: worse than two (0.59 x the stunnel chain against 0.70 x in the README's run).
-OPT_IN_TARGETS = frozenset({"tls-mcrouter-trio-pair-2w"})
+OPT_IN_TARGETS = frozenset({"tls-mcrouter-trio-pair-2w", "mcrouter-trio-allsync"})
 #: Worker processes of the `-2w` targets: one per core of a 2-core machine, as
 #: `--num-proxies` is meant to be used (the stunnel chain runs three processes).
 WORKERS = 2
@@ -800,6 +821,7 @@ def build_scenarios(prod_route: Path = PROD_ROUTE) -> list[Scenario]:
         Twemproxy(),
         McrouterTrio(),
         McrouterTrioProd(route_file=prod_route),
+        McrouterTrioAllSync(),
         McrouterTrio(key="mcrouter-trio-2w", title=f"mcrouter-trio {two}", workers=WORKERS),
         TlsStunnel(),
         TlsMcrouterTrioMemcached(),

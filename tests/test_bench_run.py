@@ -81,3 +81,21 @@ def test_load_reaching_the_standby_fails_the_target(
     assert result["status"] == "failed"
     assert "the load reached the standby memcached" in result["error"]
     assert "cmd_get" in result["error"]
+
+
+def test_allsync_target_runs_only_when_named_and_is_compared_with_plain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "mcrouter-trio-allsync" in run_bench.OPT_IN_TARGETS
+    status, document = run_short(
+        tmp_path, "--only", "mcrouter-trio", "--only", "mcrouter-trio-allsync"
+    )
+    table = capsys.readouterr().out
+    assert status == 0, table
+    results = {result["key"]: result for result in document["results"]}
+    assert results["mcrouter-trio-allsync"]["status"] == "ok"
+    pairs = {(row["scenario"], row["baseline"]) for row in document["ratios"]}
+    assert ("mcrouter-trio-allsync", "mcrouter-trio") in pairs
+    written = tmp_path / "work" / "mcrouter-trio-allsync" / "mcrouter-trio.json"
+    route = json.loads(written.read_text())["route"]
+    assert route == {"type": "AllSyncRoute", "children": ["PoolRoute|A", "PoolRoute|B"]}
