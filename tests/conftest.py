@@ -1,4 +1,4 @@
-"""Fixtures that start real processes: memcached servers and the proxy itself.
+"""Fixtures that start real processes (memcached servers, the proxy) and fault servers.
 
 Every server listens on a free loopback port and is killed after the test, even
 when the test fails. The proxy is started through its real command line
@@ -11,11 +11,13 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +277,168 @@ def poll(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
             return True
         time.sleep(0.02)
     return condition()
+
+
+# -- fault-injection servers ---------------------------------------------------------
+
+
+class Conn:
+    """One accepted connection of a FaultServer, read with a short poll interval."""
+
+    def __init__(self, sock: socket.socket, index: int, server: FaultServer) -> None:
+        self.sock = sock
+        self.index = index
+        self.server = server
+        self.buffer = b""
+        sock.settimeout(0.05)
+
+    def _fill(self, deadline: float) -> bool:
+        """Read more into the buffer; False on EOF, stop or deadline."""
+        while not self.server.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                self.server.record("eof", self.index)
+                return False
+            if not data:
+                self.server.record("eof", self.index)
+                return False
+            self.buffer += data
+            return True
+        return False
+
+    def readline(self, timeout: float = 10.0) -> bytes | None:
+        """The next request line without CRLF, or None (EOF, stop, timeout)."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in self.buffer:
+            if not self._fill(deadline):
+                return None
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def wait_closed(self, timeout: float = 10.0) -> None:
+        """Discard input until the peer closes (or stop/timeout)."""
+        deadline = time.monotonic() + timeout
+        while self._fill(deadline):
+            self.buffer = b""
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.server.record("eof", self.index)
+            return False
+        return True
+
+    def reset(self) -> None:
+        """Close with a TCP RST instead of a FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+Handler = Callable[[Conn], None]
+
+
+class FaultServer:
+    """A loopback server running `handler(conn)` in a thread per accepted connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.stopping = threading.Event()
+        self.events: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._socks: list[socket.socket] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.listener.settimeout(0.05)
+        self.port: int = self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self._accepter = threading.Thread(target=self._accept_loop, daemon=True)
+        self._accepter.start()
+
+    def record(self, event: str, index: int) -> None:
+        with self._lock:
+            if (event, index) not in self.events:
+                self.events.append((event, index))
+
+    def count(self, event: str) -> int:
+        with self._lock:
+            return sum(1 for name, _ in self.events if name == event)
+
+    def has(self, event: str, index: int) -> bool:
+        with self._lock:
+            return (event, index) in self.events
+
+    def _accept_loop(self) -> None:
+        index = 0
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn = Conn(sock, index, self)
+            self.record("accept", index)
+            index += 1
+            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            with self._lock:
+                self._socks.append(sock)
+                self._threads.append(thread)
+            thread.start()
+
+    def _run(self, conn: Conn) -> None:
+        try:
+            self.handler(conn)
+        except OSError:
+            self.record("eof", conn.index)
+        finally:
+            conn.sock.close()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._accepter.join(5)
+        self.listener.close()
+        with self._lock:
+            threads = list(self._threads)
+            socks = list(self._socks)
+        for sock in socks:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def fault_server() -> Iterator[Callable[[Handler], FaultServer]]:
+    started: list[FaultServer] = []
+
+    def start(handler: Handler) -> FaultServer:
+        server = FaultServer(handler)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.close()
+
+
+@pytest.fixture
+def unanswered_listener() -> Iterator[int]:
+    """A port whose accept backlog is full: a connect there never completes (connect timeout)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port: int = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    try:
+        yield port
+    finally:
+        filler.close()
+        server.close()

@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Memcached, Proxy, connect, poll, pool_config, stats_on
-from test_faults import CONNECT_ERROR, REPLY_TIMEOUT, FaultServer, Handler, never_answer
+from conftest import FaultServer, Handler, Memcached, Proxy, connect, poll, pool_config, stats_on
+from test_faults import CONNECT_ERROR, REPLY_TIMEOUT, never_answer
 
 from mcrouter_trio.ops._asynclog import PROGRESS_FILE, SpooledDelete, parse_records
 
@@ -26,22 +26,6 @@ ProxyFactory = Callable[..., Proxy]
 #: Probes 1 s after a server is marked TKO: the server is back (and the test has set
 #: its keys) well before the replayer may send to it.
 PROBE_AFTER_1S = ("-r", "1000")
-
-
-@pytest.fixture
-def fault_server() -> Iterator[Callable[[Handler], FaultServer]]:
-    started: list[FaultServer] = []
-
-    def start(handler: Handler) -> FaultServer:
-        server = FaultServer(handler)
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.close()
 
 
 def spooled(root: Path) -> list[SpooledDelete]:

@@ -11,18 +11,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-from conftest import Client, Memcached, Proxy, connect, poll, pool_config
-from test_faults import (
-    REPLY_TIMEOUT,
-    Conn,
-    FaultServer,
-    get_key,
-    get_reply,
-    proxy_alive,
-)
+from conftest import Client, Conn, FaultServer, Memcached, Proxy, connect, poll, pool_config
+from test_faults import REPLY_TIMEOUT, get_key, get_reply, proxy_alive
 
 ProxyFactory = Callable[..., Proxy]
 
@@ -30,22 +22,6 @@ ProxyFactory = Callable[..., Proxy]
 SHORT_TIMEOUT_MS = 200
 BIG = 1024 * 1024
 MULTIGET_KEYS = 50_000
-
-
-@pytest.fixture
-def fault_server() -> Iterator[Callable[[Callable[[Conn], None]], FaultServer]]:
-    started: list[FaultServer] = []
-
-    def start(handler: Callable[[Conn], None]) -> FaultServer:
-        server = FaultServer(handler)
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.close()
 
 
 def preload_small_keys(server: Memcached) -> list[bytes]:

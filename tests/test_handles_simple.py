@@ -9,15 +9,17 @@ from handle_helpers import HIT, STORED, destinations, port_of, request
 
 from mcrouter_trio.hashing._spooky import spooky_hash64
 from mcrouter_trio.messages import Result
+from mcrouter_trio.routing import REGISTRY, load_handles
 from mcrouter_trio.routing.handles.selector import RoutingGroupRoute
 from mcrouter_trio.routing.handles.simple import (
-    DevNullRoute,
     ErrorRoute,
     HostIdRoute,
     LatencyInjectionRoute,
     LoggingRoute,
 )
 from mcrouter_trio.routing.testing import FakeContext
+
+load_handles()
 
 GET = request(b"get k\r\n")
 
@@ -32,7 +34,8 @@ GET = request(b"get k\r\n")
     ],
 )
 def test_dev_null_answers_the_default_reply(wire: bytes, reply: bytes) -> None:
-    pending = DevNullRoute().route(request(wire), FakeContext())
+    dev_null = REGISTRY["DevNullRoute"].cls()
+    pending = dev_null.route(request(wire), FakeContext())
     assert pending.reply is not None and pending.reply.raw == reply
 
 

@@ -8,13 +8,12 @@ read, connections it accepted) or, for connects nobody can accept, by the proxy'
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import Memcached, Proxy, connect, free_port, poll, pool_config
-from test_faults import CONNECT_ERROR, REPLY_TIMEOUT, TKO_CONNECT_ERROR, Conn, FaultServer
+from conftest import Conn, FaultServer, Memcached, Proxy, connect, free_port, poll, pool_config
+from test_faults import CONNECT_ERROR, REPLY_TIMEOUT, TKO_CONNECT_ERROR
 from test_routing_e2e import servers_stats
 
 from mcrouter_trio.upstream._health import HealthSettings, ProbeSchedule
@@ -351,18 +350,3 @@ def test_kill_9_under_load_behind_failover_costs_clients_no_error(
     assert errors == []
     assert len(misses) <= 4, misses
     assert state_of(server_line(proxy, main.address)) == "hard_tko down"
-
-
-@pytest.fixture
-def unanswered_listener() -> Iterator[int]:
-    """A port whose accept backlog is full: connects to it hang (connect timeout)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port: int = server.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port))
-    try:
-        yield port
-    finally:
-        filler.close()
-        server.close()

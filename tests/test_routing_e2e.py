@@ -9,11 +9,9 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from conftest import Client, Memcached, Proxy, connect, direct_get
 
 MemcachedFactory = Callable[..., Memcached]
@@ -142,21 +140,6 @@ def test_multi_gets_go_whole_through_any_tree_that_sends_every_key_one_way(
         assert client.call(b"get user:1 session:1\r\n", b"END\r\n") == b"END\r\n"
         assert requests_to(client, main) == before + 2
         assert requests_to(client, other) == 1
-
-
-@pytest.fixture
-def unanswered_listener() -> Iterator[int]:
-    """A port whose accept queue is full: a connect there never completes."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port: int = server.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port))
-    try:
-        yield port
-    finally:
-        filler.close()
-        server.close()
 
 
 def test_a_pool_connect_timeout_answers_connection_timeout(

@@ -279,9 +279,27 @@ class MissFailoverRoute(OverChildren):
         return None  # each key misses on its own
 
 
+class _ThroughInner:
+    """For handles that are a FailoverRoute put together at config time (`_inner`)."""
+
+    __slots__ = ()
+    _inner: FailoverRoute
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        return self._inner.route(request, ctx)
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        return self._inner.route_whole(request, ctx, split)
+
+    def targets(self) -> Sequence[Route]:
+        return self._inner.children
+
+
 @route_type("FailoverWithExptimeRoute")
 @attrs.frozen
-class FailoverWithExptimeRoute:
+class FailoverWithExptimeRoute(_ThroughInner):
     """FailoverRoute over `normal` then `failover`, the failover children's exptimes capped.
 
     Each failover child is wrapped in ModifyExptimeRoute `min` with
@@ -313,21 +331,10 @@ class FailoverWithExptimeRoute:
         )
         object.__setattr__(self, "_inner", inner)
 
-    def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return self._inner.route(request, ctx)
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return self._inner.route_whole(request, ctx, split)
-
-    def targets(self) -> Sequence[Route]:
-        return self._inner.children
-
 
 @route_type("SaltedFailoverRoute")
 @attrs.frozen
-class SaltedFailoverRoute:
+class SaltedFailoverRoute(_ThroughInner):
     """FailoverRoute over `PoolRoute(pool, hash)` and then each server of the pool.
 
     mcrouter's shortcut, usually with a DeterministicOrderPolicy: a failed request
@@ -353,14 +360,3 @@ class SaltedFailoverRoute:
             children, self.failover_errors, self.failover_limit, self.failover_policy
         )
         object.__setattr__(self, "_inner", inner)
-
-    def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return self._inner.route(request, ctx)
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return self._inner.route_whole(request, ctx, split)
-
-    def targets(self) -> Sequence[Route]:
-        return self._inner.children

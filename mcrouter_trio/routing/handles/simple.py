@@ -26,10 +26,14 @@ from mcrouter_trio.routing._registry import IGNORED_ARGUMENT, config_field, rout
 log = logging.getLogger("mcrouter_trio.routing")
 
 
-@route_type("NullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
+@route_type("NullRoute", "DevNullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
 @attrs.frozen
 class NullRoute:
-    """Answers "nothing happened" at once: a miss, NOT_STORED or NOT_FOUND."""
+    """Answers "nothing happened" at once: a miss, NOT_STORED or NOT_FOUND.
+
+    Also mcrouter's DevNullRoute, which is the same but for a `dev_null_requests`
+    stat this proxy does not keep.
+    """
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         return Pending(default_reply(request))
@@ -58,27 +62,6 @@ class RandomRoute(KeyByKey, OverChildren):
         if not self.children:
             return Pending(default_reply(request))
         return self.children[ctx.rng.randrange(len(self.children))].route(request, ctx)
-
-
-@route_type("DevNullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
-@attrs.frozen
-class DevNullRoute:
-    """NullRoute under another name: answers "nothing happened" at once.
-
-    mcrouter also counts these requests in its `dev_null_requests` stat; this
-    proxy has no such stat.
-    """
-
-    def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return Pending(default_reply(request))
-
-    def route_whole(
-        self, request: Request, ctx: RouteContext, split: SplitRouting
-    ) -> Pending | None:
-        return Pending(default_reply(request))
-
-    def targets(self) -> Sequence[Route]:
-        return ()
 
 
 #: mcrouter's error result names (`carbon::resultFromString`) for ErrorRoute's
