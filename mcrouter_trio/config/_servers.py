@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TypeVar
 
 import attrs
@@ -29,7 +30,13 @@ from mcrouter_trio.config._jsonc import (
     check_weights,
     describe,
 )
-from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
+from mcrouter_trio.routing._specs import (
+    DEFAULT_SERVER_TIMEOUT_MS,
+    EjectionSpec,
+    PoolSpec,
+    ServerSpec,
+    TkoLimitSpec,
+)
 
 log = logging.getLogger("mcrouter_trio.config")
 
@@ -154,13 +161,14 @@ _POOL_KEYS = frozenset(
     {
         "servers", "server_timeout", "connect_timeout", "keep_routing_prefix", "weights",
         "protocol", "use_ssl", "security_mech", "server_name", "inherit", "name",
+        "tko_tracker", "auto_eject_hosts", "server_failure_limit", "server_retry_timeout",
     }
 )  # fmt: skip
 #: Keys mcrouter knows that do not change where or how we send (FB-specific,
 #: caret-only or tuning); a config using them still loads, with a warning.
 _IGNORED_POOL_KEYS = frozenset(
     {
-        "region", "cluster", "pool_locality", "qos", "tko_tracker", "enable_compression",
+        "region", "cluster", "pool_locality", "qos", "enable_compression",
         "failure_domains", "hostnames", "services", "additional_fanout", "tags",
         "error_on_empty", "service_id_override", "disable_request_deadline_check",
         "security_mech_within_dc", "security_mech_cross_dc", "port_override_within_dc",
@@ -210,6 +218,7 @@ def parse_pool(
     # `security_mech` wins over the deprecated `use_ssl`, as in mcrouter.
     mech = reader.read("security_mech", check_mech, "ssl" if use_ssl else defaults.mech)
     server_name: str | None = reader.read("server_name", _check_server_name, None)
+    ejection = _read_ejection(reader)
     servers: list[ServerSpec] = []
     if "servers" not in merged:
         reader.problems.append((("servers",), "required field missing"))
@@ -232,6 +241,10 @@ def parse_pool(
                 reader.problems.append((("servers", index), str(exc)))
             else:
                 servers.append(server)
+    # Percentages count the servers listed, parsed or not, as mcrouter does.
+    listed = merged.get("servers")
+    count = len(listed) if isinstance(listed, list) else 0
+    tko_limit = reader.read("tko_tracker", partial(_check_tko_tracker, count), None)
     # Problems in inherited fields belong to (and are reported at) the parent;
     # a field missing everywhere is this pool's.
     problems.extend(
@@ -239,7 +252,67 @@ def parse_pool(
         for path, message in reader.problems
         if path[0] in own or path[0] not in merged
     )
-    return PoolSpec(name, tuple(servers), keep_routing_prefix, weights), problems
+    spec = PoolSpec(name, tuple(servers), keep_routing_prefix, weights, ejection, tko_limit)
+    return spec, problems
+
+
+def _read_ejection(reader: _FieldReader) -> EjectionSpec | None:
+    """twemproxy's `auto_eject_hosts` with its `server_failure_limit` and `server_retry_timeout`.
+
+    As in nutcracker, the last two are read (and checked) whether or not ejection
+    is on, and only matter when it is.
+    """
+    defaults = EjectionSpec()
+    limit = reader.read("server_failure_limit", _check_failure_limit, defaults.failure_limit)
+    retry = reader.read("server_retry_timeout", _check_timeout, defaults.retry_timeout_ms)
+    if not reader.read("auto_eject_hosts", check_bool, False):
+        return None
+    return EjectionSpec(limit, retry)
+
+
+def _check_failure_limit(value: object) -> int:
+    return check_int(value, 1, 1_000_000)
+
+
+def _check_tko_tracker(servers: int, value: object) -> TkoLimitSpec:
+    """mcrouter's `{num,percent}_tko_threshold_{upper,lower}` (`num_` wins)."""
+    if not isinstance(value, dict):
+        raise Invalid(f"expected an object, got {describe(value)}")
+    known = {
+        f"{kind}_tko_threshold_{end}" for kind in ("num", "percent") for end in ("upper", "lower")
+    }
+    unknown = set(value) - known
+    if unknown:
+        raise Invalid(f"extra fields found ({', '.join(sorted(unknown))})")
+
+    def threshold(end: str) -> int:
+        number = value.get(f"num_tko_threshold_{end}")
+        if number is not None:
+            return _check_threshold(number, f"num_tko_threshold_{end}", None)
+        percent = value.get(f"percent_tko_threshold_{end}")
+        if percent is not None:
+            share = _check_threshold(percent, f"percent_tko_threshold_{end}", 100)
+            return share * servers // 100
+        return 0
+
+    upper, lower = threshold("upper"), threshold("lower")
+    if upper <= 0 or lower <= 0:
+        raise Invalid(
+            "both tko threshold upper and lower must be configured (and come to at least"
+            f" one server; got upper {upper}, lower {lower} of {servers} servers)"
+        )
+    if lower > upper:
+        raise Invalid(
+            f"tko upper threshold ({upper}) must be greater than or equal to lower ({lower})"
+        )
+    return TkoLimitSpec(upper, lower)
+
+
+def _check_threshold(value: object, key: str, high: int | None) -> int:
+    try:
+        return check_int(value, 0, high)
+    except Invalid as exc:
+        raise Invalid(f"{key}: {exc}") from None
 
 
 def _check_timeout(value: object) -> int:

@@ -27,9 +27,6 @@ _DEFAULT_PORT: Final = 11211
 #: Keys that do not change where keys go and that mcrouter-trio has no equivalent
 #: for yet, with what to do instead.
 _NOT_MAPPED: Final = {
-    "auto_eject_hosts": "not mapped yet: mcrouter-trio never removes a server from the ring",
-    "server_retry_timeout": "not mapped yet (belongs to auto_eject_hosts)",
-    "server_failure_limit": "not mapped yet (belongs to auto_eject_hosts)",
     "backlog": "not mapped: mcrouter-trio uses the system's listen backlog",
     "client_connections": "not mapped: see --max-conns",
     "server_connections": "not mapped: mcrouter-trio keeps one pipelined connection per server",
@@ -39,6 +36,10 @@ _NOT_MAPPED: Final = {
 }
 _REDIS_KEYS: Final = ("redis_auth", "redis_db")
 _MAPPED: Final = frozenset({"listen", "hash", "hash_tag", "distribution", "timeout", "servers"})
+#: nutcracker's ejection keys: the same pool keys here, checked as nutcracker does.
+_EJECTION: Final = ("auto_eject_hosts", "server_failure_limit", "server_retry_timeout")
+#: The largest `server_failure_limit` and `server_retry_timeout` (ms) a pool takes.
+_EJECTION_MAX: Final = 1_000_000
 #: mcrouter-trio's server timeout range, in ms.
 _TIMEOUT_RANGE: Final = (1, 1_000_000)
 
@@ -99,7 +100,7 @@ def _import_pool(name: str, body: Mapping[str, Any], source: str) -> Imported:
         elif key in _REDIS_KEYS or key == "redis":
             if key != "redis":
                 notes.append(f"{key}: redis only, ignored @ {at(key)}")
-        elif key not in _MAPPED:
+        elif key not in _MAPPED and key not in _EJECTION:
             notes.append(f"unknown key '{key}', ignored @ {at(key)}")
 
     distribution = str(body.get("distribution", "ketama"))
@@ -136,6 +137,8 @@ def _import_pool(name: str, body: Mapping[str, Any], source: str) -> Imported:
             f" server_timeout defaults to 1000 ms @ {at('timeout')}"
         )
 
+    _carry_ejection(body, pool_body, at, notes)
+
     config = {
         "pools": {name: pool_body},
         "route": {"type": "PoolRoute", "pool": name, "hash": hash_spec},
@@ -145,6 +148,29 @@ def _import_pool(name: str, body: Mapping[str, Any], source: str) -> Imported:
     return Imported(
         "\n".join([*header, json.dumps(config, indent=2, ensure_ascii=False)]) + "\n", tuple(notes)
     )
+
+
+def _carry_ejection(
+    body: Mapping[str, Any], pool_body: dict[str, Any], at: Any, notes: list[str]
+) -> None:
+    """`auto_eject_hosts` and its two settings, as the pool keys of the same names."""
+    eject = body.get("auto_eject_hosts", False)
+    if type(eject) is not bool:
+        raise TwemproxyConfigError(f"expected true or false @ {at('auto_eject_hosts')}")
+    if eject:
+        pool_body["auto_eject_hosts"] = True
+    for key in ("server_failure_limit", "server_retry_timeout"):
+        if key not in body:
+            continue
+        value = body[key]
+        if type(value) is not int or value < 1:
+            raise TwemproxyConfigError(f"expected a positive integer @ {at(key)}")
+        if not eject:
+            notes.append(f"{key}: no effect without auto_eject_hosts, ignored @ {at(key)}")
+            continue
+        pool_body[key] = min(value, _EJECTION_MAX)
+        if value > _EJECTION_MAX:
+            notes.append(f"{key} {value} clamped to {_EJECTION_MAX} @ {at(key)}")
 
 
 def _listen_comment(listen: object, path: str, notes: list[str]) -> list[str]:

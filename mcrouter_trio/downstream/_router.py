@@ -69,6 +69,7 @@ class Router:
         self.settings = settings or RouterSettings()
         self._op_counts = stats.ops
         ctx.open(tree.servers)
+        ctx.tko.limit_pools(tree.pools.values())
         self.tree = tree
 
     def swap(self, tree: RouteTree) -> None:
@@ -78,6 +79,7 @@ class Router:
         are kept with their connections and counters; the others close once idle.
         """
         self.ctx.open(tree.servers)
+        self.ctx.tko.limit_pools(tree.pools.values())
         self.tree = tree
         self.ctx.retire_unused(reachable_servers([tree.broadcast, *tree.roots.values()]))
 

@@ -13,7 +13,7 @@ on the hot path.  (mcrouter caches per request for the same reason.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 from ._const_shard import const_shard_unchecked
@@ -21,7 +21,7 @@ from ._crc32 import crc32
 from ._furc import CH3_MAX_N, furc_hash
 from ._weighted import weight_thresholds, weighted_ch3_thresholds
 
-__all__ = ["CACHE_LIMIT", "HashFunc", "make_selector", "memoize"]
+__all__ = ["CACHE_LIMIT", "HashFunc", "avoiding", "make_selector", "memoize"]
 
 #: Signature shared by the plain hash functions: ``(key, n) -> index``.
 HashFunc = Callable[[bytes, int], int]
@@ -90,4 +90,28 @@ def make_selector(
 
     if n == 1:
         return _always_zero
+    return memoize(fn, CACHE_LIMIT) if CACHE_LIMIT > 0 else fn
+
+
+def avoiding(
+    select: Callable[[bytes], int], n: int, ejected: Collection[int]
+) -> Callable[[bytes], int]:
+    """`select` over `n` servers with the `ejected` ones taken out of it.
+
+    A key `select` sends to an ejected server is hashed again with Ch3 over the
+    servers left, in order; every other key stays where it was. With none left (or
+    none ejected), `select` itself.
+    """
+    live = [index for index in range(n) if index not in ejected]
+    if not live or len(live) == n:
+        return select
+    gone = frozenset(ejected)
+    count = len(live)
+
+    def fn(key: bytes) -> int:
+        index = select(key)
+        if index in gone:
+            return live[furc_hash(key, count)] if count > 1 else live[0]
+        return index
+
     return memoize(fn, CACHE_LIMIT) if CACHE_LIMIT > 0 else fn

@@ -31,7 +31,7 @@ import hashlib
 import math
 import random
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 from ._key_hashes import KEY_HASHES
@@ -117,11 +117,16 @@ def twemproxy_selector(
     names: Sequence[str],
     weights: Sequence[int],
     hash_tag: bytes = b"",
+    ejected: Collection[int] = (),
 ) -> Callable[[bytes], int]:
     """`select(key) -> server index` placing keys exactly where nutcracker does.
 
     `names` and `weights` give one entry per server, in config order; weights are
-    positive integers.  Raises ValueError for an unknown distribution or key hash.
+    positive integers.  `ejected` servers (indexes) are left out as nutcracker's
+    `auto_eject_hosts` leaves them out (`ketama_update`, `modula_update`): the
+    distribution is built over the others, with their weights alone; indexes still
+    count in the full list.  Raises ValueError for an unknown distribution or key
+    hash, or when every server is ejected.
     """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}")
@@ -130,14 +135,22 @@ def twemproxy_selector(
         raise ValueError(f"unknown key hash {key_hash!r}")
     if len(names) != len(weights) or not names:
         raise ValueError("need one name and one weight per server, and a server")
-    n = len(names)
-    if n == 1:
-        return _always_first
+    live = [index for index in range(len(names)) if index not in ejected]
+    if not live:
+        raise ValueError("every server is ejected")
+    if len(names) == 1:
+        return _always_first  # nutcracker never hashes for a pool of one server
+    if len(live) == 1:
+        only = live[0]
+        return lambda key: only
     if distribution == "random":
         randrange = random.randrange
-        return lambda key: randrange(n)
+        count = len(live)
+        return lambda key: live[randrange(count)]
+    live_names = [names[index] for index in live]
     if distribution == "ketama":
-        values, owners = ketama_ring(names, weights)
+        values, owners = ketama_ring(live_names, [weights[index] for index in live])
+        owners = [live[owner] for owner in owners]
         last = len(values)
         find = bisect.bisect_left
 
@@ -146,7 +159,11 @@ def twemproxy_selector(
             return owners[at] if at < last else owners[0]
 
     else:
-        slots = [index for index in nutcracker_order(names) for _ in range(weights[index])]
+        slots = [
+            live[position]
+            for position in nutcracker_order(live_names)
+            for _ in range(weights[live[position]])
+        ]
         total = len(slots)
 
         def pick(hashed: int) -> int:

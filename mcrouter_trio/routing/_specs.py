@@ -51,8 +51,40 @@ class ServerSpec:
 
 
 @attrs.frozen
+class EjectionSpec:
+    """twemproxy's `auto_eject_hosts`: a failing server leaves the pool's hash ring.
+
+    After `failure_limit` failures in a row (connect error or timeout, reply timeout,
+    a broken connection, TKO) the server is ejected; `retry_timeout_ms` later it is
+    probed, and it rejoins once a probe is answered.
+    """
+
+    #: twemproxy's `server_failure_limit` (default 2).
+    failure_limit: int = 2
+    #: twemproxy's `server_retry_timeout`, in ms (default 30000).
+    retry_timeout_ms: int = 30_000
+
+
+@attrs.frozen
+class TkoLimitSpec:
+    """mcrouter's pool `tko_tracker`: how many of the pool's servers may be TKO at once.
+
+    Once `upper` servers are TKO, the next one that fails is not marked TKO and the
+    pool *fails open*: no server is marked TKO until, at a recovery, only `lower`
+    servers are TKO.
+    """
+
+    upper: int
+    lower: int
+
+
+@attrs.frozen
 class PoolSpec:
     name: str
     servers: tuple[ServerSpec, ...]
     keep_routing_prefix: bool = False
     weights: tuple[float, ...] | None = None
+    #: `auto_eject_hosts` (None: servers are never ejected).
+    ejection: EjectionSpec | None = None
+    #: `tko_tracker` (None: no limit on the servers marked TKO).
+    tko_limit: TkoLimitSpec | None = None

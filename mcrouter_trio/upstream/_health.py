@@ -18,6 +18,13 @@ The state is kept per `host:port`, in one `TkoTracker` shared by every destinati
 (and so every pool) that reaches that address. With `--num-proxies`, each worker
 process keeps its own.
 
+A pool's `tko_tracker` (`PoolTkoLimit`, mcrouter's `PoolTkoTracker`) caps how many of
+its servers are TKO at once: with `upper` of them TKO, the next server that fails is
+not marked and the pool *fails open* (no server of it is marked TKO, so requests go
+to the failing servers and get their real errors) until, at a recovery, no more than
+`lower` are TKO. A server in several such pools follows the last one in the config,
+as in mcrouter.
+
 Without TKO (tracking disabled), a destination still never redials per request:
 after a failed connection it waits out a backoff before the next connect (`Backoff`).
 """
@@ -26,11 +33,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from mcrouter_trio.messages import Reply, Result, error_reply
+from mcrouter_trio.routing._specs import PoolSpec, TkoLimitSpec
 
 if TYPE_CHECKING:
     from mcrouter_trio.upstream._destination import Destination
@@ -124,6 +133,10 @@ class TkoTracker:
         self.hard = False
         #: The destination that marked the server TKO: it alone probes and clears it.
         self.responsible: Destination | None = None
+        #: The pool's `tko_tracker` limit this server counts towards, if any.
+        self.pool_limit: PoolTkoLimit | None = None
+        #: The limit that counted this server's TKO (released when it clears).
+        self._counted_by: PoolTkoLimit | None = None
 
     @property
     def state(self) -> str:
@@ -178,6 +191,11 @@ class TkoTracker:
             self._clear()
 
     def _mark(self, destination: Destination, reason: Result, *, hard: bool) -> None:
+        limit = self.pool_limit
+        if limit is not None:
+            if not limit.admit(self.address):
+                return  # the pool fails open
+            self._counted_by = limit
         self.refusal = tko_reply(reason)
         self.hard = hard
         self.responsible = destination
@@ -193,6 +211,9 @@ class TkoTracker:
         destination.start_probing()
 
     def _clear(self) -> None:
+        if self._counted_by is not None:
+            self._counted_by.release()
+            self._counted_by = None
         self.refusal = None
         self.hard = False
         self.responsible = None
@@ -202,12 +223,75 @@ class TkoTracker:
             each.refresh_refusal()
 
 
+class PoolTkoLimit:
+    """A pool's `tko_tracker`: at most `upper` servers TKO, then fail open down to `lower`.
+
+    mcrouter's `PoolTkoTracker`, except that leaving fail-open also counts the server
+    that recovered (mcrouter's count stays one too high after it leaves fail-open).
+    """
+
+    def __init__(self, pool: str, spec: TkoLimitSpec) -> None:
+        self.pool = pool
+        self.spec = spec
+        #: Servers of the pool marked TKO under this limit.
+        self.tko = 0
+        self.fail_open = False
+
+    def admit(self, address: str) -> bool:
+        """Whether `address` may be marked TKO now (False: the pool is failing open)."""
+        if self.fail_open:
+            return False
+        if self.tko >= self.spec.upper:
+            self.fail_open = True
+            log.warning(
+                "pool %s fails open: %d servers TKO already, %s is not marked TKO"
+                " (no more will be until at most %d are)",
+                self.pool,
+                self.tko,
+                address,
+                self.spec.lower,
+            )
+            return False
+        self.tko += 1
+        return True
+
+    def release(self) -> None:
+        """A server this limit counted is no longer TKO."""
+        if self.fail_open and self.tko <= self.spec.lower:
+            self.fail_open = False
+            log.warning("pool %s no longer fails open: %d servers TKO", self.pool, self.tko - 1)
+        self.tko -= 1
+
+
 class TkoRegistry:
-    """Every `TkoTracker` of the proxy, by `host:port`."""
+    """Every `TkoTracker` of the proxy, by `host:port`, and the pools' TKO limits."""
 
     def __init__(self, settings: HealthSettings) -> None:
         self.settings = settings
         self.trackers: dict[str, TkoTracker] = {}
+        #: Each pool's `tko_tracker`, by pool name (kept across reloads while unchanged).
+        self.pool_limits: dict[str, PoolTkoLimit] = {}
+
+    def limit_pools(self, pools: Iterable[PoolSpec]) -> None:
+        """Apply the pools' `tko_tracker` settings (a new config's) to their servers."""
+        limits: dict[str, PoolTkoLimit] = {}
+        chosen: dict[str, PoolTkoLimit | None] = {}
+        for pool in pools:
+            limit = None
+            if pool.tko_limit is not None:
+                limit = self.pool_limits.get(pool.name)
+                if limit is None or limit.spec != pool.tko_limit:
+                    limit = PoolTkoLimit(pool.name, pool.tko_limit)
+                limits[pool.name] = limit
+            for server in pool.servers:
+                if limit is not None or server.address not in chosen:
+                    chosen[server.address] = limit
+        self.pool_limits = limits
+        for tracker in self.trackers.values():
+            tracker.pool_limit = chosen.get(tracker.address)
+        for address, limit in chosen.items():
+            if limit is not None:
+                self.tracker(address).pool_limit = limit
 
     def tracker(self, address: str) -> TkoTracker:
         tracker = self.trackers.get(address)

@@ -8,7 +8,7 @@ the server nutcracker would pick (`hashing.twemproxy_selector`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Final
 
@@ -23,6 +23,7 @@ from mcrouter_trio.hashing import (
     twemproxy_selector,
 )
 from mcrouter_trio.hashing._furc import CH3_MAX_N, furc_hash
+from mcrouter_trio.hashing._selector import avoiding
 from mcrouter_trio.messages import META, Op, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
 from mcrouter_trio.routing._base import (
@@ -33,6 +34,7 @@ from mcrouter_trio.routing._base import (
     default_reply,
 )
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
+from mcrouter_trio.routing._ejection import EjectionWatch, Ejector, RingBuilder
 from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
@@ -149,8 +151,9 @@ class HashSpec:
         """`"hash": "Crc32"`: the function name alone."""
         return cls(check_hash_func(text))
 
-    def selector_for(self, pool: PoolSpec) -> Callable[[bytes], int]:
-        """This hash's twemproxy selector over `pool`'s servers (`Invalid` if they disagree)."""
+    def selector_for(self, pool: PoolSpec, ejected: Collection[int] = ()) -> Callable[[bytes], int]:
+        """This hash's twemproxy selector over `pool`'s servers (`Invalid` if they disagree),
+        without the `ejected` ones (indexes)."""
         servers = pool.servers
         count = len(servers)
         for option in ("server_weights", "server_names"):
@@ -182,6 +185,7 @@ class HashSpec:
             names,
             weights,
             (self.hash_tag or "").encode(),
+            ejected,
         )
 
 
@@ -289,7 +293,8 @@ class PoolRoute:
     by hashing its bucket number (`Ch3(routing key, total_buckets)`, in decimal)
     with the pool's hash, as mcrouter's BucketHashSelector does.
     Deletes its server fails are spooled (`asynclog`, see `handles/_asynclog.py`),
-    under `asynclog_name` (default: the pool's name).
+    under `asynclog_name` (default: the pool's name). A pool with `auto_eject_hosts`
+    takes failing servers out of its ring for a while (see `routing/_ejection.py`).
     """
 
     pool: PoolSpec
@@ -310,6 +315,8 @@ class PoolRoute:
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
     _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
+    #: The pool's ejection state (None: the pool never ejects).
+    ejector: Ejector | None = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         buckets = self._total_buckets()
@@ -340,6 +347,27 @@ class PoolRoute:
             if buckets:
                 key_of = partial(_bucket_of_request, buckets)
                 keys_routing = partial(_bucket_of_key, buckets)
+        ejector = None
+        if self.pool.ejection is not None and len(children) > 1:
+            build: RingBuilder
+            if self.hash.is_twemproxy:
+                build = partial(self.hash.selector_for, self.pool)
+            else:
+                build = partial(avoiding, select, len(children))
+            ejector = Ejector(
+                self.pool.name,
+                destinations,
+                [server.address for server in self.pool.servers],
+                self.pool.ejection,
+                build,
+                select,
+            )
+            children = tuple(
+                EjectionWatch(child, index, ejector) for index, child in enumerate(children)
+            )
+            object.__setattr__(self, "_children", children)
+            select = ejector.select
+        object.__setattr__(self, "ejector", ejector)
         object.__setattr__(self, "_select", select)
         object.__setattr__(self, "_key_of", key_of)
         object.__setattr__(self, "_routing_key", keys_routing)
