@@ -271,6 +271,15 @@ def test_multi_gets_follow_the_rebuilt_ring_and_count() -> None:
     assert all(each.server != SERVERS[0] for each in ctx.sent[sent:])
 
 
+def test_dry_runs_count_no_failure() -> None:
+    route = ejecting_pool(limit=1)
+    ctx = FakeContext(answer=answering({0, 1, 2}), dry_run=True)
+    for server in range(3):
+        assert send_to(route, ctx, server, 3) == [TIMEOUT] * 3
+    ctx.advance(0)
+    assert route.ejector is not None and not route.ejector.ejected
+
+
 def test_a_pool_without_ejection_has_no_ejector() -> None:
     route = PoolRoute(PoolSpec("A", SERVERS))
     assert route.ejector is None

@@ -218,6 +218,7 @@ class RecordingContext:
         self.rng = random.Random()
         self.host_id = host_id
         self.asynclog: DeleteSpool | None = None  # a dry run spools nothing
+        self.dry_run = True
         self.background = Background()
         self.servers: list[ServerSpec] = []
         self._is_down = is_down

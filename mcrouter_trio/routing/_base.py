@@ -51,6 +51,9 @@ class RouteContext(Protocol):
     host_id: int
     #: Where PoolRoute spools the deletes its servers fail; None: return the error.
     asynclog: DeleteSpool | None
+    #: A dry run (the admin keys' `route`): replies are made up, so handles must not
+    #: learn from them (ejection counts no failure).
+    dry_run: bool
 
     @property
     def background(self) -> BackgroundWork: ...

@@ -164,13 +164,17 @@ class EjectionWatch:
     ejector: Ejector
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
+        if ctx.dry_run:
+            return self.child.route(request, ctx)
         return self._watched(self.child.route(request, ctx), ctx)
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
         pending = self.child.route_whole(request, ctx, split)
-        return None if pending is None else self._watched(pending, ctx)
+        if pending is None or ctx.dry_run:
+            return pending
+        return self._watched(pending, ctx)
 
     def targets(self) -> Sequence[Route]:
         return (self.child,)

@@ -57,10 +57,12 @@ class FakeContext:
         seed: int = 0,
         host_id: int = 0,
         background_cap: int = DEFAULT_BACKGROUND_CAP,
+        dry_run: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.host_id = host_id
         self.asynclog: DeleteSpool | None = None
+        self.dry_run = dry_run
         self.background = Background(background_cap)
         self.sent: list[Sent] = []
         self.clock = 0.0

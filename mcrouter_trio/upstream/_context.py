@@ -50,6 +50,7 @@ class ProxyContext:
         self.host_id = host_id
         #: The delete spool (`--async-dir`), set when serving starts unless disabled.
         self.asynclog: DeleteSpool | None = None
+        self.dry_run = False
         self.background = Background()
         self._by_identity: dict[ConnectionKey, Destination] = {}
         #: Every destination, by the spec it was opened for (live, for stats).
