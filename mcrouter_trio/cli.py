@@ -30,13 +30,14 @@ from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._asynclog import WriterNames
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
 from mcrouter_trio.ops._delete_stream import DeleteStreamSettings
-from mcrouter_trio.ops._host import local_host_id
+from mcrouter_trio.ops._host import local_addresses_or_none, local_host_id
 from mcrouter_trio.ops._limits import default_max_conns, raise_open_files_limit
 from mcrouter_trio.ops._mcrouter_flags import (
     add_mcrouter_flags,
     check_mcrouter_flags,
     log_ignored_flags,
 )
+from mcrouter_trio.ops._mcrouter_options import mcrouter_option_values
 from mcrouter_trio.ops._metrics import renderer, serve_metrics
 from mcrouter_trio.ops._reload import ConfigWatcher, files_digest
 from mcrouter_trio.ops._replay import replay_spool
@@ -441,7 +442,9 @@ class _Verbosity(argparse.Action):
 def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
     """The config from -f / --config / --config-str, or the default one.
 
-    `host_id` is this host's id (LatestRoute's per-host choice of servers).
+    `host_id` is this host's id (LatestRoute's per-host choice of servers). The
+    host's addresses (for `@isLocalIp`) are listed afresh, as mcrouter does on
+    each load.
     """
     options: dict[str, Any] = {
         "default_timeout_ms": args.server_timeout,
@@ -452,6 +455,8 @@ def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
         "big_value_split_threshold": args.big_value_split_threshold,
         "big_value_batch_size": args.big_value_batch_size,
         "big_value_hide_reply_flag": args.big_value_hide_reply_flag,
+        "mcrouter_options": mcrouter_option_values(args),
+        "local_addresses": local_addresses_or_none(),
     }
     if args.config and args.config.startswith("file:"):
         return load_config_file(args.config[len("file:") :], **options)
@@ -746,7 +751,9 @@ def main_replay(argv: Sequence[str]) -> int:
     servers: frozenset[ServerSpec] = frozenset()
     if args.config_file:
         try:
-            config = load_config_file(args.config_file, host_id=local_host_id())
+            config = load_config_file(
+                args.config_file, host_id=local_host_id(), local_addresses=local_addresses_or_none()
+            )
         except (ConfigError, OSError) as exc:
             print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
             return EXIT_BAD_CONFIG
@@ -780,7 +787,9 @@ def main_route(argv: Sequence[str]) -> int:
     parser.add_argument("keys", nargs="+", metavar="KEY")
     args = parser.parse_args(argv)
     try:
-        config = load_config_file(args.config_file, host_id=local_host_id())
+        config = load_config_file(
+            args.config_file, host_id=local_host_id(), local_addresses=local_addresses_or_none()
+        )
     except (ConfigError, OSError) as exc:
         print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -843,9 +843,9 @@ BAD_CONFIGS = [
         id="warm-up-fields",
     ),
     pytest.param(
-        config({"type": "LatestRoute", "children": "Pool|A", "failover_count": 0, "host_id": 1}),
+        config({"type": "LatestRoute", "children": "Pool|A", "failover_count": -1, "host_id": 1}),
         [
-            "expected an integer >= 1, got 0 @ $.route.failover_count",
+            "expected an integer >= 0, got -1 @ $.route.failover_count",
             "extra fields found (host_id) @ $.route",
         ],
         id="latest-route-fields",

@@ -7,7 +7,6 @@ import logging
 import pytest
 from handle_helpers import HIT, STORED, destinations, port_of, request
 
-from mcrouter_trio.hashing._spooky import spooky_hash64
 from mcrouter_trio.messages import Result
 from mcrouter_trio.routing import REGISTRY, load_handles
 from mcrouter_trio.routing.handles.selector import RoutingGroupRoute
@@ -85,12 +84,6 @@ def test_host_id_route_picks_host_id_modulo_children(host_id: int) -> None:
     route.route(request(b"get other\r\n"), ctx)
     assert [port_of(sent) for sent in ctx.sent] == [host_id % 3 + 1] * 2
     assert route.targets() == (destinations(3)[host_id % 3],)
-
-
-def test_host_id_route_with_a_salt() -> None:
-    ctx = FakeContext()
-    HostIdRoute(destinations(5), salt="s", host_id=77).route(GET, ctx)
-    assert port_of(ctx.sent[0]) == spooky_hash64(b"77:s") % 5 + 1
 
 
 def test_host_id_route_without_children_answers_the_default_reply() -> None:

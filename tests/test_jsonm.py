@@ -5,6 +5,7 @@ Results follow `mcrouter/lib/config/ConfigPreprocessor.cpp`; one row per rule.
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from mcrouter_trio.config._jsonm import JsonmError, Preprocessor
 from mcrouter_trio.hashing._spooky import spooky_hash64
+from mcrouter_trio.ops._host import local_addresses
 
 MACROS: dict[str, Any] = {
     "pool": {
@@ -272,3 +274,165 @@ def test_a_missing_import_without_default_is_an_error(tmp_path: Path) -> None:
         Preprocessor({}, base_dir=tmp_path).preprocess({"p": "@import(none.json)"})
     assert caught.value.render().startswith("macro 'import': Import 'none.json':\ncannot read")
     assert caught.value.path == "$.p"
+
+
+# ---------------------------------------------------------------------------
+# weightedHash: mcrouter's RendezvousHash, recomputed here step by step from
+# `RendezvousHash.cpp` and folly's `fnv64_buf_BROKEN` / `twang_mix64`.
+
+U64 = 2**64
+
+
+def ref_fnv64_broken(data: bytes) -> int:
+    """folly's loop: hash += hash<<1 + hash<<4 + ... + hash<<40, then xor a *signed* byte."""
+    value = 14695981039346656037
+    for byte in data:
+        shifts = (0, 1, 4, 5, 7, 8, 40)
+        value = sum(value << s for s in shifts) % U64
+        signed = byte - 256 if byte >= 128 else byte
+        value ^= signed % U64
+    return value
+
+
+def ref_twang_mix64(key: int) -> int:
+    key = ((U64 - 1 - key) + (key << 21)) % U64
+    key ^= key >> 24
+    key = (key + (key << 3) + (key << 8)) % U64
+    key ^= key >> 14
+    key = (key + (key << 2) + (key << 4)) % U64
+    key ^= key >> 28
+    return (key + (key << 31)) % U64
+
+
+def ref_weighted_hash(weights: dict[str, float], key: int | str) -> str:
+    key_hash = key % U64 if isinstance(key, int) else spooky_hash64(key.encode(), 0)
+    clamped = {name: max(float(weight), 0.0) for name, weight in weights.items()}
+    total = sum(clamped.values())
+    best, best_score = next(iter(weights)), -1.0
+    for name, weight in clamped.items():
+        share = weight / total
+        combined = ref_twang_mix64((ref_fnv64_broken(name.encode()) + key_hash) % U64)
+        score = (combined / float(U64 - 1)) ** (1 / share) if share > 2.220446049250313e-16 else 0.0
+        if score > best_score:
+            best, best_score = name, score
+    return best
+
+
+WEIGHT_SETS = [
+    {"a": 1, "b": 1, "c": 1},
+    {"east": 0.7, "west": 0.2, "north": 0.1},
+    {"x": 0, "y": 3, "z": -0.005},
+    {f"cluster{i}": i + 1 for i in range(10)},
+    {"ü": 0.5, "ß": 0.5},
+]
+
+
+@pytest.mark.parametrize("weights", WEIGHT_SETS)
+def test_weighted_hash_is_mcrouters_rendezvous_hash(weights: dict[str, float]) -> None:
+    picks = set()
+    keys: list[int | str] = [0, 1, 2015, 12345, -7, 2**62, "hello world", "prn1c05", "ключ"]
+    for key in keys:
+        call = {"type": "weightedHash", "dictionary": weights, "key": key}
+        picked = expand(call)
+        assert picked == ref_weighted_hash(weights, key)
+        picks.add(picked)
+    heavy = [name for name, weight in weights.items() if weight > 0]
+    assert picks <= set(heavy)
+
+
+def test_weighted_hash_spreads_keys_by_weight() -> None:
+    weights = {"a": 1, "b": 3}
+    picks = [expand(f"@weightedHash(%w%, @int({key}))", w=weights) for key in range(400)]
+    assert 60 < picks.count("a") < 140  # a quarter of 400, give or take
+
+
+def test_weighted_hash_rows_of_mcrouters_own_test_file() -> None:
+    """`config_preprocessor_test_file.json`, section weightedHash, and the two @hash rows."""
+    assert expand({"type": "weightedHash", "dictionary": {"a": 0.5}, "key": 2015}) == "a"
+    assert (
+        expand({"type": "weightedHash", "dictionary": {"a": 0, "b": 1}, "key": "hello world"})
+        == "b"
+    )
+    call = {
+        "type": "define",
+        "vars": {"weights": {"a": 0, "b": 1, "c": 0.5}},
+        "result": "@weightedHash(%weights%, @int(12345))",
+    }
+    assert expand(call) == "b"
+    assert expand("@hash(abcd)") == 6660178300034425268
+    assert expand("@hash(@int(2313))") == -4996987850411076878
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ({"dictionary": [], "key": 1}, "WeightedHash: dictionary is array, expected object"),
+        ({"dictionary": {}, "key": 15}, "WeightedHash: dictionary is empty"),
+        ({"dictionary": {"a": "1"}, "key": 1}, "WeightedHash: a weight is string, expected number"),
+        (
+            {"dictionary": {"a": True}, "key": 1},
+            "WeightedHash: a weight is boolean, expected number",
+        ),
+        ({"dictionary": {"a": -0.5}, "key": 1}, "WeightedHash: a weight -0.5 is negative"),
+        (
+            {"dictionary": {"a": 1}, "key": 1.5},
+            "WeightedHash: key is double, expected string or int",
+        ),
+        (
+            {"dictionary": {"a": 0, "b": 0}, "key": 1},
+            "WeightedHash: failed to compute hash: Sum of weights is 0",
+        ),
+    ],
+)
+def test_weighted_hash_errors(call: dict[str, Any], message: str) -> None:
+    with pytest.raises(JsonmError) as caught:
+        expand({"type": "weightedHash", **call})
+    assert caught.value.render() == f"macro 'weightedHash': {message} @ $.x"
+
+
+# ---------------------------------------------------------------------------
+# isLocalIp: the caller passes the host's addresses in.
+
+
+def expand_on_host(value: Any, addresses: Any) -> Any:
+    return Preprocessor({}, local_addresses=addresses).preprocess({"x": value})["x"]
+
+
+HOST = [ip_address("127.0.0.1"), ip_address("::1"), ip_address("10.1.2.3")]
+
+
+@pytest.mark.parametrize(
+    ("ip", "local"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("::0001", True),  # mcrouter's test file: the same address, written longer
+        ("10.1.2.3", True),
+        ("::ffff:10.1.2.3", True),  # IPv4-mapped equals the IPv4 address, as in folly
+        ("192.0.2.1", False),
+        ("10.1.2.4", False),
+        ("not an ip", False),
+        ("", False),
+    ],
+)
+def test_is_local_ip(ip: str, local: bool) -> None:
+    assert expand_on_host(f"@isLocalIp({ip})", HOST) is local
+    assert expand_on_host({"type": "isLocalIp", "ip": ip}, HOST) is local
+
+
+def test_is_local_ip_on_this_host() -> None:
+    addresses = local_addresses()
+    assert expand_on_host("@isLocalIp(127.0.0.1)", addresses) is True
+    assert expand_on_host("@isLocalIp(192.0.2.1)", addresses) is False
+
+
+def test_is_local_ip_errors() -> None:
+    with pytest.raises(JsonmError) as caught:
+        expand_on_host({"type": "isLocalIp", "ip": 5}, HOST)
+    assert (
+        caught.value.render() == "macro 'isLocalIp': isLocalIp: ip is int64, string expected @ $.x"
+    )
+    with pytest.raises(JsonmError) as caught:
+        expand_on_host("@isLocalIp(127.0.0.1)", None)
+    assert caught.value.render() == "macro 'isLocalIp': Can not enumerate local ips @ $.x"
+    assert expand_on_host("@isLocalIp(nonsense)", None) is False

@@ -18,13 +18,14 @@ macros being expanded around it, innermost last.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, Final
 
 from mcrouter_trio.config._jsonc import ConfigError, loads_jsonc
-from mcrouter_trio.config._jsonm_builtins import BUILTINS
+from mcrouter_trio.config._jsonm_builtins import BUILTINS, is_local_ip
 from mcrouter_trio.config._jsonm_loops import foreach, process, transform
 from mcrouter_trio.config._jsonm_scope import CallArgs, Macro, Scope
 from mcrouter_trio.config._jsonm_syntax import call_arguments, find_unescaped, unescape_until
@@ -53,7 +54,12 @@ class JsonmError(Exception):
 
 
 class Preprocessor:
-    """One expansion of one config: its macros, constants and imports."""
+    """One expansion of one config: its macros, constants and imports.
+
+    `globals_` are the global parameters (`%hostid%`, ...); `local_addresses` are
+    this host's interface addresses, for `isLocalIp` (None: they could not be
+    listed, and `isLocalIp` of an address fails as in mcrouter).
+    """
 
     def __init__(
         self,
@@ -61,6 +67,7 @@ class Preprocessor:
         *,
         base_dir: Path | None = None,
         nesting_limit: int = NESTING_LIMIT,
+        local_addresses: Collection[IPv4Address | IPv6Address] | None = (),
     ) -> None:
         self._consts: dict[str, list[Any]] = {}  # name -> [value, expanded?]
         for name, value in globals_.items():
@@ -85,6 +92,7 @@ class Preprocessor:
         self.add_builtin("import", ["path", {"name": "default", "optional": True}],
                          self._import, auto_expand=False)  # fmt: skip
         self.add_builtin("defined", ["name"], self._defined)
+        self.add_builtin("isLocalIp", ["ip"], is_local_ip(local_addresses))
 
     # -- entry point ----------------------------------------------------------
 

@@ -4,14 +4,16 @@ Each follows its namesake in `mcrouter/lib/config/ConfigPreprocessor.cpp`
 (`BuiltIns`), messages included; integers behave as C++ int64 (division
 truncates toward zero, results wrap). `import` and `defined` need the
 preprocessor itself and live with it (`_jsonm.py`); the object-form `foreach`,
-`transform` and `process` are in `_jsonm_loops.py`.
+`transform` and `process` are in `_jsonm_loops.py`. `isLocalIp` needs the host's
+addresses, which the caller looks up and passes in (`is_local_ip`).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
 
 from mcrouter_trio.config._jsonm_values import (
@@ -25,7 +27,8 @@ from mcrouter_trio.config._jsonm_values import (
     json_less,
     type_name,
 )
-from mcrouter_trio.hashing._spooky import spooky_hash64
+from mcrouter_trio.hashing._folly import folly_hash_str, twang_mix64
+from mcrouter_trio.hashing._rendezvous import rendezvous_pick
 
 _MASK64: Final = (1 << 64) - 1
 
@@ -105,25 +108,75 @@ def _as_bool(value: Json) -> bool:
     raise Fail(f"Can not cast {type_name(value)} to boolean")
 
 
-def _twang_mix64(key: int) -> int:
-    """folly::hash::twang_mix64."""
-    key = (~key + (key << 21)) & _MASK64
-    key ^= key >> 24
-    key = (key + (key << 3) + (key << 8)) & _MASK64
-    key ^= key >> 14
-    key = (key + (key << 2) + (key << 4)) & _MASK64
-    key ^= key >> 28
-    key = (key + (key << 31)) & _MASK64
-    return key
-
-
 def _hash(args: Args) -> Json:
     value = args["value"]
     if is_int(value):
-        return _wrap64(_twang_mix64(value & _MASK64))
+        return _wrap64(twang_mix64(value))
     if isinstance(value, str):
-        return _wrap64(spooky_hash64(value.encode("utf-8"), 0))
+        return _wrap64(folly_hash_str(value))
     raise Fail(f"Hash: can not cast {type_name(value)} to int or string")
+
+
+def _format_double(value: float) -> str:
+    """A double as fmt's `{}` writes it: shortest round trip, no `.0` on whole numbers."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _weighted_hash(args: Args) -> Json:
+    """`weightedHash(dictionary, key)`: the name `key` goes to under RendezvousHash."""
+    dictionary, key = args["dictionary"], args["key"]
+    if not isinstance(dictionary, dict):
+        raise Fail(f"WeightedHash: dictionary is {type_name(dictionary)}, expected object")
+    weights: list[float] = []
+    for name, weight in dictionary.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise Fail(f"WeightedHash: {name} weight is {type_name(weight)}, expected number")
+        if weight < -0.01:  # mcrouter lets rounding noise below zero through as 0
+            raise Fail(f"WeightedHash: {name} weight {_format_double(float(weight))} is negative")
+        weights.append(max(float(weight), 0.0))
+    if not weights:
+        raise Fail("WeightedHash: dictionary is empty")
+    if is_int(key):
+        key_hash = key & _MASK64
+    elif isinstance(key, str):
+        key_hash = folly_hash_str(key)
+    else:
+        raise Fail(f"WeightedHash: key is {type_name(key)}, expected string or int")
+    names = list(dictionary)
+    try:
+        return names[rendezvous_pick(names, weights, key_hash)]
+    except ValueError as exc:
+        raise Fail(f"WeightedHash: failed to compute hash: {exc}") from None
+
+
+def is_local_ip(addresses: Collection[IPv4Address | IPv6Address] | None) -> Body:
+    """`isLocalIp(ip)` on a host with `addresses` (None: they could not be listed).
+
+    Text that is not an IP address is not local; an IPv4-mapped IPv6 address
+    equals the IPv4 address, as folly's `IPAddress` comparison has it.
+    """
+    local = None if addresses is None else {_unmapped(address) for address in addresses}
+
+    def body(args: Args) -> Json:
+        text = args["ip"]
+        if not isinstance(text, str):
+            raise Fail(f"isLocalIp: ip is {type_name(text)}, string expected")
+        try:
+            address = ip_address(text)
+        except ValueError:
+            return False
+        if local is None:
+            raise Fail("Can not enumerate local ips")
+        return _unmapped(address) in local
+
+    return body
+
+
+def _unmapped(address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _select(args: Args) -> Json:
@@ -369,12 +422,6 @@ def _bitwise_not(args: Args) -> Json:
     return ~a
 
 
-#: Built-ins mcrouter has and this preprocessor does not, with the reason.
-UNSUPPORTED_BUILTINS: Final = {
-    "weightedHash": "needs folly's RendezvousHash, not implemented",
-    "isLocalIp": "the config layer does not look at the host's addresses",
-}
-
 _VALUE: Final = ["value"]
 _AB: Final = ["A", "B"]
 
@@ -388,6 +435,7 @@ def _optional(name: str) -> dict[str, Any]:
 #: the arguments they use.
 BUILTINS: Final[list[tuple[str, list[Any], Body, bool]]] = [
     ("hash", _VALUE, _hash, True),
+    ("weightedHash", ["dictionary", "key"], _weighted_hash, True),
     ("int", _VALUE, lambda a: _as_int(a["value"]), True),
     ("double", _VALUE, lambda a: _as_double(a["value"]), True),
     ("str", _VALUE, lambda a: _as_str(a["value"]), True),

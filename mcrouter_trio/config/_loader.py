@@ -23,8 +23,9 @@ import keyword
 import logging
 import operator
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
@@ -103,6 +104,8 @@ class ProxyConfig:
     md5: str
     #: The config after JSONM expansion (`__mcrouter__.preprocessed_config`).
     preprocessed: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    #: The global parameters the config was expanded with (`%hostid%`, `%mcr_opts-...%`).
+    global_params: Mapping[str, object] = attrs.field(factory=dict, eq=False)
     #: Every file `@import` read, in order (watched for reload with the config file).
     imports: tuple[str, ...] = ()
     #: True for a top-level `route`: it serves whatever `-R` is.
@@ -142,6 +145,8 @@ def load_config(
     big_value_split_threshold: int = 0,
     big_value_batch_size: int = 10,
     big_value_hide_reply_flag: bool = False,
+    mcrouter_options: Mapping[str, str] | None = None,
+    local_addresses: Collection[IPv4Address | IPv6Address] | None = (),
 ) -> ProxyConfig:
     """Parse, expand and check a config; every problem found is in one `ConfigError`.
 
@@ -150,6 +155,9 @@ def load_config(
     `base_dir` (the config file's directory; the working directory if None).
     A `big_value_split_threshold` (`--big-value-split-threshold`) puts every root
     behind a BigValueRoute (with the batch size and hide-reply-flag options).
+    `mcrouter_options` (mcrouter's integer and toggle options by name, rendered)
+    become `%mcr_opts-<name>%`; `local_addresses` are this host's, for
+    `@isLocalIp` (None: they could not be listed).
     """
     env = _Env(
         default_route,
@@ -157,6 +165,8 @@ def load_config(
         base_dir,
         num_proxies,
         (big_value_split_threshold, big_value_batch_size, big_value_hide_reply_flag),
+        dict(mcrouter_options or {}),
+        local_addresses,
     )
     try:
         return _load(text, source, PoolDefaults(default_timeout_ms, default_mech), host_id, env)
@@ -200,6 +210,10 @@ class _Env:
     #: `--big-value-split-threshold` (0: off), `--big-value-batch-size` and
     #: `--big-value-hide-reply-flag`.
     big_values: tuple[int, int, bool] = (0, 10, False)
+    #: mcrouter's options, rendered, for `%mcr_opts-<name>%`.
+    mcrouter_options: Mapping[str, str] = attrs.field(factory=dict)
+    #: This host's addresses for `isLocalIp` (None: they could not be listed).
+    local_addresses: Collection[IPv4Address | IPv6Address] | None = ()
 
 
 def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _Env) -> ProxyConfig:
@@ -218,9 +232,11 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     raw_document = loads_jsonc(text, source=source)
     if not isinstance(raw_document, dict):
         raise ConfigError([f"expected an object, got {describe(raw_document)} @ $"], source)
-    params = global_params(default_route, host_id, env.num_proxies, env.config_params)
+    params = global_params(
+        default_route, host_id, env.num_proxies, env.config_params, env.mcrouter_options
+    )
     base_dir = Path(env.base_dir) if env.base_dir is not None else None
-    preprocessor = Preprocessor(params, base_dir=base_dir)
+    preprocessor = Preprocessor(params, base_dir=base_dir, local_addresses=env.local_addresses)
     try:
         document = preprocessor.preprocess(raw_document)
     except JsonmError as exc:
@@ -252,6 +268,7 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
         reachable_servers(roots.values()),
         md5,
         preprocessed=document,
+        global_params=MappingProxyType(params),
         imports=tuple(preprocessor.imported),
         single_route="route" in document,
     )

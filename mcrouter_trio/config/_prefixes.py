@@ -14,6 +14,8 @@ from typing import Final
 
 #: What `%router-info-name%` expands to (mcrouter's memcache router).
 ROUTER_INFO_NAME: Final = "Memcache"
+#: `%mcr_opts-num_proxies%` and the like: mcrouter's options by field name.
+MCROUTER_OPTION_PREFIX: Final = "mcr_opts-"
 
 
 class BadPrefix(ValueError):
@@ -46,9 +48,18 @@ def parse_config_params(text: str) -> dict[str, str]:
 
 
 def global_params(
-    default_route: str, host_id: int, num_proxies: int, user: Mapping[str, str]
+    default_route: str,
+    host_id: int,
+    num_proxies: int,
+    user: Mapping[str, str],
+    mcrouter_options: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    """Every `%name%` a config can use without defining it."""
+    """Every `%name%` a config can use without defining it.
+
+    `mcrouter_options` are mcrouter's integer and toggle options by name, already
+    rendered (`ops/_mcrouter_options.py`); each is `%mcr_opts-<name>%`. As in
+    mcrouter, the built-in names win over `user`, and `user` over the options.
+    """
     region, cluster = default_route.strip("/").split("/")
     params: dict[str, object] = dict(user)
     params.update(
@@ -64,4 +75,6 @@ def global_params(
             "num-proxies": num_proxies,
         }
     )
+    for name, value in (mcrouter_options or {}).items():
+        params.setdefault(MCROUTER_OPTION_PREFIX + name, value)
     return params

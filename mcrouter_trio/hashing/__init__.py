@@ -8,7 +8,10 @@ fleet of mcrouter and mcrouter-trio instances agrees on key placement:
   :func:`const_shard` -- the hash functions, ``(key, n) -> index``;
 * :func:`murmur64a`, :func:`spooky_hash32` -- the underlying hash primitives;
 * :func:`host_id_for`, :func:`ip_address_hash` -- mcrouter's host id, from the host's
-  addresses (LatestRoute's per-host choice);
+  addresses; ``_per_host`` turns it into HostIdRoute's and LatestRoute's choices
+  with folly's hash pieces (``_folly``);
+* ``_rendezvous`` (the config built-in ``weightedHash``) and ``_buckets``
+  (``bucketize`` with ``total_buckets_by_prefix``);
 * :func:`make_selector` -- a validated, memoised per-pool ``key -> index`` function
   for the request path;
 * :func:`twemproxy_selector` -- the same for twemproxy's (and libmemcached's)

@@ -23,14 +23,12 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
+from ._folly import hash_128_to_64
 from ._spooky import spooky_hash128
 
 __all__ = ["host_id_for", "ip_address_hash"]
 
-_M64: Final = 0xFFFF_FFFF_FFFF_FFFF
 _FNV32_START: Final = 2166136261
-#: The multiplier of Google CityHash's Hash128to64, which folly's hash_128_to_64 is.
-_HASH128_MUL: Final = 0x9DDFEA08EB382D69
 # folly hashes the address family number; these are Linux's, where mcrouter runs.
 _AF_INET: Final = 2
 _AF_INET6: Final = 10
@@ -49,23 +47,14 @@ def _fnv32(data: bytes) -> int:
     return value
 
 
-def _hash_128_to_64(upper: int, lower: int) -> int:
-    """folly's ``hash_128_to_64`` (CityHash's Hash128to64)."""
-    a = ((lower ^ upper) * _HASH128_MUL) & _M64
-    a ^= a >> 47
-    b = ((upper ^ a) * _HASH128_MUL) & _M64
-    b ^= b >> 47
-    return (b * _HASH128_MUL) & _M64
-
-
 def ip_address_hash(address: IPv4Address | IPv6Address) -> int:
     """folly's ``IPAddress::hash()`` of `address`, truncated to 32 bits as mcrouter does."""
     address = _unmapped(address)
     if isinstance(address, IPv4Address):
-        combined = _hash_128_to_64(_AF_INET, _fnv32(address.packed))
+        combined = hash_128_to_64(_AF_INET, _fnv32(address.packed))
     else:
         high, low = spooky_hash128(address.packed, 0, 0)
-        combined = _hash_128_to_64(_AF_INET6, _hash_128_to_64(high, low))
+        combined = hash_128_to_64(_AF_INET6, hash_128_to_64(high, low))
     return combined & 0xFFFF_FFFF
 
 

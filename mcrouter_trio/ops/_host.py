@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from mcrouter_trio.hashing import host_id_for
 
-__all__ = ["local_addresses", "local_host_id"]
+__all__ = ["local_addresses", "local_addresses_or_none", "local_host_id"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,15 @@ def local_addresses() -> list[IPv4Address | IPv6Address]:
     finally:
         libc.freeifaddrs(head)
     return addresses
+
+
+def local_addresses_or_none() -> list[IPv4Address | IPv6Address] | None:
+    """`local_addresses()`, or None (logged) when they cannot be listed."""
+    try:
+        return local_addresses()
+    except OSError as exc:
+        log.warning("cannot list local addresses (%s): @isLocalIp fails", exc)
+        return None
 
 
 def local_host_id() -> int:

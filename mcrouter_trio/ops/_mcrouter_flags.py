@@ -229,8 +229,9 @@ def add_mcrouter_flags(parser: argparse.ArgumentParser) -> None:
     for flag in flags:
         names = [f"--{flag.name}", *([f"-{flag.short}"] if flag.short else [])]
         if flag.toggle:
+            # Bare, the value is "": the flag flips mcrouter's default (see _mcrouter_options).
             parser.add_argument(
-                *names, dest=flag.dest, nargs="?", const="1", default=argparse.SUPPRESS,
+                *names, dest=flag.dest, nargs="?", const="", default=argparse.SUPPRESS,
                 metavar="0|1", help=argparse.SUPPRESS,
             )  # fmt: skip
         else:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import attrs
 
-from mcrouter_trio.hashing import weighted_ch3
+from mcrouter_trio.hashing._per_host import latest_order
+from mcrouter_trio.hashing._weighted import DEFAULT_WEIGHT
 from mcrouter_trio.messages import (
     FAILOVER_ERRORS,
     GET_LIKE,
@@ -25,7 +26,7 @@ from mcrouter_trio.routing._base import (
     SplitRouting,
     default_reply,
 )
-from mcrouter_trio.routing._checks import check_int
+from mcrouter_trio.routing._checks import check_int, check_weights
 from mcrouter_trio.routing._combinators import first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
@@ -162,58 +163,64 @@ class FailoverRoute(OverChildren):
         return failover_whole(self.children, request, ctx, split, "FailoverRoute")
 
 
-def latest_order(
-    count: int, host_id: int, failover_count: int, weights: tuple[float, ...], salt: str
-) -> tuple[int, ...]:
-    """The children this host uses, in failover order, chosen once from the host id.
-
-    Every request from one proxy host goes to the same first server; different
-    hosts spread over the children (mcrouter's LatestRoute intent, issue #127).
-    """
-    remaining = list(range(count))
-    remaining_weights = [weights[i] if i < len(weights) else 1.0 for i in range(count)]
-    order: list[int] = []
-    for step in range(min(failover_count, count)):
-        key = f"{host_id}-{step}{salt}".encode()
-        picked = weighted_ch3(key, remaining_weights)
-        order.append(remaining.pop(picked))
-        remaining_weights.pop(picked)
-    return tuple(order)
-
-
 def _check_failover_count(value: object) -> int:
-    return check_int(value, 1)
+    return check_int(value, 0)
+
+
+def _check_latest_weights(value: object) -> tuple[float, ...] | None:
+    return None if value is None else check_weights(value)
 
 
 @route_type("LatestRoute", shorthand="children")
 @attrs.frozen
 class LatestRoute:
-    """FailoverRoute over a per-host subset of up to `failover_count` children."""
+    """A FailoverRoute over up to `failover_count` children picked once from the host id.
+
+    mcrouter's LatestRoute: the children and their order come from the host id
+    (and `salt`) as in `hashing/_per_host.py`, so a host uses the same servers
+    under mcrouter and here; `weights` (WeightedCh3's, missing ones 0.5, all 1.0
+    without the field) make a child likelier. The FailoverRoute underneath takes
+    `failover_errors`, `failover_limit`, `failover_policy` and `failover_tag`,
+    as mcrouter passes the same object on to it.
+    """
 
     children: tuple[Route, ...]
     failover_count: int = config_field(default=5, check=_check_failover_count)
-    weights: tuple[float, ...] = ()
+    weights: tuple[float, ...] | None = config_field(default=None, check=_check_latest_weights)
     salt: str = ""
+    failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
+    failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
+    failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
+    failover_tag: bool = False
     #: This proxy host's id: the config cannot set it.
     host_id: int = config_field(default=0, from_build="host_id")
-    _ordered: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
+    _failover: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        order = latest_order(
-            len(self.children), self.host_id, self.failover_count, self.weights, self.salt
+        count = len(self.children)
+        weights: Sequence[float] = (1.0,) * count
+        if self.weights is not None:
+            weights = [*self.weights[:count], *(DEFAULT_WEIGHT,) * (count - len(self.weights))]
+        order = latest_order(self.host_id, weights, self.failover_count, self.salt)
+        failover = FailoverRoute(
+            tuple(self.children[index] for index in order),
+            self.failover_errors,
+            self.failover_limit,
+            self.failover_policy,
+            self.failover_tag,
         )
-        object.__setattr__(self, "_ordered", tuple(self.children[i] for i in order))
+        object.__setattr__(self, "_failover", failover)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return failover(self._ordered, request, ctx, "LatestRoute")
+        return self._failover.route(request, ctx)
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
-        return failover_whole(self._ordered, request, ctx, split, "LatestRoute")
+        return self._failover.route_whole(request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
-        return self._ordered
+        return self._failover.children
 
 
 def _is_hit(reply: Reply) -> bool:

@@ -22,7 +22,8 @@ from mcrouter_trio.hashing import (
     server_name,
     twemproxy_selector,
 )
-from mcrouter_trio.hashing._furc import CH3_MAX_N, furc_hash
+from mcrouter_trio.hashing._buckets import Bucketizer
+from mcrouter_trio.hashing._furc import CH3_MAX_N
 from mcrouter_trio.hashing._selector import avoiding
 from mcrouter_trio.messages import META, Op, Pending, Request, Result, error_reply
 from mcrouter_trio.protocol import meta_routing_key
@@ -227,13 +228,23 @@ def check_total_buckets(value: object) -> int:
     return check_int(value, 1, CH3_MAX_N)
 
 
-def _bucket_of_key(total_buckets: int, key: bytes) -> bytes:
+def check_buckets_by_prefix(value: object) -> tuple[tuple[str, int], ...]:
+    """`total_buckets_by_prefix`: an object of prefix -> bucket count (range checked later)."""
+    if not isinstance(value, dict):
+        raise Invalid(f"expected an object of prefix to bucket count, got {describe(value)}")
+    for prefix, count in value.items():
+        if type(count) is not int:
+            raise Invalid(f"{prefix}: expected an integer bucket count, got {describe(count)}")
+    return tuple(value.items())
+
+
+def _bucket_of_key(buckets: Bucketizer, key: bytes) -> bytes:
     """What a bucketized pool hashes for `key`: its bucket number, in decimal."""
-    return b"%d" % furc_hash(routing_key(key), total_buckets)
+    return b"%d" % buckets.bucket(routing_key(key))
 
 
-def _bucket_of_request(total_buckets: int, request: Request) -> bytes:
-    return b"%d" % furc_hash(hashed_key(request), total_buckets)
+def _bucket_of_request(buckets: Bucketizer, request: Request) -> bytes:
+    return b"%d" % buckets.bucket(hashed_key(request))
 
 
 def _as_is(key: bytes) -> bytes:
@@ -291,7 +302,9 @@ class PoolRoute:
     `rates` limit each command class with a token bucket (see `rate_limit.py`):
     over the limit, the default reply. With `bucketize`, a key's server is chosen
     by hashing its bucket number (`Ch3(routing key, total_buckets)`, in decimal)
-    with the pool's hash, as mcrouter's BucketHashSelector does.
+    with the pool's hash, as mcrouter's BucketHashSelector does;
+    `total_buckets_by_prefix` keeps the keys under a prefix in that prefix's few
+    buckets (`hashing/_buckets.py`).
     Deletes its server fails are spooled (`asynclog`, see `handles/_asynclog.py`),
     under `asynclog_name` (default: the pool's name). A pool with `auto_eject_hosts`
     takes failing servers out of its ring for a while (see `routing/_ejection.py`).
@@ -308,6 +321,10 @@ class PoolRoute:
     #: and the bucket number, not the key, picks the server.
     bucketize: bool = False
     total_buckets: int | None = config_field(default=None, check=check_total_buckets)
+    #: Prefix -> its own bucket count (mcrouter's McBucketRoute `total_buckets_by_prefix`).
+    total_buckets_by_prefix: tuple[tuple[str, int], ...] = config_field(
+        default=(), check=check_buckets_by_prefix
+    )
     bucketization_keyspace: str | None = None
     #: The pool's servers, one route each, and the routes a slot sends to (shadowed).
     _destinations: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
@@ -319,14 +336,14 @@ class PoolRoute:
     ejector: Ejector | None = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        buckets = self._total_buckets()
+        buckets = self._bucketizer()
         destinations = pool_destinations(self.pool)
         children = shadowed(destinations, self.shadows, buckets)
         object.__setattr__(self, "_destinations", destinations)
         object.__setattr__(self, "_children", children)
         select: Callable[[bytes], int] = _no_children
         if self.hash.is_twemproxy:
-            if buckets:
+            if buckets is not None:
                 raise Invalid(f"'bucketize' does not apply to {self.hash.hash_func}")
             if self.pool.weights is not None:
                 raise Invalid(
@@ -344,7 +361,7 @@ class PoolRoute:
             if children:
                 select = _selector(hash_func, len(children), self.hash.salt, weights)
             key_of, keys_routing = hashed_key, routing_key
-            if buckets:
+            if buckets is not None:
                 key_of = partial(_bucket_of_request, buckets)
                 keys_routing = partial(_bucket_of_key, buckets)
         ejector = None
@@ -372,15 +389,20 @@ class PoolRoute:
         object.__setattr__(self, "_key_of", key_of)
         object.__setattr__(self, "_routing_key", keys_routing)
 
-    def _total_buckets(self) -> int:
-        """The number of buckets if the pool is bucketized, else 0."""
+    def _bucketizer(self) -> Bucketizer | None:
+        """The pool's buckets if it is bucketized."""
         if not self.bucketize:
-            return 0
-        if self.total_buckets is None:
+            return None
+        total = self.total_buckets
+        if total is None:
             raise Invalid("McBucketRoute: no total number of buckets")
+        by_prefix = dict(self.total_buckets_by_prefix)
+        for count in by_prefix.values():
+            if not 0 < count <= total:
+                raise Invalid(f"Bucket count should be in range (0, {total}], got {count}")
         if self.bucketization_keyspace is None:
             raise Invalid("McBucketRoute: must have bucketization_keyspace")
-        return self.total_buckets
+        return Bucketizer(total, by_prefix)
 
     def selected_index(self, request: Request) -> int:
         """The server this route picks for `request` (-1 with no servers)."""

@@ -17,7 +17,7 @@ from typing import Final
 import attrs
 
 from mcrouter_trio.hashing import routing_key
-from mcrouter_trio.hashing._furc import furc_hash
+from mcrouter_trio.hashing._buckets import Bucketizer
 from mcrouter_trio.hashing._spooky import spooky_hash32
 from mcrouter_trio.messages import META, Pending, Request
 from mcrouter_trio.protocol import meta_routing_key
@@ -156,22 +156,23 @@ def _routing_key(request: Request) -> bytes:
 class ShadowedRoute:
     """One child with the shadows covering its slot: the client gets the child's reply.
 
-    In a bucketized pool (`total_buckets`), key fractions are ranges of buckets.
+    In a bucketized pool (`buckets`), key fractions are ranges of buckets.
     """
 
     normal: Route
     shadows: tuple[ShadowSpec, ...]
-    total_buckets: int = 0
+    buckets: Bucketizer | None = None
     _bucket_ranges: tuple[tuple[int, int], ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        ranges = tuple(shadow.bucket_range(self.total_buckets) for shadow in self.shadows)
+        total = 0 if self.buckets is None else self.buckets.total
+        ranges = tuple(shadow.bucket_range(total) for shadow in self.shadows)
         object.__setattr__(self, "_bucket_ranges", ranges)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         pending = self.normal.route(request, ctx)
         key = _routing_key(request)
-        bucket = furc_hash(key, self.total_buckets) if self.total_buckets else None
+        bucket = None if self.buckets is None else self.buckets.bucket(key)
         for shadow, (low, high) in zip(self.shadows, self._bucket_ranges, strict=True):
             in_buckets = None if bucket is None else low <= bucket <= high
             if shadow.wants(key, ctx, in_buckets):
@@ -188,13 +189,13 @@ class ShadowedRoute:
 
 
 def shadowed(
-    children: Sequence[Route], shadows: Sequence[ShadowSpec], total_buckets: int = 0
+    children: Sequence[Route], shadows: Sequence[ShadowSpec], buckets: Bucketizer | None = None
 ) -> tuple[Route, ...]:
     """`children` with each one wrapped in the shadows covering its slot (if any)."""
     out: list[Route] = []
     for index, child in enumerate(children):
         covering = tuple(shadow for shadow in shadows if shadow.covers(index))
-        out.append(ShadowedRoute(child, covering, total_buckets) if covering else child)
+        out.append(ShadowedRoute(child, covering, buckets) if covering else child)
     return tuple(out)
 
 

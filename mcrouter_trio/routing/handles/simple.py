@@ -9,7 +9,7 @@ from typing import Final
 
 import attrs
 
-from mcrouter_trio.hashing._spooky import spooky_hash64
+from mcrouter_trio.hashing._per_host import host_id_index
 from mcrouter_trio.messages import Pending, Reply, Request, Result
 from mcrouter_trio.routing._base import (
     KeyByKey,
@@ -148,27 +148,28 @@ def _describe(request: Request) -> str:
 @route_type("HostIdRoute", shorthand="children")
 @attrs.frozen
 class HostIdRoute:
-    """Always the same child on one proxy host: `host id % len(children)`, chosen once.
+    """Always the same child on one proxy host: `host id % len(children)`.
 
     Spreads proxy hosts over the children (mcrouter HostIdRoute). With `salt` the
-    child is picked by SpookyHashV2-64 of `<host id>:<salt>` instead: mcrouter uses
-    `folly::Hash()(hostid, salt)`, whose string hash differs between folly
-    versions, so a salted pick is not guaranteed to be mcrouter's.
+    host id is first hashed with it as mcrouter does, `folly::Hash()(hostid, salt)`
+    (see `hashing/_per_host.py`), so a host picks the child mcrouter would.
     """
 
     children: tuple[Route, ...]
     salt: str = ""
     #: This proxy host's id: the config cannot set it.
     host_id: int = config_field(default=0, from_build="host_id")
+    _chosen: Route | None = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        children = self.children
+        chosen = None
+        if children:
+            chosen = children[host_id_index(self.host_id, self.salt, len(children))]
+        object.__setattr__(self, "_chosen", chosen)
 
     def chosen(self) -> Route | None:
-        children = self.children
-        if not children:
-            return None
-        hashed = self.host_id
-        if self.salt:
-            hashed = spooky_hash64(f"{self.host_id}:{self.salt}".encode())
-        return children[hashed % len(children)]
+        return self._chosen
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         child = self.chosen()
