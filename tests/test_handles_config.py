@@ -46,6 +46,10 @@ LOADS = [
     {"type": "HostIdRoute", "children": "Pool|A", "salt": "x"},
     {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": 1,
      "after_latency_ms": 2, "total_latency_ms": 3},
+    {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+     "total_latency_percentile_ms": [[50, 1], [99.9, 5]], "request_payload_latency": True,
+     "max_request_latency_us": 100},
+    {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": 0},
     {"type": "RoutingGroupRoute", "default_policy": "PoolRoute|A",
      "routing_group_policies": {"get_like": "AllFastestRoute|Pool|A"}},
 ]  # fmt: skip
@@ -136,11 +140,36 @@ REFUSALS = [
     ),
     (
         {"type": "LatencyInjectionRoute", "child": "PoolRoute|A"},
-        "needs 'before_latency_ms', 'after_latency_ms' or 'total_latency_ms' @ $.route",
+        "must specify either 'before_latency_ms', 'after_latency_ms', 'total_latency_ms',"
+        " 'total_latency_percentile_ms' or 'request_payload_latency' @ $.route",
     ),
     (
-        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": -1},
-        "expected an integer >= 0, got -1 @ $.route.before_latency_ms",
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": 1.5},
+        "expected an integer, got 1.5 @ $.route.before_latency_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [[50, 10], [50, 20]]},
+        "[1]: percentiles must be strictly increasing @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [[0, 10]]},
+        "[0]: percentile must be in (0, 100], got 0 @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [[10, -1]]},
+        "[0]: latency_ms must be non-negative, got -1 @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [10]},
+        "[0]: expected a [percentile, latency_ms] array @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "request_payload_latency": 1},
+        "expected true or false, got 1 @ $.route.request_payload_latency",
     ),
     (
         {"type": "RoutingGroupRoute", "routing_group_policies": {"get": "PoolRoute|A"}},
