@@ -33,6 +33,8 @@ LOADS = [
     {"type": "FailoverRoute", "children": "Pool|A", "failover_errors": ["timeout", "tko"],
      "failover_limit": {"rate": 0.1, "burst": 10},
      "failover_policy": {"type": "LeastFailuresPolicy", "max_tries": 2}, "failover_tag": True},
+    {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": True, "name": "F"},
+    {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": False},
     {"type": "FailoverWithExptimeRoute", "normal": "PoolRoute|A", "failover": ["Pool|A"],
      "failover_exptime": 30, "failover_errors": {"gets": ["timeout"]}},
     {"type": "SaltedFailoverRoute", "pool": "A", "hash": "Crc32",
@@ -81,9 +83,42 @@ def test_loaded_values() -> None:
         config({"type": "FailoverRoute", "children": "Pool|A", "failover_errors": []})
     ).route
     assert isinstance(failover, FailoverRoute) and failover.failover_errors is not None
+    named = load_config(
+        json.dumps(
+            {
+                "pools": {"A": {"servers": ["127.0.0.1:1"]}},
+                "named_handles": [
+                    {
+                        "type": "FailoverRoute",
+                        "name": "paired",
+                        "children": "Pool|A",
+                        "enable_lease_pairing": True,
+                    }
+                ],
+                "route": {"type": "AllSyncRoute", "children": ["paired", "paired"]},
+            }
+        )
+    ).route
+    assert named is not None
+    first, second = named.targets()
+    assert first is second and isinstance(first, FailoverRoute)
+    assert (first.name, first.enable_lease_pairing) == ("paired", True)
 
 
 REFUSALS = [
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": True},
+        "name is required when lease pairing is enabled @ $.route",
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": "yes",
+         "name": "F"},
+        'expected true or false, got "yes" @ $.route.enable_lease_pairing',
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "name": 7},
+        "expected a string, got 7 @ $.route.name",
+    ),
     ("SRRoute|pool", "SRRoute exists only inside Meta and is not supported @ $.route"),
     (
         {"type": "AllSyncRoute", "children": ["PoolRoute|A", {"type": "AxonLogRoute"}]},
