@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mcrouter_trio.config import ConfigError, load_config
+from mcrouter_trio.hashing._spooky import spooky_hash32, spooky_hash64
 from mcrouter_trio.routing import REGISTRY, load_handles
 from mcrouter_trio.routing._registry import REFUSED
 from mcrouter_trio.routing.handles.broadcast import AllFastestRoute
@@ -236,3 +237,31 @@ def test_every_config_example_in_the_routes_doc_loads() -> None:
     assert len(examples) == 14
     for example in examples:
         assert load_config(example).route is not None
+
+
+def _with_domains(domains: object, servers: int = 4) -> str:
+    pool = {"servers": [f"127.0.0.1:{port}" for port in range(1, servers + 1)],
+            "failure_domains": domains}  # fmt: skip
+    return json.dumps({"pools": {"A": pool}, "route": "PoolRoute|A"})
+
+
+def test_pool_failure_domains_are_read_as_mcrouter_reads_them() -> None:
+    pool = load_config(_with_domains([3, "rack-a", None, -1])).pools["A"]
+    assert [server.failure_domain for server in pool.servers] == [
+        3, spooky_hash32(b"rack-a"), 0, 0xFFFF_FFFF]  # fmt: skip
+    # Folly's SpookyHashV2::Hash32 with seed 0 is the low half of Hash64.
+    assert spooky_hash32(b"rack-a") == spooky_hash64(b"rack-a") & 0xFFFF_FFFF
+
+
+@pytest.mark.parametrize(
+    ("domains", "message"),
+    [
+        ("rack", "failure_domains is not an array @ $.pools.A.failure_domains"),
+        ([1, 2], "failure_domains expected to be of the same size as servers, expected 4,"
+                 " got 2 @ $.pools.A.failure_domains"),
+    ],
+)  # fmt: skip
+def test_bad_pool_failure_domains(domains: object, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(_with_domains(domains))
+    assert str(raised.value) == f"<config>: {message}"

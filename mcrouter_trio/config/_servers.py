@@ -29,6 +29,7 @@ from mcrouter_trio.config._jsonc import (
     check_weights,
     describe,
 )
+from mcrouter_trio.hashing._spooky import spooky_hash32
 from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, ServerSpec
 
 log = logging.getLogger("mcrouter_trio.config")
@@ -154,6 +155,7 @@ _POOL_KEYS = frozenset(
     {
         "servers", "server_timeout", "connect_timeout", "keep_routing_prefix", "weights",
         "protocol", "use_ssl", "security_mech", "server_name", "inherit", "name",
+        "failure_domains",
     }
 )  # fmt: skip
 #: Keys mcrouter knows that do not change where or how we send (FB-specific,
@@ -161,7 +163,7 @@ _POOL_KEYS = frozenset(
 _IGNORED_POOL_KEYS = frozenset(
     {
         "region", "cluster", "pool_locality", "qos", "tko_tracker", "enable_compression",
-        "failure_domains", "hostnames", "services", "additional_fanout", "tags",
+        "hostnames", "services", "additional_fanout", "tags",
         "error_on_empty", "service_id_override", "disable_request_deadline_check",
         "security_mech_within_dc", "security_mech_cross_dc", "port_override_within_dc",
         "port_override_cross_dc", "use_typed", "hash", "hash_salt", "hash_weights",
@@ -232,6 +234,8 @@ def parse_pool(
                 reader.problems.append((("servers", index), str(exc)))
             else:
                 servers.append(server)
+    if "failure_domains" in merged:
+        servers = _with_failure_domains(servers, merged, reader.problems)
     # Problems in inherited fields belong to (and are reported at) the parent;
     # a field missing everywhere is this pool's.
     problems.extend(
@@ -240,6 +244,40 @@ def parse_pool(
         if path[0] in own or path[0] not in merged
     )
     return PoolSpec(name, tuple(servers), keep_routing_prefix, weights), problems
+
+
+def _with_failure_domains(
+    servers: list[ServerSpec], pool: Mapping[str, object], problems: list[Problem]
+) -> list[ServerSpec]:
+    """Each server with its entry of `failure_domains`, as mcrouter reads them.
+
+    An integer is the domain (as a uint32), a string its SpookyHashV2 32-bit hash;
+    anything else means no domain (0).
+    """
+    domains = pool["failure_domains"]
+    if not isinstance(domains, list):
+        problems.append((("failure_domains",), "failure_domains is not an array"))
+        return servers
+    listed = pool.get("servers")
+    if isinstance(listed, list) and len(domains) != len(listed):
+        message = (
+            "failure_domains expected to be of the same size as servers,"
+            f" expected {len(listed)}, got {len(domains)}"
+        )
+        problems.append((("failure_domains",), message))
+        return servers
+    return [
+        attrs.evolve(server, failure_domain=_failure_domain(domain))
+        for server, domain in zip(servers, domains, strict=False)
+    ]
+
+
+def _failure_domain(value: object) -> int:
+    if type(value) is int:
+        return value & 0xFFFF_FFFF
+    if isinstance(value, str):
+        return spooky_hash32(value.encode())
+    return 0
 
 
 def _check_timeout(value: object) -> int:
