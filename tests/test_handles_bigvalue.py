@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -159,3 +160,137 @@ def test_bad_bigvalue_configs(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(json.dumps(config))
     assert message in str(caught.value)
+
+
+# -- meta commands: the same paths as their classic twins ----------------------------
+
+HD = Reply(Result.STORED, b"HD\r\n")
+INDEX = b"1-4-%d" % SUFFIX
+
+
+def _meta_hit(flags: int, data: bytes, *tokens: bytes) -> Reply:
+    tail = b"".join(b" " + token for token in tokens)
+    return Reply(Result.FOUND, b"VA %d%s f%d\r\n%s\r\n" % (len(data), tail, flags, data))
+
+
+# (the client's ms line, the chunks' classic set header, the index ms line)
+MS_SPLIT_ROWS = [
+    pytest.param(b"ms k 31 F5 T60", b"5 60", b"ms k 14 T60 F32773", id="flags-and-exptime"),
+    pytest.param(b"ms k 31", b"0 0", b"ms k 14 F32768", id="defaults"),
+    pytest.param(b"ms k 31 O9 k c", b"0 0", b"ms k 14 O9 k c F32768", id="return-flags-kept"),
+    pytest.param(b"ms k 31 ME T-1", b"0 -1", b"ms k 14 ME T-1 F32768", id="add-mode"),
+    pytest.param(b"ms k 31 MR", b"0 0", b"ms k 14 MR F32768", id="replace-mode"),
+    pytest.param(b"ms k 31 C99 F1", b"1 0", b"ms k 14 C99 F32769", id="cas"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "chunk_args", "index_line"), MS_SPLIT_ROWS)
+def test_a_big_ms_is_split_like_set(line: bytes, chunk_args: bytes, index_line: bytes) -> None:
+    ctx = FakeContext(answer=lambda server, req: HD if req.key == b"k" else STORED)
+    pending = BigValueRoute(TARGET, 10, 0).route(request(line + b"\r\n" + VALUE + b"\r\n"), ctx)
+    chunks = [VALUE[:10], VALUE[10:20], VALUE[20:30], VALUE[30:]]
+    assert _wires(ctx) == [
+        *(b"set k:%d:%d %s %d\r\n%s\r\n" % (i, SUFFIX, chunk_args, len(chunk), chunk)
+          for i, chunk in enumerate(chunks)),
+        index_line + b"\r\n" + INDEX + b"\r\n",  # the index is 14 bytes long
+    ]  # fmt: skip
+    assert pending.reply is HD
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"ms k 31 MA", b"ms k 31 MP", b"ms k 31 Fx", b"ms k 31 T", b"ms k 10", b"md k", b"ma k"],
+)
+def test_meta_commands_that_are_not_split_pass_through(line: bytes) -> None:
+    body = b"" if not line.startswith(b"ms") else b"\r\n" + VALUE[: int(line.split()[2])]
+    ctx = FakeContext()
+    BigValueRoute(TARGET, 10, 0).route(request(line + body + b"\r\n"), ctx)
+    assert _wires(ctx) == [request(line + body + b"\r\n").to_wire()]
+
+
+def test_a_chunk_not_stored_answers_ns_with_the_echoed_flags() -> None:
+    ctx = FakeContext()
+    pending = BigValueRoute(TARGET, 10, 0).route(
+        request(b"ms k 31 O7 k ME\r\n" + VALUE + b"\r\n"), ctx
+    )
+    for sent, reply in zip(ctx.sent, [STORED, Reply(Result.NOTSTORED, b"NOT_STORED\r\n"),
+                                      STORED, STORED], strict=True):  # fmt: skip
+        sent.answer(reply)
+    assert pending.reply is not None and pending.reply.raw == b"NS O7 kk\r\n"
+    assert len(ctx.sent) == 4  # no index
+
+
+def test_a_big_ms_with_a_base64_key_writes_base64_chunk_keys() -> None:
+    # "Zm9v" is "foo": chunks are foo:<i>:<suffix>, sent base64-encoded with b.
+    ctx = FakeContext(answer=lambda server, req: HD)
+    BigValueRoute(TARGET, 30, 0).route(request(b"ms Zm9v 31 b F2\r\n" + VALUE + b"\r\n"), ctx)
+    first, second, index = (sent.request for sent in ctx.sent)
+    assert first.to_wire() == b"ms %s 30 b F2 T0\r\n%s\r\n" % (
+        base64.b64encode(b"foo:0:%d" % SUFFIX), VALUE[:30])  # fmt: skip
+    assert second.key == base64.b64encode(b"foo:1:%d" % SUFFIX)
+    assert index.to_wire() == b"ms Zm9v 14 b F32770\r\n%s\r\n" % (b"1-2-%d" % SUFFIX)
+
+
+# (hide_reply_flag, the client's mg line, what it is sent as, the index reply's tokens,
+#  the client's reply)
+MG_ROWS = [
+    pytest.param(False, b"mg k v", b"mg k v f", (), b"VA 5\r\nabcde\r\n", id="value"),
+    pytest.param(False, b"mg k v f", b"mg k v f", (), b"VA 5 f32771\r\nabcde\r\n",
+                 id="flag-shown"),
+    pytest.param(True, b"mg k f v", b"mg k f v", (), b"VA 5 f3\r\nabcde\r\n", id="flag-hidden"),
+    pytest.param(True, b"mg k s t c k O1", b"mg k s t c k O1 v f",
+                 (b"s6", b"t-1", b"c42", b"kk", b"O1"), b"HD s5 t-1 c42 kk O1\r\n",
+                 id="no-value-size-of-the-whole"),
+    pytest.param(True, b"mg k q v", b"mg k v f", (), b"VA 5\r\nabcde\r\n", id="quiet"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("hide", "line", "sent", "tokens", "client"), MG_ROWS)
+def test_mg_reads_a_big_value_with_the_flags_asked_for(
+    hide: bool, line: bytes, sent: bytes, tokens: tuple[bytes, ...], client: bytes
+) -> None:
+    ctx = FakeContext()
+    pending = BigValueRoute(TARGET, 10, 1, hide).route(request(line + b"\r\n"), ctx)
+    assert ctx.sent[0].request.to_wire() == sent + b"\r\n"
+    ctx.sent[0].answer(_meta_hit(0x8000 | 3, b"1-2-77", *tokens))
+    for i, chunk in enumerate([b"abc", b"de"]):
+        assert ctx.sent[1 + i].request.to_wire() == b"get k:%d:77\r\n" % i
+        ctx.sent[1 + i].answer(_hit(b"k:%d:77" % i, 3, chunk))
+    assert pending.reply is not None and pending.reply.raw == client
+
+
+@pytest.mark.parametrize(
+    ("line", "backend", "client"),
+    [
+        (b"mg k v", _meta_hit(3, b"xy", b"t5"), b"VA 2 t5\r\nxy\r\n"),
+        (b"mg k s", _meta_hit(3, b"xy", b"s2"), b"HD s2\r\n"),
+        (b"mg k f k", Reply(Result.FOUND, b"VA 2 f3 kk\r\nxy\r\n"), b"HD f3 kk\r\n"),
+        (b"mg k v O1", Reply(Result.NOTFOUND, b"EN O1\r\n"), b"EN O1\r\n"),
+        (b"mg k v", TIMEOUT, TIMEOUT.raw),
+    ],
+)
+def test_mg_of_a_plain_item_answers_only_the_flags_asked_for(
+    line: bytes, backend: Reply, client: bytes
+) -> None:
+    ctx = FakeContext(answer=lambda server, req: backend)
+    pending = BigValueRoute(TARGET, 10, 0).route(request(line + b"\r\n"), ctx)
+    assert pending.reply is not None and pending.reply.raw == client and len(ctx.sent) == 1
+
+
+def test_mg_of_a_big_value_with_a_lost_chunk_is_a_miss() -> None:
+    ctx = FakeContext()
+    pending = BigValueRoute(TARGET, 10, 0).route(request(b"mg k v O5 k\r\n"), ctx)
+    ctx.sent[0].answer(_meta_hit(0x8000, b"1-2-77", b"O5", b"kk"))
+    ctx.sent[1].answer(_hit(b"k:0:77", 0, b"abc"))
+    ctx.sent[2].answer(MISS)
+    assert pending.reply is not None and pending.reply.raw == b"EN O5 kk\r\n"
+
+
+def test_mg_with_a_base64_key_reads_base64_chunks() -> None:
+    ctx = FakeContext()
+    pending = BigValueRoute(TARGET, 10, 0).route(request(b"mg Zm9v b v\r\n"), ctx)
+    ctx.sent[0].answer(_meta_hit(0x8000, b"1-1-77", b"b"))
+    chunk = ctx.sent[1].request
+    assert chunk.to_wire() == b"mg %s b v f\r\n" % base64.b64encode(b"foo:0:77")
+    ctx.sent[1].answer(_meta_hit(0, b"hello", b"b"))
+    assert pending.reply is not None and pending.reply.raw == b"VA 5 b\r\nhello\r\n"

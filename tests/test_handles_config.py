@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mcrouter_trio.config import ConfigError, load_config
+from mcrouter_trio.hashing._spooky import spooky_hash32, spooky_hash64
 from mcrouter_trio.routing import REGISTRY, load_handles
 from mcrouter_trio.routing._registry import REFUSED
 from mcrouter_trio.routing.handles.broadcast import AllFastestRoute
@@ -33,6 +34,8 @@ LOADS = [
     {"type": "FailoverRoute", "children": "Pool|A", "failover_errors": ["timeout", "tko"],
      "failover_limit": {"rate": 0.1, "burst": 10},
      "failover_policy": {"type": "LeastFailuresPolicy", "max_tries": 2}, "failover_tag": True},
+    {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": True, "name": "F"},
+    {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": False},
     {"type": "FailoverWithExptimeRoute", "normal": "PoolRoute|A", "failover": ["Pool|A"],
      "failover_exptime": 30, "failover_errors": {"gets": ["timeout"]}},
     {"type": "SaltedFailoverRoute", "pool": "A", "hash": "Crc32",
@@ -46,6 +49,10 @@ LOADS = [
     {"type": "HostIdRoute", "children": "Pool|A", "salt": "x"},
     {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": 1,
      "after_latency_ms": 2, "total_latency_ms": 3},
+    {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+     "total_latency_percentile_ms": [[50, 1], [99.9, 5]], "request_payload_latency": True,
+     "max_request_latency_us": 100},
+    {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": 0},
     {"type": "RoutingGroupRoute", "default_policy": "PoolRoute|A",
      "routing_group_policies": {"get_like": "AllFastestRoute|Pool|A"}},
 ]  # fmt: skip
@@ -77,9 +84,42 @@ def test_loaded_values() -> None:
         config({"type": "FailoverRoute", "children": "Pool|A", "failover_errors": []})
     ).route
     assert isinstance(failover, FailoverRoute) and failover.failover_errors is not None
+    named = load_config(
+        json.dumps(
+            {
+                "pools": {"A": {"servers": ["127.0.0.1:1"]}},
+                "named_handles": [
+                    {
+                        "type": "FailoverRoute",
+                        "name": "paired",
+                        "children": "Pool|A",
+                        "enable_lease_pairing": True,
+                    }
+                ],
+                "route": {"type": "AllSyncRoute", "children": ["paired", "paired"]},
+            }
+        )
+    ).route
+    assert named is not None
+    first, second = named.targets()
+    assert first is second and isinstance(first, FailoverRoute)
+    assert (first.name, first.enable_lease_pairing) == ("paired", True)
 
 
 REFUSALS = [
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": True},
+        "name is required when lease pairing is enabled @ $.route",
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "enable_lease_pairing": "yes",
+         "name": "F"},
+        'expected true or false, got "yes" @ $.route.enable_lease_pairing',
+    ),
+    (
+        {"type": "FailoverRoute", "children": "Pool|A", "name": 7},
+        "expected a string, got 7 @ $.route.name",
+    ),
     ("SRRoute|pool", "SRRoute exists only inside Meta and is not supported @ $.route"),
     (
         {"type": "AllSyncRoute", "children": ["PoolRoute|A", {"type": "AxonLogRoute"}]},
@@ -136,11 +176,36 @@ REFUSALS = [
     ),
     (
         {"type": "LatencyInjectionRoute", "child": "PoolRoute|A"},
-        "needs 'before_latency_ms', 'after_latency_ms' or 'total_latency_ms' @ $.route",
+        "must specify either 'before_latency_ms', 'after_latency_ms', 'total_latency_ms',"
+        " 'total_latency_percentile_ms' or 'request_payload_latency' @ $.route",
     ),
     (
-        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": -1},
-        "expected an integer >= 0, got -1 @ $.route.before_latency_ms",
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "before_latency_ms": 1.5},
+        "expected an integer, got 1.5 @ $.route.before_latency_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [[50, 10], [50, 20]]},
+        "[1]: percentiles must be strictly increasing @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [[0, 10]]},
+        "[0]: percentile must be in (0, 100], got 0 @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [[10, -1]]},
+        "[0]: latency_ms must be non-negative, got -1 @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A",
+         "total_latency_percentile_ms": [10]},
+        "[0]: expected a [percentile, latency_ms] array @ $.route.total_latency_percentile_ms",
+    ),
+    (
+        {"type": "LatencyInjectionRoute", "child": "PoolRoute|A", "request_payload_latency": 1},
+        "expected true or false, got 1 @ $.route.request_payload_latency",
     ),
     (
         {"type": "RoutingGroupRoute", "routing_group_policies": {"get": "PoolRoute|A"}},
@@ -172,3 +237,31 @@ def test_every_config_example_in_the_routes_doc_loads() -> None:
     assert len(examples) == 14
     for example in examples:
         assert load_config(example).route is not None
+
+
+def _with_domains(domains: object, servers: int = 4) -> str:
+    pool = {"servers": [f"127.0.0.1:{port}" for port in range(1, servers + 1)],
+            "failure_domains": domains}  # fmt: skip
+    return json.dumps({"pools": {"A": pool}, "route": "PoolRoute|A"})
+
+
+def test_pool_failure_domains_are_read_as_mcrouter_reads_them() -> None:
+    pool = load_config(_with_domains([3, "rack-a", None, -1])).pools["A"]
+    assert [server.failure_domain for server in pool.servers] == [
+        3, spooky_hash32(b"rack-a"), 0, 0xFFFF_FFFF]  # fmt: skip
+    # Folly's SpookyHashV2::Hash32 with seed 0 is the low half of Hash64.
+    assert spooky_hash32(b"rack-a") == spooky_hash64(b"rack-a") & 0xFFFF_FFFF
+
+
+@pytest.mark.parametrize(
+    ("domains", "message"),
+    [
+        ("rack", "failure_domains is not an array @ $.pools.A.failure_domains"),
+        ([1, 2], "failure_domains expected to be of the same size as servers, expected 4,"
+                 " got 2 @ $.pools.A.failure_domains"),
+    ],
+)  # fmt: skip
+def test_bad_pool_failure_domains(domains: object, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(_with_domains(domains))
+    assert str(raised.value) == f"<config>: {message}"

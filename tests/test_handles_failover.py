@@ -24,10 +24,12 @@ from mcrouter_trio.hashing import ch3, routing_key
 from mcrouter_trio.messages import Reply, Request, Result
 from mcrouter_trio.routing import Invalid, PoolSpec, ServerSpec
 from mcrouter_trio.routing.handles._failover_settings import (
+    FailoverOrder,
     parse_failover_errors,
     parse_failover_limit,
     parse_failover_policy,
 )
+from mcrouter_trio.routing.handles.destination import DestinationRoute
 from mcrouter_trio.routing.handles.failover import (
     FailoverRoute,
     FailoverWithExptimeRoute,
@@ -317,3 +319,89 @@ def test_plain_failover_keeps_the_whole_multiget_path() -> None:
     errors = parse_failover_errors(["timeout"])
     assert not FailoverRoute(destinations(2), failover_errors=errors)._plain
     assert Result.TIMEOUT in errors.gets
+
+
+# -- DeterministicOrderPolicy with failure domains ------------------------------------
+
+
+def _in_domains(*domains: int) -> tuple[DestinationRoute, ...]:
+    """Children on ports 1, 2, ..., each server in the failure domain given."""
+    return tuple(
+        DestinationRoute(ServerSpec("127.0.0.1", port, failure_domain=domain))
+        for port, domain in enumerate(domains, start=1)
+    )
+
+
+def _domain_policy(enabled: bool, tries: int = 3) -> FailoverOrder | None:
+    return parse_failover_policy(
+        {"type": "DeterministicOrderPolicy", "max_tries": tries, "max_error_tries": tries,
+         "ignore_normal_reply_index": True, "enable_failure_domains": enabled}
+    )  # fmt: skip
+
+
+def test_without_a_tko_failure_domains_change_nothing() -> None:
+    children = _in_domains(1, 1, 2, 2, 3, 3)
+    plain = FailoverRoute(children, failover_policy=_domain_policy(False))
+    aware = FailoverRoute(children, failover_policy=_domain_policy(True))
+    for key in (b"a", b"b", b"c", b"d"):
+        get = request(b"get " + key + b"\r\n")
+        assert tried(aware, get, [TIMEOUT] * 3) == tried(plain, get, [TIMEOUT] * 3)
+
+
+def test_after_a_tko_children_in_the_failed_domain_are_skipped() -> None:
+    # Whatever child the plain order tries second, put it in child 0's domain: after
+    # child 0's TKO it is skipped; after a timeout (not a TKO) it is not.
+    for key in (b"a", b"b", b"c", b"d", b"e"):
+        get = request(b"get " + key + b"\r\n")
+        plain = FailoverRoute(_in_domains(*range(1, 7)), failover_policy=_domain_policy(False))
+        second = tried(plain, get, [TIMEOUT] * 3)[0][1]
+        domains = [port for port in range(1, 7)]
+        domains[second - 1] = 1  # child 0 (port 1) is in domain 1
+        aware = FailoverRoute(_in_domains(*domains), failover_policy=_domain_policy(True))
+        ports, _ = tried(aware, get, [TKO, TIMEOUT, TIMEOUT])
+        assert second not in ports and len(ports) == 3, (key, ports)
+        assert tried(aware, get, [TIMEOUT, TIMEOUT, TIMEOUT])[0][1] == second
+        # Without enable_failure_domains the domains are not looked at.
+        unaware = FailoverRoute(_in_domains(*domains), failover_policy=_domain_policy(False))
+        assert tried(unaware, get, [TKO, TIMEOUT, TIMEOUT])[0][1] == second
+
+
+def test_servers_without_a_domain_are_never_skipped() -> None:
+    children = _in_domains(0, 0, 0, 0, 0)
+    plain = FailoverRoute(children, failover_policy=_domain_policy(False))
+    aware = FailoverRoute(children, failover_policy=_domain_policy(True))
+    assert tried(aware, GET, [TKO, TKO, TIMEOUT]) == tried(plain, GET, [TKO, TKO, TIMEOUT])
+
+
+def test_when_every_child_is_in_a_failed_domain_failover_still_goes_on() -> None:
+    # mcrouter's fail-safe: after 75 draws a failed domain is taken after all.
+    aware = FailoverRoute(_in_domains(7, 7, 7, 7, 7), failover_policy=_domain_policy(True, 4))
+    ports, reply = tried(aware, GET, [TKO, TKO, TKO, HIT])
+    assert len(set(ports)) == 4 and reply is HIT
+
+
+def test_a_pool_childs_tko_fails_the_domain_of_the_server_it_picked() -> None:
+    servers = tuple(
+        ServerSpec("127.0.0.1", port, failure_domain=domain)
+        for port, domain in zip(range(1, 5), (10, 10, 20, 20), strict=True)
+    )
+    policy = parse_failover_policy(
+        {"type": "DeterministicOrderPolicy", "max_tries": 3, "max_error_tries": 3,
+         "enable_failure_domains": True}
+    )  # fmt: skip
+    route = SaltedFailoverRoute(PoolSpec("A", servers), failover_policy=policy)
+    domain_of = {server.port: server.failure_domain for server in servers}
+    for key in (b"a", b"b", b"c", b"d", b"e", b"f"):
+        ports, _ = tried(route, request(b"get " + key + b"\r\n"), [TKO, TIMEOUT, TIMEOUT])
+        failed = domain_of[ports[0]]
+        # Both next tries avoid the failed domain: they are the other domain's servers.
+        assert [domain_of[port] for port in ports[1:]] == [30 - failed] * 2, (key, ports)
+
+
+def test_enable_failure_domains_must_be_a_bool() -> None:
+    with pytest.raises(Invalid) as raised:
+        parse_failover_policy(
+            {"type": "DeterministicOrderPolicy", "max_tries": 2, "max_error_tries": 1,
+             "enable_failure_domains": 1}
+        )  # fmt: skip
+    assert str(raised.value) == "enable_failure_domains: expected true or false, got 1"

@@ -114,6 +114,8 @@ LATENCY_ROWS = [
     pytest.param(0, 0, 100, 0.1, 0.0, id="total-pads"),
     pytest.param(20, 0, 100, 0.08, 0.02, id="total-counts-before"),
     pytest.param(20, 100, 50, 0.1, 0.02, id="total-shorter-than-after"),
+    pytest.param(-5, 0, 30, 0.03, 0.0, id="negative-is-none"),
+    pytest.param(0, 0, 0, 0.0, 0.0, id="all-zero-forwards"),
 ]
 
 
@@ -138,6 +140,56 @@ def test_latency_injection(
         ctx.advance(0.001)
     assert pending.reply is STORED
     assert ctx.timers == 0
+
+
+def _reply_wait(route: LatencyInjectionRoute, seed: int) -> float:
+    """How long after the child answers at once the route's reply comes (fake clock)."""
+    ctx = FakeContext(seed=seed)
+    pending = route.route(GET, ctx)
+    ctx.sent[0].answer(STORED)
+    waited = 0.0
+    while pending.reply is None:
+        ctx.advance(0.001)
+        waited += 0.001
+    return round(waited, 3)
+
+
+PERCENTILE_ROWS = [
+    # `[percentile, ms]` points; each seed's draw picks its step as mcrouter's does
+    pytest.param([[50, 10], [100, 40]], id="two-steps"),
+    pytest.param([[30, 5], [60, 15], [90, 25]], id="beyond-the-last-point"),
+    pytest.param([[100, 20]], id="one-point"),
+]
+
+
+@pytest.mark.parametrize("points", PERCENTILE_ROWS)
+def test_total_latency_percentile_draws_a_step_per_request(points: list[list[int]]) -> None:
+    (child,) = destinations(1)
+    steps = tuple((float(pct), ms) for pct, ms in points)
+    route = LatencyInjectionRoute(child, total_latency_percentile_ms=steps)
+    for seed in range(20):
+        draw = FakeContext(seed=seed).rng.random() * 100
+        expected = next((ms for pct, ms in points if draw < pct), points[-1][1])
+        assert _reply_wait(route, seed) == expected / 1000
+    observed = {_reply_wait(route, seed) for seed in range(40)}
+    assert observed == {ms / 1000 for _pct, ms in points}
+
+
+def test_fixed_total_latency_takes_precedence_over_percentiles() -> None:
+    (child,) = destinations(1)
+    route = LatencyInjectionRoute(
+        child, total_latency_ms=7, total_latency_percentile_ms=((100.0, 50),)
+    )
+    assert _reply_wait(route, 0) == 0.007
+
+
+def test_request_payload_latency_injects_nothing_for_memcached_requests() -> None:
+    (child,) = destinations(1)
+    route = LatencyInjectionRoute(child, request_payload_latency=True, max_request_latency_us=10)
+    ctx = FakeContext()
+    pending = route.route(GET, ctx)
+    ctx.sent[0].answer(STORED)
+    assert pending.reply is STORED and ctx.timers == 0
 
 
 GROUP_ROWS = [

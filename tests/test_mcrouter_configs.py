@@ -55,6 +55,11 @@ LOADS = [
     ("test_bigvalue", "/././", {}, ["/././"]),
     ("test_const_shard_hash", "/././", {}, ["/././"]),
     ("test_lease_pairing_disabled", "/././", {}, ["/././"]),
+    ("test_lease_pairing_basic", "/././", {}, ["/././"]),
+    ("test_lease_pairing_nested", "/././", {}, ["/././"]),
+    ("test_deterministic_failover2", "/././", {}, ["/././"]),
+    ("test_deterministic_failover3", "/Route/A/", {}, ["/Route/A/"]),
+    ("test_deterministic_failover4", "/Route/A/", {}, ["/Route/A/"]),
     ("test_logging_route_mc", "/././", {}, ["/././"]),
     ("test_miss_on_error_arith_ops", "/././", {}, ["/././"]),
     ("test_named_handles_list", "/././", {}, ["/././"]),
@@ -82,6 +87,16 @@ def test_mcrouter_config_loads(
     config = load_config_file(CONFIGS / f"{name}.json", default_route=route, config_params=params)
     assert [alias.decode() for alias in config.roots] == aliases
     assert config.tree(route.encode()).default_prefix == route.encode()
+
+
+def test_failure_domains_reach_the_deterministic_order_policy() -> None:
+    config = load_config_file(
+        CONFIGS / "test_deterministic_failover4.json", default_route="/Route/A/"
+    )
+    servers = config.pools["A"].servers
+    assert [server.failure_domain for server in servers] == [*range(1, 13), *range(1, 12)]
+    route: Any = config.tree(b"/Route/A/").root_for(b"/Route/A/")
+    assert route._inner.failover_policy.enable_failure_domains is True
 
 
 def test_named_handles_are_shared_by_identity() -> None:

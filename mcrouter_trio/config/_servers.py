@@ -30,6 +30,7 @@ from mcrouter_trio.config._jsonc import (
     check_weights,
     describe,
 )
+from mcrouter_trio.hashing._spooky import spooky_hash32
 from mcrouter_trio.routing._specs import (
     DEFAULT_SERVER_TIMEOUT_MS,
     EjectionSpec,
@@ -162,6 +163,7 @@ _POOL_KEYS = frozenset(
         "servers", "server_timeout", "connect_timeout", "keep_routing_prefix", "weights",
         "protocol", "use_ssl", "security_mech", "server_name", "inherit", "name",
         "tko_tracker", "auto_eject_hosts", "server_failure_limit", "server_retry_timeout",
+        "failure_domains",
     }
 )  # fmt: skip
 #: Keys mcrouter knows that do not change where or how we send (FB-specific,
@@ -169,7 +171,7 @@ _POOL_KEYS = frozenset(
 _IGNORED_POOL_KEYS = frozenset(
     {
         "region", "cluster", "pool_locality", "qos", "enable_compression",
-        "failure_domains", "hostnames", "services", "additional_fanout", "tags",
+        "hostnames", "services", "additional_fanout", "tags",
         "error_on_empty", "service_id_override", "disable_request_deadline_check",
         "security_mech_within_dc", "security_mech_cross_dc", "port_override_within_dc",
         "port_override_cross_dc", "use_typed", "hash", "hash_salt", "hash_weights",
@@ -241,6 +243,8 @@ def parse_pool(
                 reader.problems.append((("servers", index), str(exc)))
             else:
                 servers.append(server)
+    if "failure_domains" in merged:
+        servers = _with_failure_domains(servers, merged, reader.problems)
     # Percentages count the servers listed, parsed or not, as mcrouter does.
     listed = merged.get("servers")
     count = len(listed) if isinstance(listed, list) else 0
@@ -313,6 +317,40 @@ def _check_threshold(value: object, key: str, high: int | None) -> int:
         return check_int(value, 0, high)
     except Invalid as exc:
         raise Invalid(f"{key}: {exc}") from None
+
+
+def _with_failure_domains(
+    servers: list[ServerSpec], pool: Mapping[str, object], problems: list[Problem]
+) -> list[ServerSpec]:
+    """Each server with its entry of `failure_domains`, as mcrouter reads them.
+
+    An integer is the domain (as a uint32), a string its SpookyHashV2 32-bit hash;
+    anything else means no domain (0).
+    """
+    domains = pool["failure_domains"]
+    if not isinstance(domains, list):
+        problems.append((("failure_domains",), "failure_domains is not an array"))
+        return servers
+    listed = pool.get("servers")
+    if isinstance(listed, list) and len(domains) != len(listed):
+        message = (
+            "failure_domains expected to be of the same size as servers,"
+            f" expected {len(listed)}, got {len(domains)}"
+        )
+        problems.append((("failure_domains",), message))
+        return servers
+    return [
+        attrs.evolve(server, failure_domain=_failure_domain(domain))
+        for server, domain in zip(servers, domains, strict=False)
+    ]
+
+
+def _failure_domain(value: object) -> int:
+    if type(value) is int:
+        return value & 0xFFFF_FFFF
+    if isinstance(value, str):
+        return spooky_hash32(value.encode())
+    return 0
 
 
 def _check_timeout(value: object) -> int:

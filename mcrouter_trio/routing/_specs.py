@@ -27,6 +27,10 @@ class ServerSpec:
     connect_timeout_ms: int = DEFAULT_SERVER_TIMEOUT_MS
     #: Name checked against the server's certificate (mcrouter pools' SNI/hostname).
     server_name: str | None = None
+    #: The pool's `failure_domains` entry for this server (0: none), which
+    #: DeterministicOrderPolicy's `enable_failure_domains` avoids after a TKO. Not
+    #: part of equality: the same server in two pools is one server.
+    failure_domain: int = attrs.field(default=0, eq=False)
     #: `timeout_ms` in seconds, as destinations take it with each request.
     timeout: float = attrs.field(init=False, eq=False, repr=False)
 

@@ -26,6 +26,7 @@ from mcrouter_trio.messages import (
 from mcrouter_trio.routing._base import Route, RouteContext
 from mcrouter_trio.routing._checks import Invalid, check_bool, check_int, describe
 from mcrouter_trio.routing._combinators import sequence
+from mcrouter_trio.routing.handles.destination import DestinationRoute
 
 #: mcrouter's error result names (`mc_res_` dropped, `isErrorResult`), and the
 #: results of this proxy each stands for. Names of results this proxy never
@@ -253,6 +254,9 @@ class LeastFailuresPolicy(FailoverOrder):
 
 #: Attempts to find a child not tried yet before DeterministicOrderPolicy gives up.
 _MAX_ATTEMPTS: Final = 100
+#: After this many attempts a child in a failed failure domain is taken after all
+#: (mcrouter's fail-safe: a few domains all marked failed must not block failover).
+_FAILURE_DOMAIN_ATTEMPTS: Final = 3 * _MAX_ATTEMPTS // 4
 
 
 class DeterministicOrderPolicy(FailoverOrder):
@@ -264,6 +268,13 @@ class DeterministicOrderPolicy(FailoverOrder):
     child 0's hash picked is skipped too (a SaltedFailoverRoute shape: child 0 is
     the pool, child i+1 its server i). At most `max_error_tries` error replies are
     taken; `exclude_errors` do not count.
+
+    With `enable_failure_domains`, a TKO reply marks the failure domain of the
+    server that gave it (its pool's `failure_domains` entry) as failed for the rest
+    of the request, and later draws skip children whose server is in a failed
+    domain, until 75 draws have been spent. A child's domain is that of the first
+    server it would send the request to, remembered per child once known (as
+    mcrouter memoizes it). The order is then drawn try by try, after each reply.
     """
 
     def __init__(
@@ -273,12 +284,16 @@ class DeterministicOrderPolicy(FailoverOrder):
         exclude_errors: frozenset[Result],
         ignore_normal_reply_index: bool,
         weights: tuple[float, ...] | None,
+        enable_failure_domains: bool = False,
     ) -> None:
         self.max_tries = max_tries
         self.max_error_tries = max_error_tries
         self.exclude_errors = exclude_errors
         self.ignore_normal_reply_index = ignore_normal_reply_index
         self.weights = weights
+        self.enable_failure_domains = enable_failure_domains
+        self._domains: dict[int, int] = {}
+        self._children: Sequence[Route] = ()
 
     def _pick(self, key: bytes, count: int) -> int:
         if self.weights is None:
@@ -286,7 +301,8 @@ class DeterministicOrderPolicy(FailoverOrder):
         weights = [*self.weights[:count], *[0.5] * (count - len(self.weights))]
         return weighted_ch3(key, weights)
 
-    def order(self, children: Sequence[Route], request: Request) -> Sequence[Route]:
+    def _used(self, children: Sequence[Route], request: Request) -> list[bool]:
+        """Children not to draw: child 0, and the server child 0's hash picked."""
         count = len(children)
         used = [False] * count
         used[0] = True
@@ -294,6 +310,16 @@ class DeterministicOrderPolicy(FailoverOrder):
             normal = _selected_index(children[0], request)
             if normal + 1 < count:
                 used[normal + 1] = True
+        return used
+
+    def order(self, children: Sequence[Route], request: Request) -> Sequence[Route]:
+        if self.enable_failure_domains:
+            if self._children is not children:
+                self._children = children
+                self._domains = {}
+            return _DomainAwareOrder(self, children, request)
+        count = len(children)
+        used = self._used(children, request)
         key = routing_key(request.key)
         order = [children[0]]
         salt = 1
@@ -307,6 +333,119 @@ class DeterministicOrderPolicy(FailoverOrder):
             used[index] = True
             order.append(children[index])
         return order
+
+    def failure_domain(self, children: Sequence[Route], index: int, request: Request) -> int:
+        """Child `index`'s failure domain for `request` (0: none), remembered once known."""
+        domain = self._domains.get(index, 0)
+        if domain:
+            return domain
+        domain = _first_server_domain(children[index], request)
+        if domain:
+            self._domains[index] = domain
+        return domain
+
+
+class _DomainAwareOrder(Sequence[Route]):
+    """One request's DeterministicOrderPolicy order with failure domains.
+
+    Each child is drawn when the failover reaches it, so that the TKOs seen so far
+    steer the draw; each child tried reports its reply back (`_Reported`).
+    """
+
+    def __init__(
+        self, policy: DeterministicOrderPolicy, children: Sequence[Route], request: Request
+    ) -> None:
+        self._policy = policy
+        self._children = children
+        self._request = request
+        self._key = routing_key(request.key)
+        self._used: list[bool] | None = None  # drawn lazily: most requests never fail over
+        self._salt = 1
+        self._picked = [0]
+        self._failed: set[int] = set()
+        self._tries = min(policy.max_tries, len(children))
+
+    def __len__(self) -> int:
+        return self._tries
+
+    def __getitem__(self, index: int) -> Route:  # type: ignore[override]  # ints only
+        while len(self._picked) <= index:
+            self._picked.append(self._draw())
+        child = self._picked[index]
+        return _Reported(self._children[child], child, self)
+
+    def _draw(self) -> int:
+        """mcrouter's `increment`: the next salt's pick not tried and not in a failed domain."""
+        policy = self._policy
+        if self._used is None:
+            self._used = policy._used(self._children, self._request)
+        used = self._used
+        count = len(self._children)
+        attempts = 0
+        while True:
+            self._salt += 1
+            index = policy._pick(self._key + str(self._salt).encode(), count)
+            failed = (
+                attempts <= _FAILURE_DOMAIN_ATTEMPTS
+                and policy.failure_domain(self._children, index, self._request) in self._failed
+            )
+            if not (used[index] or failed) or attempts >= _MAX_ATTEMPTS:
+                break
+            attempts += 1
+        used[index] = True
+        return index
+
+    def replied(self, index: int, reply: Reply) -> Reply:
+        """A TKO marks the domain of the server that gave it (child 0's, a pool's
+        pick for this key, is not remembered: mcrouter memoizes drawn children only)."""
+        if reply.result is Result.TKO:
+            if index:
+                domain = self._policy.failure_domain(self._children, index, self._request)
+            else:
+                domain = _first_server_domain(self._children[0], self._request)
+            if domain:
+                self._failed.add(domain)
+        return reply
+
+
+class _Reported:
+    """A child whose reply to this request is shown to its `_DomainAwareOrder`."""
+
+    __slots__ = ("_child", "_index", "_order")
+
+    def __init__(self, child: Route, index: int, order: _DomainAwareOrder) -> None:
+        self._child = child
+        self._index = index
+        self._order = order
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        return sequence(
+            self._child.route(request, ctx),
+            lambda reply: self._order.replied(self._index, reply),
+            name="FailoverRoute",
+        )
+
+    def route_whole(self, request: Request, ctx: RouteContext, split: object) -> None:
+        return None
+
+    def targets(self) -> Sequence[Route]:
+        return (self._child,)
+
+
+def _first_server_domain(route: Route, request: Request) -> int:
+    """The failure domain of the first server `route` would send `request` to.
+
+    mcrouter's traversal to the first access point: a hash route follows the child
+    it picks for the key, any other route its first target.
+    """
+    node = route
+    while not isinstance(node, DestinationRoute):
+        targets = node.targets()
+        if not targets:
+            return 0
+        picked = _selected_index(node, request)
+        node = targets[picked] if 0 <= picked < len(targets) else targets[0]
+    return node.server.failure_domain
 
 
 def _selected_index(route: Route, request: Request) -> int:
@@ -343,8 +482,12 @@ def parse_failover_policy(value: object) -> FailoverOrder | None:
         else frozenset()
     )
     ignore = check_bool(value.get("ignore_normal_reply_index", False))
+    try:
+        domains = check_bool(value.get("enable_failure_domains", False))
+    except Invalid as exc:
+        raise Invalid(f"enable_failure_domains: {exc}") from None
     weights = _policy_weights(value.get("hash"))
-    return DeterministicOrderPolicy(tries, error_tries, excluded, ignore, weights)
+    return DeterministicOrderPolicy(tries, error_tries, excluded, ignore, weights, domains)
 
 
 def _policy_weights(value: object) -> tuple[float, ...] | None:

@@ -26,7 +26,7 @@ from mcrouter_trio.routing._base import (
     SplitRouting,
     default_reply,
 )
-from mcrouter_trio.routing._checks import check_int, check_weights
+from mcrouter_trio.routing._checks import Invalid, check_bool, check_int, check_str, check_weights
 from mcrouter_trio.routing._combinators import first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
@@ -130,9 +130,17 @@ class FailoverRoute(OverChildren):
     failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
     #: Accepted for mcrouter configs; failover tagging has no effect here.
     failover_tag: bool = False
+    #: mcrouter pairs a lease-set with the child whose lease-get issued the token.
+    #: Only mcrouter's own lease-get/lease-set carry such tokens, and no memcached
+    #: command does (meta `mg N` wins are not remapped by mcrouter either): checked
+    #: as mcrouter checks it, then there is nothing to pair (docs/routes.md).
+    enable_lease_pairing: bool = config_field(default=False, check=check_bool)
+    name: str = config_field(default="", check=check_str)
     _plain: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.enable_lease_pairing and not self.name:
+            raise Invalid("name is required when lease pairing is enabled")
         plain = (self.failover_errors, self.failover_limit, self.failover_policy) == (None,) * 3
         object.__setattr__(self, "_plain", plain)
 

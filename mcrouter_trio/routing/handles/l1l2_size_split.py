@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
 import attrs
 
 from mcrouter_trio.messages import FAILOVER_ERRORS, Op, Pending, Reply, Request, Result
-from mcrouter_trio.protocol import values
-from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
+from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting, policy_name
 from mcrouter_trio.routing._checks import check_int
 from mcrouter_trio.routing._combinators import sequence
+from mcrouter_trio.routing._meta_items import (
+    ItemKey,
+    has_flag,
+    item_of,
+    ms_flags_and_exptime,
+    ms_with_value,
+    parse_mg_hit,
+    render_mg,
+    with_value_and_flags,
+)
 from mcrouter_trio.routing._registry import config_field, route_type
 
 _NAME: Final = "L1L2SizeSplitRoute"
@@ -37,23 +46,15 @@ def _check_retries(value: object) -> int:
     return check_int(value, 1, 10)
 
 
-def _item(reply: Reply) -> tuple[int, bytes, bytes | None] | None:
-    """Flags, value and CAS unique of a single-key hit."""
-    for _key, header, block in values(reply.raw):
-        fields = header.split(b" ")
-        cas = fields[4] if len(fields) > 4 else None
-        return int(fields[2]), block[len(header) + 2 : -2], cas
-    return None
-
-
-def _value_reply(key: bytes, flags: int, data: bytes, cas: bytes | None) -> Reply:
+def _value_reply(key: bytes, cas: bytes | None, data: bytes, flags: int) -> Reply:
     cas_part = b"" if cas is None else b" " + cas
     head = b"VALUE %s %d %d%s\r\n" % (key, flags, len(data), cas_part)
     return Reply(Result.FOUND, head + data + b"\r\nEND\r\n")
 
 
-def _get(key: bytes, op: Op = Op.GET) -> Request:
-    return Request(op, key, (key,))
+def _wants_cas(request: Request) -> bool:
+    """gets, or an mg asking for the CAS unique: the reads mcrouter retries."""
+    return request.op is Op.GETS or (request.op is Op.MG and has_flag(request, b"c"))
 
 
 @route_type(_NAME)
@@ -86,24 +87,28 @@ class L1L2SizeSplitRoute:
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         op = request.op
         if op is Op.SET:
-            return self._set(request, ctx)
-        if op is Op.GET or op is Op.GETS:
+            return self._set(request, ctx, request.args[0], request.args[1])
+        if op is Op.MS and policy_name(request) == "set":
+            item = ms_flags_and_exptime(request)
+            if item is not None:
+                return self._set(request, ctx, *item)
+        if op is Op.GET or op is Op.GETS or op is Op.MG:
             return self._read(request, ctx, self.retries)
         return self.l1.route(request, ctx)
 
     # -- writes ----------------------------------------------------------------
 
-    def _goes_to_l1(self, request: Request) -> bool:
+    def _goes_to_l1(self, request: Request, exptime: bytes) -> bool:
         data = request.data or b""
         return (
             self.threshold == 0
             or len(data) < self.threshold
-            or (self.ttl_threshold != 0 and int(request.args[1]) < self.ttl_threshold)
-            or len(request.key) > _MAX_SPLIT_KEY
+            or (self.ttl_threshold != 0 and int(exptime) < self.ttl_threshold)
+            or len(ItemKey.of(request).key) > _MAX_SPLIT_KEY
         )
 
-    def _set(self, request: Request, ctx: RouteContext) -> Pending:
-        if self._goes_to_l1(request):
+    def _set(self, request: Request, ctx: RouteContext, flags: bytes, exptime: bytes) -> Pending:
+        if self._goes_to_l1(request, exptime):
             return self.l1.route(request, ctx)
         if self.both_full_set:
 
@@ -113,21 +118,27 @@ class L1L2SizeSplitRoute:
                 return reply
 
             return sequence(self.l1.route(request, ctx), copy_to_l2, name=_NAME)
+        sentinel_flags = int(flags) | SIZE_SPLIT_FLAG
+        if request.op is Op.MS:
+            # The client's own ms, so that its reply carries the flags asked for.
+            sentinel = ms_with_value(request, b"", sentinel_flags)
+        else:
+            args = (b"%d" % sentinel_flags, exptime, b"0")
+            sentinel = Request(Op.SET, request.key, None, args, b"")
 
         def sentinel_in_l1(reply: Reply) -> Reply | Pending:
             if reply.result is not Result.STORED:
                 return reply
-            flags = int(request.args[0]) | SIZE_SPLIT_FLAG
-            args = (b"%d" % flags, request.args[1], b"0")
-            return self.l1.route(Request(Op.SET, request.key, None, args, b""), ctx)
+            return self.l1.route(sentinel, ctx)
 
         return sequence(self.l2.route(request, ctx), sentinel_in_l1, name=_NAME)
 
     # -- reads -----------------------------------------------------------------
 
     def _read(self, request: Request, ctx: RouteContext, retries: int) -> Pending:
+        sent = with_value_and_flags(request) if request.op is Op.MG else request
         return sequence(
-            self.l1.route(request, ctx),
+            self.l1.route(sent, ctx),
             partial(self._after_l1, request, ctx, retries),
             name=_NAME,
         )
@@ -135,17 +146,26 @@ class L1L2SizeSplitRoute:
     def _after_l1(
         self, request: Request, ctx: RouteContext, retries: int, reply: Reply
     ) -> Reply | Pending:
-        item = _item(reply) if reply.result is Result.FOUND else None
-        if item is None or not item[0] & SIZE_SPLIT_FLAG:
+        item = item_of(reply)
+        meta_hit = parse_mg_hit(reply) if request.op is Op.MG else None
+        if item is None:
             return reply
-        _flags, sentinel, cas = item
-        key = request.key
-        if request.op is Op.GET and not sentinel:
+        flags, sentinel, cas = item
+        if not flags & SIZE_SPLIT_FLAG:
+            return reply if meta_hit is None else render_mg(request, meta_hit, sentinel, flags)
+        if not _wants_cas(request) and not sentinel:
             return self.l2.route(request, ctx)  # L2's reply, whatever it is
-        l2_key = key + HASH_ALIAS + sentinel if sentinel else key
+        key = ItemKey.of(request)
+        l2_key = key.derived(HASH_ALIAS + sentinel) if sentinel else key
+        # The value and flags are L2's; the CAS unique (and an mg's other flags) L1's.
+        answer: Callable[[bytes, int], Reply] = (
+            partial(_value_reply, request.key, cas if request.op is Op.GETS else None)
+            if meta_hit is None
+            else partial(render_mg, request, meta_hit)
+        )
         return sequence(
-            self.l2.route(_get(l2_key), ctx),
-            partial(self._after_l2, request, ctx, retries, sentinel, cas),
+            self.l2.route(l2_key.get(), ctx),
+            partial(self._after_l2, request, ctx, retries, sentinel, answer),
             name=_NAME,
         )
 
@@ -155,39 +175,37 @@ class L1L2SizeSplitRoute:
         ctx: RouteContext,
         retries: int,
         sentinel: bytes,
-        cas: bytes | None,
+        answer: Callable[[bytes, int], Reply],
         reply: Reply,
     ) -> Reply | Pending:
-        item = _item(reply) if reply.result is Result.FOUND else None
+        item = item_of(reply)
         if item is not None:
             flags, data, _l2_cas = item
-            return _value_reply(request.key, flags, data, cas if request.op is Op.GETS else None)
+            return answer(data, flags)
+        key = ItemKey.of(request)
         if reply.is_error:
             if reply.result in FAILOVER_ERRORS:
-                ctx.background.start(
-                    _NAME, partial(self._delete_sentinel, request.key, sentinel, ctx)
-                )
+                ctx.background.start(_NAME, partial(self._delete_sentinel, key, sentinel, ctx))
             return reply
-        if request.op is Op.GETS and retries > 0:
+        if _wants_cas(request) and retries > 0:
             return sequence(
-                self._delete_sentinel(request.key, sentinel, ctx),
+                self._delete_sentinel(key, sentinel, ctx),
                 lambda _deleted: self._read(request, ctx, retries - 1),
                 name=_NAME,
             )
-        ctx.background.start(_NAME, partial(self._delete_sentinel, request.key, sentinel, ctx))
+        ctx.background.start(_NAME, partial(self._delete_sentinel, key, sentinel, ctx))
         return _LOCAL_ERROR
 
-    def _delete_sentinel(self, key: bytes, sentinel: bytes, ctx: RouteContext) -> Pending:
-        """Expire L1's sentinel (`cas` with exptime -1) if it is still the one that was read."""
+    def _delete_sentinel(self, key: ItemKey, sentinel: bytes, ctx: RouteContext) -> Pending:
+        """Expire L1's sentinel (exptime -1, by CAS) if it is still the one that was read."""
 
         def expire(reply: Reply) -> Reply | Pending:
-            item = _item(reply) if reply.result is Result.FOUND else None
+            item = item_of(reply)
             if item is None or item[1] != sentinel or item[2] is None:
                 return reply
-            args = (b"0", b"-1", b"0", item[2])
-            return self.l1.route(Request(Op.CAS, key, None, args, b""), ctx)
+            return self.l1.route(key.expire_if_unchanged(item[2]), ctx)
 
-        return sequence(self.l1.route(_get(key, Op.GETS), ctx), expire, name=_NAME)
+        return sequence(self.l1.route(key.gets(), ctx), expire, name=_NAME)
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting

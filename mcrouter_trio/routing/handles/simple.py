@@ -19,7 +19,14 @@ from mcrouter_trio.routing._base import (
     SplitRouting,
     default_reply,
 )
-from mcrouter_trio.routing._checks import Invalid, check_int, check_str
+from mcrouter_trio.routing._checks import (
+    Invalid,
+    check_bool,
+    check_float,
+    check_int,
+    check_str,
+    describe,
+)
 from mcrouter_trio.routing._combinators import sequence
 from mcrouter_trio.routing._registry import IGNORED_ARGUMENT, config_field, route_type
 
@@ -221,49 +228,116 @@ def _log_reply(request: Request, reply: Reply) -> Reply:
     return reply
 
 
-def _check_latency(value: object) -> int:
-    return check_int(value, 0)
+def _check_latency(value: object) -> int | None:
+    # mcrouter takes any integer; zero or less injects nothing.
+    return check_int(value)
+
+
+def _check_percentiles(value: object) -> tuple[tuple[float, int], ...]:
+    """`total_latency_percentile_ms`: `[[percentile, ms], ...]`, percentiles increasing."""
+    if not isinstance(value, list):
+        raise Invalid(f"expected an array of [percentile, latency_ms], got {describe(value)}")
+    points: list[tuple[float, int]] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise Invalid(f"[{index}]: expected a [percentile, latency_ms] array")
+        percentile = check_float(entry[0])
+        latency = check_int(entry[1])
+        if not 0.0 < percentile <= 100.0:
+            raise Invalid(f"[{index}]: percentile must be in (0, 100], got {entry[0]}")
+        if latency < 0:
+            raise Invalid(f"[{index}]: latency_ms must be non-negative, got {latency}")
+        if points and percentile <= points[-1][0]:
+            raise Invalid(f"[{index}]: percentiles must be strictly increasing")
+        points.append((percentile, latency))
+    return tuple(points)
+
+
+_LATENCY_OPTIONS: Final = (
+    "'before_latency_ms', 'after_latency_ms', 'total_latency_ms',"
+    " 'total_latency_percentile_ms' or 'request_payload_latency'"
+)
 
 
 @route_type("LatencyInjectionRoute")
 @attrs.frozen
 class LatencyInjectionRoute(KeyByKey):
-    """Delays requests to `child`: `before_latency_ms` before sending, `after_latency_ms`
-    after the reply, and pads the whole to `total_latency_ms`.
+    """Delays requests to `child`, as mcrouter's LatencyInjectionRoute does.
 
-    For testing how clients cope with a slow backend. The delays are timers on the
-    proxy's clock (`ctx.call_later`), not a task per request.
+    `before_latency_ms` before sending, `after_latency_ms` after the reply, then the
+    whole is padded to the total latency: `total_latency_ms`, or, when that is not
+    positive, one drawn per request from `total_latency_percentile_ms` (a step
+    function: the first `[percentile, ms]` point whose percentile is above a uniform
+    draw in [0, 100), else the last). `request_payload_latency` and
+    `max_request_latency_us` take delays from fields of the request itself, which
+    only mcrouter's binary (Carbon) requests have: no memcached text or meta command
+    carries them, so they are accepted and inject nothing, as in mcrouter for such
+    requests. The delays are timers on the proxy's clock (`ctx.call_later`), not a
+    task per request. A route that injects nothing at all only forwards.
     """
 
     child: Route
-    before_latency_ms: int = config_field(default=0, check=_check_latency)
-    after_latency_ms: int = config_field(default=0, check=_check_latency)
-    total_latency_ms: int = config_field(default=0, check=_check_latency)
+    before_latency_ms: int | None = config_field(default=None, check=_check_latency)
+    after_latency_ms: int | None = config_field(default=None, check=_check_latency)
+    total_latency_ms: int | None = config_field(default=None, check=_check_latency)
+    total_latency_percentile_ms: tuple[tuple[float, int], ...] | None = config_field(
+        default=None, check=_check_percentiles
+    )
+    request_payload_latency: bool | None = config_field(default=None, check=check_bool)
+    max_request_latency_us: int = config_field(default=0, check=check_int)
 
     def __attrs_post_init__(self) -> None:
-        if not (self.before_latency_ms or self.after_latency_ms or self.total_latency_ms):
-            raise Invalid("needs 'before_latency_ms', 'after_latency_ms' or 'total_latency_ms'")
+        options = (
+            self.before_latency_ms,
+            self.after_latency_ms,
+            self.total_latency_ms,
+            self.total_latency_percentile_ms,
+            self.request_payload_latency,
+        )
+        if all(option is None for option in options):
+            raise Invalid(f"must specify either {_LATENCY_OPTIONS}")
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         started = ctx.now()
-        if not self.before_latency_ms:
-            return self._after(self.child.route(request, ctx), ctx, started)
-        waited = _timer(ctx, self.before_latency_ms / 1000)
+        before = self.before_latency_ms or 0
+        total = self._sample_total(ctx)
+        if before <= 0:
+            return self._after(self.child.route(request, ctx), ctx, started, total)
         child = self.child
-        sent = sequence(waited, lambda _: child.route(request, ctx), name="LatencyInjectionRoute")
-        return self._after(sent, ctx, started)
+        sent = sequence(
+            _timer(ctx, before / 1000),
+            lambda _: child.route(request, ctx),
+            name="LatencyInjectionRoute",
+        )
+        return self._after(sent, ctx, started, total)
 
-    def _after(self, pending: Pending, ctx: RouteContext, started: float) -> Pending:
-        if not (self.after_latency_ms or self.total_latency_ms):
+    def _sample_total(self, ctx: RouteContext) -> int:
+        """The total latency for one request, in ms (mcrouter's sampleTotalLatency)."""
+        total = self.total_latency_ms or 0
+        points = self.total_latency_percentile_ms
+        if total > 0 or not points:
+            return total
+        draw = ctx.rng.random() * 100.0
+        for percentile, latency in points:
+            if draw < percentile:
+                return latency
+        return points[-1][1]
+
+    def _after(self, pending: Pending, ctx: RouteContext, started: float, total: int) -> Pending:
+        after = self.after_latency_ms or 0
+        if after <= 0 and total <= 0:
             return pending
         return sequence(
-            pending, partial(self._delay_reply, ctx, started), name="LatencyInjectionRoute"
+            pending,
+            partial(self._delay_reply, ctx, started, max(after, 0) / 1000, max(total, 0) / 1000),
+            name="LatencyInjectionRoute",
         )
 
-    def _delay_reply(self, ctx: RouteContext, started: float, reply: Reply) -> Reply | Pending:
-        delay = self.after_latency_ms / 1000
-        total = self.total_latency_ms / 1000
-        elapsed = ctx.now() - started + delay
+    def _delay_reply(
+        self, ctx: RouteContext, started: float, after: float, total: float, reply: Reply
+    ) -> Reply | Pending:
+        delay = after
+        elapsed = ctx.now() - started + after
         if total > elapsed:
             delay += total - elapsed
         if delay <= 0:
