@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -19,12 +19,8 @@ import trio
 from mcrouter_trio import __version__
 from mcrouter_trio.config import ConfigError, ProxyConfig, load_config, load_config_file
 from mcrouter_trio.config._prefixes import parse_config_params
-from mcrouter_trio.downstream._admin import (
-    ROUTABLE_OPS,
-    AdminCommands,
-    AdminInfo,
-    route_addresses,
-)
+from mcrouter_trio.downstream._admin import AdminCommands, AdminInfo, key_buckets, route_addresses
+from mcrouter_trio.downstream._admin_request import ROUTABLE_OPS, AdminError
 from mcrouter_trio.downstream._router import RouterSettings
 from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
 from mcrouter_trio.ops._asynclog import WriterNames
@@ -601,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     plan = ProxyPlan(
         config=config,
-        admin=admin_info(args, host_id),
+        admin=admin_info(args, host_id, config.global_params),
         settings=attrs.evolve(settings, reuse_port=args.num_proxies > 1),
         router_settings=router_settings,
         stats=ProxyStats(commandargs=" ".join(["mcrouter-trio", *argv])),
@@ -701,9 +697,18 @@ def _read_text(path: str) -> str:
         return file.read()
 
 
-def admin_info(args: argparse.Namespace, host_id: int) -> AdminInfo:
+def admin_info(
+    args: argparse.Namespace, host_id: int, global_params: Mapping[str, object]
+) -> AdminInfo:
     path, text = config_source(args)
-    return AdminInfo(path, text, options(args), host_id, verbosity=args.verbosity)
+    return AdminInfo(
+        path,
+        text,
+        options(args),
+        host_id,
+        verbosity=args.verbosity,
+        global_params=global_params,
+    )
 
 
 def _stats_files(args: argparse.Namespace, ports: Sequence[int]) -> StatsFiles | None:
@@ -779,11 +784,18 @@ def main_route(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mcrouter-trio route",
         description="Print the servers a request for each KEY reaches (as "
-        "`get __mcrouter__.route(op,key)` answers), with every server up.",
+        "`get __mcrouter__.route(op,key)` answers), with every server up. A KEY "
+        'may be a request in JSON, as mcrouter takes it: \'{"key":"k","value":"v"}\'.',
     )
     parser.add_argument("-f", "--config-file", metavar="FILE", required=True)
     parser.add_argument("--op", default="get", choices=sorted(ROUTABLE_OPS))
     parser.add_argument("-R", "--route-prefix", default="/././", metavar="/REGION/CLUSTER/")
+    parser.add_argument(
+        "--get-bucket",
+        action="store_true",
+        help="print the bucket each KEY falls in for each bucketized pool a get reaches "
+        "(as `get __mcrouter__.get_bucket(key)` answers) instead of the servers",
+    )
     parser.add_argument("keys", nargs="+", metavar="KEY")
     args = parser.parse_args(argv)
     try:
@@ -794,10 +806,21 @@ def main_route(argv: Sequence[str]) -> int:
         print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     tree = config.tree(_normalise_prefix(args.route_prefix))
+    status = 0
     for key in args.keys:
-        addresses = route_addresses(tree, ROUTABLE_OPS[args.op], key.encode(), lambda _s: False)
+        if args.get_bucket:
+            rows = key_buckets(tree, key.encode())
+            found = [f"bucket {bucket} of keyspace {keyspace}" for _key, bucket, keyspace in rows]
+            print(f"{key}: {', '.join(found) if found else '(no bucketized pool)'}")
+            continue
+        try:
+            addresses = route_addresses(tree, ROUTABLE_OPS[args.op], key.encode(), lambda _s: False)
+        except AdminError as exc:
+            print(f"{key}: ERROR: {exc}")
+            status = 1
+            continue
         print(f"{key}: {' '.join(addresses) if addresses else '(no route)'}")
-    return 0
+    return status
 
 
 def _reload_plan(args: argparse.Namespace, host_id: int) -> ReloadPlan | None:

@@ -15,9 +15,13 @@ from typing import Any
 import pytest
 from conftest import Memcached, connect, direct_get, poll, pool_config
 
+from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.config import load_config
-from mcrouter_trio.downstream._admin import AdminCommands, AdminInfo, route_servers
-from mcrouter_trio.messages import Op
+from mcrouter_trio.downstream._admin import AdminCommands, AdminInfo, key_buckets, route_servers
+from mcrouter_trio.downstream._admin_request import AdminError, admin_request
+from mcrouter_trio.hashing import ch3, spooky_hash32
+from mcrouter_trio.messages import Op, Request
+from mcrouter_trio.ops._host import local_host_id
 
 ProxyFactory = Any
 
@@ -269,3 +273,218 @@ def test_preprocessed_config_shows_the_config_with_its_macros_expanded(
         "pools": {"A": {"servers": [memcached.address]}},
         "route": "PoolRoute|A",
     }
+
+
+def pretty(value: object) -> bytes:
+    """folly's toPrettySortedJson, which mcrouter's JSON answers use."""
+    return json.dumps(value, indent=2, sort_keys=True).encode()
+
+
+def admin_table_config(first: str, second: str) -> dict[str, Any]:
+    """Sets split by value size (JSON requests route differently), gets warmed from a
+    bucketized pool, servers with failure domains."""
+    bucketized = {
+        "type": "PoolRoute",
+        "pool": "B",
+        "bucketize": True,
+        "total_buckets": 1000,
+        "bucketization_keyspace": "main",
+    }
+    return {
+        "pools": {
+            "A": {"servers": [first], "failure_domains": ["rack-a"]},
+            "B": {"servers": [second]},
+            "C": {"inherit": "A"},
+        },
+        "route": {
+            "type": "OperationSelectorRoute",
+            "operation_policies": {
+                "set": {
+                    "type": "L1L2SizeSplitRoute",
+                    "threshold": 8,
+                    "l1": "PoolRoute|A",
+                    "l2": "PoolRoute|B",
+                },
+            },
+            "default_policy": {"type": "WarmUpRoute", "cold": "PoolRoute|A", "warm": bucketized},
+        },
+    }
+
+
+def test_every_admin_command_answers_as_mcrouter(
+    memcached_factory: Any, proxy_factory: ProxyFactory, tmp_path: Path
+) -> None:
+    first, second = memcached_factory(), memcached_factory()
+    config = admin_table_config(first.address, second.address)
+    proxy = proxy_factory(config, "--config-params", "team:cache,tier:l1")
+    config_path = tmp_path / f"config-{proxy.port}.json"
+    md5 = hashlib.md5(config_path.read_bytes()).hexdigest()
+    a, b = first.address, second.address
+
+    def host(pool: str, address: str) -> str:
+        return (
+            f"host|pool={pool}|id=0|ap={address}:ascii:plain:notcompressed|timeout=1000ms"
+            "|keep_routing_prefix=false|msb=0"
+        )
+
+    big_set = '{"key":"k","value":"123456789"}'
+    table: list[tuple[str, bytes]] = [
+        ("version", SERVER_VERSION.encode()),
+        ("config_file", str(config_path).encode()),
+        ("config_md5_digest", md5.encode()),
+        ("config_sources_info", pretty({"config_file": str(config_path), "mcrouter_config": md5})),
+        ("preprocessed_config", pretty(config)),
+        ("hostid", str(local_host_id()).encode()),
+        ("options(enable_flush_cmd)", b"0"),
+        ("options(nope)", b"ERROR: options: option nope not found"),
+        ("options(a,b)", b"ERROR: options: 0 or 1 args expected"),
+        ("verbosity", b"0"),
+        ("verbosity(2)", b"0 -> 2"),
+        ("verbosity", b"2"),
+        ("verbosity(1,2)", b"ERROR: expected at most 1 argument, got 2"),
+        ("pools", pretty({"A": [host("A", a)], "B": [host("B", b)], "C": [host("C", a)]})),
+        # A get misses in the cold pool, then asks the warm one.
+        ("route(get,k)", f"{a}\r\n{b}".encode()),
+        ('route(get,{"key":"k"})', f"{a}\r\n{b}".encode()),
+        # A set of a key alone has an empty value: L1; the JSON request's value is big: L2.
+        ("route(set,k)", a.encode()),
+        (f"route(set,{big_set})", b.encode()),
+        ('route(set,{"key":"k","value":"1234567"})', a.encode()),
+        ("route(get)", b"ERROR: route: 2 args expected"),
+        ("route(lease,k)", b"ERROR: route: unknown request lease"),
+        ("route_handles(get)", b"ERROR: route_handles: 2 args expected"),
+        ("failure_domains(A)", pretty({a: f"{spooky_hash32(b'rack-a')}()"})),
+        ("failure_domains(C)", pretty({a: f"{spooky_hash32(b'rack-a')}()"})),
+        ("failure_domains(B)", pretty({b: "0()"})),
+        ("failure_domains(nope)", b"{}"),
+        ("failure_domains", b"ERROR: failure_domains: 1 arg expected"),
+        ("get_bucket(k)", b"k\t%d\tmain\tnull" % ch3(b"k", 1000)),
+        ("get_bucket(abc|#|x)", b"abc|#|x\t%d\tmain\tnull" % ch3(b"abc", 1000)),
+        ("get_bucket(a,b)", b"ERROR: get_bucket: 1 arg (key) expected"),
+        ("config", b"ERROR: unknown command: config"),
+    ]
+    for command, expected in table:
+        assert admin_get(proxy.port, command) == expected, command
+
+    # route_handles takes the JSON form too: the big value's set reaches B only.
+    handles = admin_get(proxy.port, f"route_handles(set,{big_set})").decode().split("\n")
+    assert handles[:4] == ["proxy", " root", "  OperationSelectorRoute", "   L1L2SizeSplitRoute"]
+    assert f"     {host('B', b)}" in handles and f"     {host('A', a)}" not in handles
+    handles = admin_get(proxy.port, "route_handles(set,k)").decode().split("\n")
+    assert f"     {host('A', a)}" in handles and f"     {host('B', b)}" not in handles
+
+    params_text = admin_get(proxy.port, "global_params")
+    params = json.loads(params_text)
+    assert params_text == pretty(params)
+    base = {
+        "default-route": "/././",
+        "default-region": ".",
+        "default-cluster": ".",
+        "hostid": local_host_id(),
+        "router-name": "unknown",
+        "service-name": "unknown",
+        "service-router-capable": 0,
+        "router-info-name": "Memcache",
+        "num-proxies": 1,
+        "team": "cache",
+        "tier": "l1",
+    }
+    assert {name: params[name] for name in base} == base
+    assert int(admin_get(proxy.port, "config_age")) >= 0
+    assert admin_get(proxy.port, 'route(get,{"key":})').startswith(b"ERROR: json parse error: ")
+    # Nothing was forwarded: the servers saw no admin key.
+    for server in (first, second):
+        with connect(server.port) as client:
+            assert b"cmd_get 0\r\n" in client.call(b"stats\r\n", b"END\r\n")
+
+
+@pytest.mark.parametrize(
+    ("op", "argument", "request_"),
+    [
+        (Op.GET, b"k", Request(Op.GET, b"k", (b"k",))),
+        (Op.GET, b'{"key":"k"}', Request(Op.GET, b"k", (b"k",))),
+        (Op.GAT, b'{"key":"k","exptime":30}', Request(Op.GAT, b"k", (b"k",), (b"30",))),
+        (
+            Op.SET,
+            b'{"key":"k","value":"abc","flags":5,"exptime":60}',
+            Request(Op.SET, b"k", None, (b"5", b"60", b"3"), b"abc"),
+        ),
+        (
+            Op.CAS,
+            b'{"key":"k","value":"v","casToken":77}',
+            Request(Op.CAS, b"k", None, (b"0", b"0", b"1", b"77"), b"v"),
+        ),
+        (Op.INCR, b'{"key":"n","delta":5}', Request(Op.INCR, b"n", None, (b"5",))),
+        (Op.TOUCH, b'{"key":"k","exptime":9}', Request(Op.TOUCH, b"k", None, (b"9",))),
+        (Op.DELETE, b'{"key":"k","exptime":9}', Request(Op.DELETE, b"k")),
+        # Wrong types and unknown fields are ignored, as carbon ignores them.
+        (
+            Op.SET,
+            b'{"key":7,"value":1,"flags":"x","exptime":true,"other":1}',
+            Request(Op.SET, b"", None, (b"0", b"0", b"0"), b""),
+        ),
+        (Op.GET, b"{}", Request(Op.GET, b"", (b"",))),
+        # Not a JSON request: a key that merely contains braces.
+        (Op.GET, b"{k", Request(Op.GET, b"{k", (b"{k",))),
+    ],
+)
+def test_route_takes_a_request_in_json(op: Op, argument: bytes, request_: Request) -> None:
+    assert admin_request(op, argument) == request_
+
+
+@pytest.mark.parametrize("argument", [b"{k}", b'{"key":"k",}', b"{\xff}"])
+def test_a_json_request_that_does_not_parse_is_an_error(argument: bytes) -> None:
+    with pytest.raises(AdminError, match=r"^json parse error: "):
+        admin_request(Op.GET, argument)
+
+
+def test_get_bucket_lists_each_bucketized_pool_the_get_reaches() -> None:
+    def bucketized(pool: str, buckets: int, keyspace: str) -> dict[str, Any]:
+        return {
+            "type": "PoolRoute",
+            "pool": pool,
+            "bucketize": True,
+            "total_buckets": buckets,
+            "bucketization_keyspace": keyspace,
+        }
+
+    pools = {
+        "A": {"servers": ["127.0.0.1:5001", "127.0.0.1:5002"]},
+        "B": {"servers": ["127.0.0.1:5003", "127.0.0.1:5004"]},
+    }
+    warm_up = {
+        "pools": pools,
+        "route": {
+            "type": "WarmUpRoute",
+            "cold": bucketized("A", 1000, "cold"),
+            "warm": bucketized("B", 50, "warm"),
+        },
+    }
+    tree = load_config(json.dumps(warm_up), source="test").tree()
+    # The cold pool's bucket "misses", so the warm pool is asked too.
+    assert key_buckets(tree, b"k") == [
+        (b"k", ch3(b"k", 1000), "cold"),
+        (b"k", ch3(b"k", 50), "warm"),
+    ]
+    # Only the routing key is hashed; the key is shown whole, without its routing prefix.
+    assert key_buckets(tree, b"/./././a|#|b")[0] == (b"./a|#|b", ch3(b"./a", 1000), "cold")
+    plain = {"pools": pools, "route": "PoolRoute|A"}
+    assert key_buckets(load_config(json.dumps(plain), source="test").tree(), b"k") == []
+
+
+def test_route_subcommand_takes_json_requests_and_prints_buckets(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(admin_table_config("127.0.0.1:5001", "127.0.0.1:5002")))
+
+    def route(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mcrouter_trio", "route", "-f", str(path), *argv]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    result = route("--op", "set", "k", '{"key":"k","value":"123456789"}')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == 'k: 127.0.0.1:5001\n{"key":"k","value":"123456789"}: 127.0.0.1:5002\n'
+    result = route("--get-bucket", "k")
+    assert result.stdout == f"k: bucket {ch3(b'k', 1000)} of keyspace main\n"
+    result = route("{nope}")
+    assert result.returncode == 1
+    assert result.stdout.startswith("{nope}: ERROR: json parse error: ")

@@ -110,6 +110,9 @@ class ProxyConfig:
     imports: tuple[str, ...] = ()
     #: True for a top-level `route`: it serves whatever `-R` is.
     single_route: bool = True
+    #: Every `%name%` the preprocessor filled in without the config defining it
+    #: (`__mcrouter__.global_params`).
+    global_params: Mapping[str, object] = attrs.field(factory=dict, eq=False)
 
     @property
     def route(self) -> Route:
@@ -271,6 +274,7 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
         global_params=MappingProxyType(params),
         imports=tuple(preprocessor.imported),
         single_route="route" in document,
+        global_params=MappingProxyType(dict(params)),
     )
 
 

@@ -6,7 +6,9 @@ whose value is the command's output, and a failing command's value is
 `version`, `config_age`, `config_file`, `config_md5_digest`, `config_sources_info`,
 `preprocessed_config` (the config serving now, its macros and imports expanded),
 `options`, `options(name)`, `hostid`, `verbosity[(N)]`, `pools`,
-`route(op,key)` and `route_handles(op,key)`.
+`failure_domains(pool)`, `global_params`, `get_bucket(key)`, `route(op,key)` and
+`route_handles(op,key)`; `route` and `route_handles` also take a request in JSON
+in place of the key (see `_admin_request.py`).
 
 `route` routes a request built from `op` and `key` through the route tree with a
 recording context, as mcrouter does: every send is recorded and answered with the
@@ -14,6 +16,8 @@ command's "nothing happened" reply (a miss, `NOT_STORED`), so failover stops at 
 first server that would be asked, unless that server is down, which answers as a
 down server does and is not recorded, and the request fails over as it would. Sends
 in the background (warm-up refills, ...) are recorded too. Nothing reaches a server.
+`get_bucket` routes a `get` the same way and reports, for each bucketized pool
+(mcrouter's McBucketRoute) the request reaches, the bucket its key falls in.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ import attrs
 
 from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.config._jsonc import ConfigError, loads_jsonc
-from mcrouter_trio.messages import GET_LIKE, STORAGE, Op, Pending, Reply, Request, Result
+from mcrouter_trio.downstream._admin_request import (
+    ROUTABLE_OPS,
+    AdminError,
+    admin_request,
+)
+from mcrouter_trio.hashing import ch3, routing_key, spooky_hash32
+from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
 from mcrouter_trio.ops._reload import ConfigStatus
 from mcrouter_trio.routing._base import DeleteSpool, Route, default_reply
 from mcrouter_trio.routing._combinators import Background
@@ -37,15 +47,13 @@ from mcrouter_trio.routing._specs import PoolSpec, ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
 from mcrouter_trio.routing._tree import RouteTree
 from mcrouter_trio.routing.handles.destination import DestinationRoute, split_routing_prefix
+from mcrouter_trio.routing.handles.hash import PoolRoute
 
 ADMIN_PREFIX: Final = b"__mcrouter__."
 #: What a send to a down server answers (the route then fails over as it would).
 _SERVER_DOWN: Final = Reply(Result.TKO, b"SERVER_ERROR Server unavailable. Reason: tko\r\n")
-#: The request names `route(op,key)` takes (mcrouter's names for these commands).
-ROUTABLE_OPS: Final = {
-    op.name.lower(): op
-    for op in (*sorted(GET_LIKE), *sorted(STORAGE), Op.DELETE, Op.INCR, Op.DECR, Op.TOUCH)
-}
+#: What a route's tenant column shows: memcache requests carry no tenant id.
+_NO_TENANT: Final = "null"
 
 
 @attrs.define
@@ -61,10 +69,8 @@ class AdminInfo:
     host_id: int
     status: ConfigStatus = attrs.field(factory=ConfigStatus)
     verbosity: int = 0
-
-
-class _AdminError(Exception):
-    """A command that fails: its value is `ERROR: <message>`."""
+    #: The preprocessor's global parameters (`%default-route%`, `%hostid%`, ...).
+    global_params: Mapping[str, object] = attrs.field(factory=dict)
 
 
 class AdminCommands:
@@ -84,6 +90,9 @@ class AdminCommands:
             "verbosity": self._verbosity,
             "pools": lambda tree, _args: _pretty(_pool_names(tree.pools)),
             "route_handles": lambda tree, args: self._route_handles(tree, args),
+            "failure_domains": _failure_domains,
+            "global_params": lambda _tree, _args: _pretty(dict(info.global_params)),
+            "get_bucket": _get_bucket,
         }
 
     def answer(self, key: bytes, tree: RouteTree, is_down: Callable[[ServerSpec], bool]) -> Reply:
@@ -96,9 +105,9 @@ class AdminCommands:
             else:
                 handler = self._commands.get(command)
                 if handler is None:
-                    raise _AdminError(f"unknown command: {command}")
+                    raise AdminError(f"unknown command: {command}")
                 text = handler(tree, args).removesuffix("\n")
-        except _AdminError as exc:
+        except AdminError as exc:
             text = f"ERROR: {exc}"
         value = text.encode()
         head = b"VALUE %s 0 %d\r\n" % (key, len(value))
@@ -113,12 +122,12 @@ class AdminCommands:
 
     def _config_file(self, _tree: RouteTree, _args: list[str]) -> str:
         if self.info.config_file is None:
-            raise _AdminError("no config file found!")
+            raise AdminError("no config file found!")
         return self.info.config_file
 
     def _md5(self, tree: RouteTree, _args: list[str]) -> str:
         if not tree.md5:
-            raise _AdminError("no config md5 digest found!")
+            raise AdminError("no config md5 digest found!")
         return tree.md5
 
     def _preprocessed(self, tree: RouteTree, _args: list[str]) -> str:
@@ -127,31 +136,31 @@ class AdminCommands:
         try:
             text = self.info.config_text()
         except OSError as exc:
-            raise _AdminError(f"Can not load config from {self.info.config_file}") from exc
+            raise AdminError(f"Can not load config from {self.info.config_file}") from exc
         try:
             return _pretty(loads_jsonc(text))
         except ConfigError as exc:
-            raise _AdminError(f"Can not parse config: {exc}") from exc
+            raise AdminError(f"Can not parse config: {exc}") from exc
 
     def _options(self, _tree: RouteTree, args: list[str]) -> str:
         options = self.info.options
         if len(args) > 1:
-            raise _AdminError("options: 0 or 1 args expected")
+            raise AdminError("options: 0 or 1 args expected")
         if args:
             if args[0] not in options:
-                raise _AdminError(f"options: option {args[0]} not found")
+                raise AdminError(f"options: option {args[0]} not found")
             return options[args[0]]
         return "".join(f"{name} {value}\n" for name, value in options.items())
 
     def _verbosity(self, _tree: RouteTree, args: list[str]) -> str:
         if len(args) > 1:
-            raise _AdminError(f"expected at most 1 argument, got {len(args)}")
+            raise AdminError(f"expected at most 1 argument, got {len(args)}")
         if not args:
             return str(self.info.verbosity)
         try:
             new = int(args[0])
         except ValueError as exc:
-            raise _AdminError(f"Invalid leading character: {args[0]!r}") from exc
+            raise AdminError(f"Invalid leading character: {args[0]!r}") from exc
         before, self.info.verbosity = self.info.verbosity, new
         return f"{before} -> {new}"
 
@@ -176,27 +185,11 @@ def _parse(text: str) -> tuple[str, list[str]]:
 
 def _route_args(command: str, args: list[str]) -> tuple[Op, bytes]:
     if len(args) != 2:
-        raise _AdminError(f"{command}: 2 args expected")
+        raise AdminError(f"{command}: 2 args expected")
     op = ROUTABLE_OPS.get(args[0])
     if op is None:
-        raise _AdminError(f"route: unknown request {args[0]}")
-    return op, args[1].encode()
-
-
-def probe(op: Op, key: bytes) -> Request:
-    """A request of `op` for `key`, as a client could have sent it (empty value)."""
-    args: tuple[bytes, ...]
-    if op in GET_LIKE:
-        args = (b"0",) if op is Op.GAT or op is Op.GATS else ()
-        return Request(op, key, (key,), args)
-    if op in STORAGE:
-        args = (b"0", b"0", b"0", b"0") if op is Op.CAS else (b"0", b"0", b"0")
-        return Request(op, key, None, args, b"")
-    if op is Op.INCR or op is Op.DECR:
-        return Request(op, key, None, (b"1",))
-    if op is Op.TOUCH:
-        return Request(op, key, None, (b"0",))
-    return Request(op, key)
+        raise AdminError(f"route: unknown request {args[0]}")
+    return op, args[1].encode("utf-8", "surrogateescape")
 
 
 def root_for_key(tree: RouteTree, key: bytes) -> Route | None:
@@ -220,18 +213,24 @@ class RecordingContext:
         self.asynclog: DeleteSpool | None = None  # a dry run spools nothing
         self.dry_run = True
         self.background = Background()
-        self.servers: list[ServerSpec] = []
+        #: Each send recorded: the server and the request as it reached the server.
+        self.sends: list[tuple[ServerSpec, Request]] = []
         self._is_down = is_down
         self._fail_all = fail_all
         self._timers = TimerQueue()  # never fired: only what routing does at once counts
 
+    @property
+    def servers(self) -> list[ServerSpec]:
+        """The servers sent to, in the order they were."""
+        return [server for server, _request in self.sends]
+
     def send(self, server: ServerSpec, request: Request) -> Pending:
         if self._fail_all:
-            self.servers.append(server)
+            self.sends.append((server, request))
             return Pending(_SERVER_DOWN)
         if self._is_down(server):
             return Pending(_SERVER_DOWN)
-        self.servers.append(server)
+        self.sends.append((server, request))
         return Pending(default_reply(request))
 
     def now(self) -> float:
@@ -244,12 +243,16 @@ class RecordingContext:
 def route_servers(
     tree: RouteTree, op: Op, key: bytes, is_down: Callable[[ServerSpec], bool], host_id: int = 0
 ) -> list[ServerSpec]:
-    """The servers a request of `op` for `key` would reach now, in the order it reaches them."""
-    root = root_for_key(tree, key)
+    """The servers a request of `op` for `key` would reach now, in the order it reaches them.
+
+    `key` may be a request in JSON (`{"key":"k","value":"v"}`, see `admin_request`).
+    """
+    request = admin_request(op, key)
+    root = root_for_key(tree, request.key)
     if root is None:
         return []
     ctx = RecordingContext(host_id, is_down)
-    root.route(probe(op, key), ctx)
+    root.route(request, ctx)
     return ctx.servers
 
 
@@ -268,18 +271,104 @@ def route_handles(tree: RouteTree, op: Op, key: bytes) -> str:
     failover target (every send fails), so a hash shows only the server the key
     picks while a failover shows each of its targets.
     """
-    root = root_for_key(tree, key)
+    request = admin_request(op, key)
+    root = root_for_key(tree, request.key)
     lines = ["proxy", " root"]
     if root is None:
         return "\n".join(lines) + "\n"
     every_send_fails = RecordingContext(0, lambda _server: False, fail_all=True)
-    root.route(probe(op, key), every_send_fails)
+    root.route(request, every_send_fails)
     reached = set(every_send_fails.servers)
     places = _pool_places(tree.pools)
     for depth, node in _walk(root, 2):
         if _reaches(node, reached):
             lines.append(" " * depth + _route_name(node, places))
     return "\n".join(lines) + "\n"
+
+
+def key_buckets(tree: RouteTree, key: bytes) -> list[tuple[bytes, int, str]]:
+    """`get_bucket(key)`: (key, bucket, keyspace) for each bucketized pool a `get` reaches.
+
+    mcrouter's McBucketRoute records the bucket and answers the default reply (a
+    miss) without sending; here the get is routed with every send answered by a
+    miss, and each send to the server a bucketized pool picks is that pool's record.
+    The key is shown without its routing prefix, as mcrouter shows it.
+    """
+    root = root_for_key(tree, key)
+    if root is None:
+        return []
+    bucketized = [
+        node for _depth, node in _walk(root, 0) if isinstance(node, PoolRoute) and node.bucketize
+    ]
+    ctx = RecordingContext(0, lambda _server: False)
+    root.route(Request(Op.GET, key, (key,)), ctx)
+    found = []
+    for server, sent in ctx.sends:
+        for pool_route in bucketized:
+            index = pool_route.selected_index(sent)
+            if index >= 0 and pool_route.pool.servers[index] == server:
+                buckets = pool_route.total_buckets or 1
+                _prefix, bare_key = split_routing_prefix(sent.key)
+                bucket = ch3(routing_key(sent.key), buckets)
+                found.append((bare_key, bucket, pool_route.bucketization_keyspace or ""))
+    return found
+
+
+def _get_bucket(tree: RouteTree, args: list[str]) -> str:
+    if len(args) != 1:
+        raise AdminError("get_bucket: 1 arg (key) expected")
+    rows = key_buckets(tree, args[0].encode("utf-8", "surrogateescape"))
+    return "\r\n".join(
+        f"{key.decode('utf-8', 'replace')}\t{bucket}\t{keyspace}\t{_NO_TENANT}"
+        for key, bucket, keyspace in rows
+    )
+
+
+def _failure_domains(tree: RouteTree, args: list[str]) -> str:
+    """`failure_domains(pool)`: each server's failure domain, `{"host:port": "N()"}`.
+
+    A pool's `failure_domains` lists one per server: a number, or a name hashed
+    (SpookyHash32) to one; a server without one is in domain 0. The text in the
+    parentheses is the domain's name from mcrouter's config API, always empty
+    outside Meta. An unknown pool answers `{}`.
+    """
+    if len(args) != 1:
+        raise AdminError("failure_domains: 1 arg expected")
+    pool = tree.pools.get(args[0])
+    if pool is None:
+        return _pretty({})
+    domains = _configured_failure_domains(tree.preprocessed.get("pools"), args[0])
+    result = {}
+    for index, server in enumerate(pool.servers):
+        domain = domains[index] if index < len(domains) else 0
+        result[server.address] = f"{domain}()"
+    return _pretty(result)
+
+
+def _configured_failure_domains(pools: object, name: str) -> list[int]:
+    """The `failure_domains` of top-level pool `name` (or of the pool it inherits from)."""
+    if not isinstance(pools, dict):
+        return []
+    seen: set[str] = set()
+    current: object = name
+    while isinstance(current, str) and current not in seen:
+        seen.add(current)
+        body = pools.get(current)
+        if not isinstance(body, dict):
+            break
+        listed = body.get("failure_domains")
+        if isinstance(listed, list):
+            return [_failure_domain(entry) for entry in listed]
+        current = body.get("inherit")
+    return []
+
+
+def _failure_domain(entry: object) -> int:
+    if isinstance(entry, str):
+        return spooky_hash32(entry.encode("utf-8", "surrogatepass"))
+    if type(entry) is int:
+        return entry & 0xFFFF_FFFF  # mcrouter keeps it in a uint32
+    return 0
 
 
 def _walk(node: Route, depth: int) -> Iterator[tuple[int, Route]]:
