@@ -104,15 +104,13 @@ class ProxyConfig:
     md5: str
     #: The config after JSONM expansion (`__mcrouter__.preprocessed_config`).
     preprocessed: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
-    #: The global parameters the config was expanded with (`%hostid%`, `%mcr_opts-...%`).
+    #: The global parameters the config was expanded with (`%hostid%`, `%mcr_opts-...%`,
+    #: `--config-params`; `__mcrouter__.global_params`).
     global_params: Mapping[str, object] = attrs.field(factory=dict, eq=False)
     #: Every file `@import` read, in order (watched for reload with the config file).
     imports: tuple[str, ...] = ()
     #: True for a top-level `route`: it serves whatever `-R` is.
     single_route: bool = True
-    #: Every `%name%` the preprocessor filled in without the config defining it
-    #: (`__mcrouter__.global_params`).
-    global_params: Mapping[str, object] = attrs.field(factory=dict, eq=False)
 
     @property
     def route(self) -> Route:
@@ -274,7 +272,6 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
         global_params=MappingProxyType(params),
         imports=tuple(preprocessor.imported),
         single_route="route" in document,
-        global_params=MappingProxyType(dict(params)),
     )
 
 

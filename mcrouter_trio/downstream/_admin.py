@@ -37,7 +37,7 @@ from mcrouter_trio.downstream._admin_request import (
     AdminError,
     admin_request,
 )
-from mcrouter_trio.hashing import ch3, routing_key, spooky_hash32
+from mcrouter_trio.hashing import ch3, routing_key
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
 from mcrouter_trio.ops._reload import ConfigStatus
 from mcrouter_trio.routing._base import DeleteSpool, Route, default_reply
@@ -328,47 +328,16 @@ def _failure_domains(tree: RouteTree, args: list[str]) -> str:
     """`failure_domains(pool)`: each server's failure domain, `{"host:port": "N()"}`.
 
     A pool's `failure_domains` lists one per server: a number, or a name hashed
-    (SpookyHash32) to one; a server without one is in domain 0. The text in the
-    parentheses is the domain's name from mcrouter's config API, always empty
-    outside Meta. An unknown pool answers `{}`.
+    (SpookyHash32) to one (see `config/_servers.py`); a server without one is in
+    domain 0. The text in the parentheses is the domain's name from mcrouter's
+    config API, always empty outside Meta. An unknown pool answers `{}`.
     """
     if len(args) != 1:
         raise AdminError("failure_domains: 1 arg expected")
     pool = tree.pools.get(args[0])
     if pool is None:
         return _pretty({})
-    domains = _configured_failure_domains(tree.preprocessed.get("pools"), args[0])
-    result = {}
-    for index, server in enumerate(pool.servers):
-        domain = domains[index] if index < len(domains) else 0
-        result[server.address] = f"{domain}()"
-    return _pretty(result)
-
-
-def _configured_failure_domains(pools: object, name: str) -> list[int]:
-    """The `failure_domains` of top-level pool `name` (or of the pool it inherits from)."""
-    if not isinstance(pools, dict):
-        return []
-    seen: set[str] = set()
-    current: object = name
-    while isinstance(current, str) and current not in seen:
-        seen.add(current)
-        body = pools.get(current)
-        if not isinstance(body, dict):
-            break
-        listed = body.get("failure_domains")
-        if isinstance(listed, list):
-            return [_failure_domain(entry) for entry in listed]
-        current = body.get("inherit")
-    return []
-
-
-def _failure_domain(entry: object) -> int:
-    if isinstance(entry, str):
-        return spooky_hash32(entry.encode("utf-8", "surrogatepass"))
-    if type(entry) is int:
-        return entry & 0xFFFF_FFFF  # mcrouter keeps it in a uint32
-    return 0
+    return _pretty({server.address: f"{server.failure_domain}()" for server in pool.servers})
 
 
 def _walk(node: Route, depth: int) -> Iterator[tuple[int, Route]]:
