@@ -781,7 +781,9 @@ def test_warm_up_gets_gat_gats_wait_for_the_add_then_ask_cold_again(
     ctx = FakeContext()
     pending = WARM_UP.route(parse(client), ctx)
     ctx.sent[0].answer(MISS)
-    ctx.sent[1].answer(hit(b"k", b"abc", flags=7, cas=99))
+    # warm is asked with a plain get: neither touched nor asked for a CAS
+    assert (server_index(ctx, 1), ctx.sent[1].request.to_wire()) == (WARM, b"get k\r\n")
+    ctx.sent[1].answer(hit(b"k", b"abc", flags=7))
     [add] = ctx.waiting
     assert server_index(ctx, 2) == COLD
     assert add.request.to_wire() == b"add k 7 %s 3\r\nabc\r\n" % exptime
@@ -795,20 +797,20 @@ def test_warm_up_gets_gat_gats_wait_for_the_add_then_ask_cold_again(
     assert ctx.background.started == 0
 
 
-def test_warm_up_gets_answers_the_warm_value_if_cold_misses_again() -> None:
+def test_warm_up_gets_answers_colds_second_reply_even_if_it_misses() -> None:
     ctx = FakeContext()
     pending = WARM_UP.route(parse(b"gets k\r\n"), ctx)
-    warm_hit = hit(b"k", b"abc", cas=99)
-    for reply in (MISS, warm_hit, NOT_STORED, MISS):
+    second_miss = Reply(Result.NOTFOUND, b"END\r\n")
+    for reply in (MISS, hit(b"k", b"abc"), NOT_STORED, second_miss):
         ctx.waiting[0].answer(reply)
-    assert pending.reply is warm_hit
+    assert pending.reply is second_miss
 
 
 @pytest.mark.parametrize(
     ("cold", "warm", "answered"),
     [
         pytest.param(META_MISS, META_HIT, "warm", id="cold-miss-warm-hit"),
-        pytest.param(META_MISS, Reply(Result.NOTFOUND, b"EN\r\n"), "cold", id="both-miss"),
+        pytest.param(META_MISS, Reply(Result.NOTFOUND, b"EN\r\n"), "warm", id="both-miss"),
         pytest.param(TIMEOUT, META_MISS, "warm", id="cold-error-warm-miss"),
     ],
 )
@@ -843,19 +845,22 @@ def test_warm_up_other_commands_go_to_cold_only(client: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("cold", "warm", "answered"),
+    ("client", "cold", "warm", "answered"),
     [
-        pytest.param(MISS, MISS, "cold", id="both-miss"),
-        pytest.param(TIMEOUT, MISS, "warm", id="cold-timeout"),
-        pytest.param(MISS, TIMEOUT, "cold", id="warm-timeout"),
-        pytest.param(A_LOCAL, B_LOCAL, "warm", id="both-error"),
+        pytest.param(b"get k\r\n", MISS, Reply(Result.NOTFOUND, b"END\r\n"), "warm", id="get-miss"),
+        pytest.param(b"get k\r\n", TIMEOUT, MISS, "warm", id="get-cold-timeout"),
+        pytest.param(b"get k\r\n", MISS, TIMEOUT, "warm", id="get-warm-timeout"),
+        pytest.param(b"get k\r\n", A_LOCAL, B_LOCAL, "warm", id="get-both-error"),
+        pytest.param(b"gets k\r\n", MISS, TIMEOUT, "cold", id="gets-warm-timeout"),
+        pytest.param(b"gat 1 k\r\n", TIMEOUT, MISS, "cold", id="gat-cold-timeout"),
+        pytest.param(b"gats 1 k\r\n", A_LOCAL, B_LOCAL, "cold", id="gats-both-error"),
     ],
 )
-def test_warm_up_warm_miss_answers_cold_unless_cold_errored(
-    cold: Reply, warm: Reply, answered: str
+def test_warm_up_without_a_warm_hit_get_answers_warm_and_the_others_cold(
+    client: bytes, cold: Reply, warm: Reply, answered: str
 ) -> None:
     ctx = FakeContext()
-    pending = WARM_UP.route(parse(b"get k\r\n"), ctx)
+    pending = WARM_UP.route(parse(client), ctx)
     ctx.sent[0].answer(cold)
     ctx.sent[1].answer(warm)
     assert pending.reply is (warm if answered == "warm" else cold)

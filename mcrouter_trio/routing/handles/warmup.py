@@ -21,11 +21,15 @@ _NAME = "WarmUpRoute"
 class WarmUpRoute:
     """Reads try `cold`, then `warm`; a warm hit is copied into `cold` with `add`.
 
-    `get`: the warm value is returned at once and the `add` runs in the
-    background (its reply is dropped). `gets`/`gat`/`gats`: the `add` is waited
-    for and the request is sent to `cold` again, so the client gets cold's CAS
-    and touch semantics. Meta `mg`: cold, else warm, without a refill (the
-    reply may not carry the value). Every other command goes to `cold` only.
+    As mcrouter's WarmUpRoute: `get` answers warm's reply whenever cold does not
+    hit (a warm miss or error included); on a warm hit the `add` runs in the
+    background (its reply is dropped). `gets`/`gat`/`gats` ask warm with a plain
+    `get` (warm's items are neither touched nor asked for a CAS); on a warm hit
+    the `add` is waited for and the request is sent to `cold` again, whose reply
+    the client gets (cold's CAS and touch semantics); otherwise the client gets
+    cold's first reply. Meta `mg`: cold on a hit, else warm's reply, without a
+    refill (the reply may not carry the value). Every other command goes to
+    `cold` only.
     """
 
     cold: Route
@@ -40,8 +44,9 @@ class WarmUpRoute:
         def after_cold(cold_reply: Reply) -> Reply | Pending:
             if cold_reply.result is Result.FOUND:
                 return cold_reply
+            asked = request if op is Op.GET or op is Op.MG else Request(Op.GET, request.key)
             return sequence(
-                self.warm.route(request, ctx),
+                self.warm.route(asked, ctx),
                 lambda warm_reply: self._after_warm(request, ctx, cold_reply, warm_reply),
                 name=_NAME,
             )
@@ -56,9 +61,10 @@ class WarmUpRoute:
     def _after_warm(
         self, request: Request, ctx: RouteContext, cold_reply: Reply, warm_reply: Reply
     ) -> Reply | Pending:
+        op = request.op
         if warm_reply.result is not Result.FOUND:
-            return warm_reply if cold_reply.is_error else cold_reply
-        if request.op is Op.MG:
+            return warm_reply if op is Op.GET or op is Op.MG else cold_reply
+        if op is Op.MG:
             return warm_reply
         adds = [
             self._add_for(request, header, block) for _key, header, block in values(warm_reply.raw)
@@ -66,17 +72,13 @@ class WarmUpRoute:
         if not adds:
             return warm_reply
         cold = self.cold
-        if request.op is Op.GET:
+        if op is Op.GET:
             for add in adds:  # the client does not wait for the refill
                 ctx.background.start(_NAME, partial(cold.route, add, ctx))
             return warm_reply
         return sequence(
             cold.route(adds[0], ctx),
-            lambda _added: sequence(
-                cold.route(request, ctx),
-                lambda again: again if again.result is Result.FOUND else warm_reply,
-                name=_NAME,
-            ),
+            lambda _added: cold.route(request, ctx),
             name=_NAME,
         )
 
