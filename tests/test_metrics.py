@@ -113,9 +113,18 @@ def test_metrics_are_summed_over_workers(memcached: Memcached, proxy_factory: Pr
             pids.add(stats_on(client)["pid"])
     assert len(pids) == 2  # both workers took sets: the sum needs the other's snapshot
     server = server_labels(memcached)
-    assert poll(lambda: samples(metrics_port)[command("set")] == sets)
+    latency_count = ("mcrouter_server_latency_seconds_count", server)
+
+    def both_workers_counted() -> bool:
+        scraped = samples(metrics_port)
+        return scraped[command("set")] == sets and scraped[latency_count] == sets
+
+    assert poll(both_workers_counted)
     after = samples(metrics_port)
     assert after[("mcrouter_server_requests_total", server)] == sets
+    # Each reply timed once, by the worker that read it; the histograms add up.
+    assert after[("mcrouter_server_latency_seconds_bucket", (("le", "+Inf"), *server))] == sets
+    assert after[("mcrouter_all_servers_latency_seconds_count", ())] == sets
     assert after[("mcrouter_num_proxies", ())] == 2
     assert str(int(after[("mcrouter_pid", ())])) in pids
 
@@ -159,7 +168,7 @@ def test_every_documented_metric_is_scraped(
         "--metrics-address", "127.0.0.1",
     )  # fmt: skip
     names = {name for name, _ in samples(metrics_port)}
-    assert names == {family.sample_name for family in FAMILIES}
+    assert names == {name for family in FAMILIES for name in family.sample_names}
 
 
 def test_docs_list_the_metrics_as_the_table_makes_them() -> None:

@@ -76,8 +76,10 @@ def test_others_skip_this_worker_and_snapshots_from_before_a_reset() -> None:
 def test_a_worker_with_too_many_servers_still_shares_its_totals() -> None:
     board = StatsBoard(workers=2, slot_bytes=200)
     worker, reader = SharedStats(board, 0), SharedStats(board, 1)
-    worker.publish({"basic": {"cmd_get": 4}, "servers": {"s" * 300: [1]}})
-    assert reader.others() == [{"basic": {"cmd_get": 4}, "servers": {}}]
+    worker.publish(
+        {"basic": {"cmd_get": 4}, "servers": {"s" * 300: [1]}, "latency": {"s" * 300: [1, 0.5]}}
+    )
+    assert reader.others() == [{"basic": {"cmd_get": 4}, "servers": {}, "latency": {}}]
 
 
 def test_a_reader_never_sees_half_a_snapshot_while_another_process_writes() -> None:

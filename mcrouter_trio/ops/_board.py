@@ -53,8 +53,8 @@ class StatsBoard:
 
     @classmethod
     def for_servers(cls, workers: int, servers: int) -> StatsBoard:
-        """A board whose slots fit a snapshot with `servers` server lines."""
-        return cls(workers, 4096 + 512 * servers)
+        """A board whose slots fit a snapshot with `servers` server lines and histograms."""
+        return cls(workers, 4096 + 1024 * servers)
 
     @property
     def generation(self) -> int:
@@ -151,7 +151,8 @@ class SharedStats:
     def publish(self, snapshot: Snapshot) -> None:
         if not self.board.publish(self.index, self.generation, snapshot):
             # Per-server lines are what grows: the totals still fit without them.
-            self.board.publish(self.index, self.generation, {**snapshot, "servers": {}})
+            smaller = {**snapshot, "servers": {}, "latency": {}}
+            self.board.publish(self.index, self.generation, smaller)
             if not self._too_large_logged:
                 self._too_large_logged = True
                 log.warning("stats: too many servers to share per-server counters")

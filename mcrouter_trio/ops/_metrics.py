@@ -10,7 +10,11 @@ is declared twice. The mapping, applied to the tables by `FAMILIES`:
 - the text stats (`version`, `commandargs`) are the labels of `mcrouter_info`;
 - a server stat `x` is `mcrouter_server_x`, labelled by the server (`server`
   host:port, `protocol`, `security` plain or ssl, `timeout_ms`: what tells two
-  destinations apart), plus `mcrouter_server_up` and `mcrouter_server_tko` from its state.
+  destinations apart), plus `mcrouter_server_up` and `mcrouter_server_tko` from its state;
+- each destination's latency counts (`Destination.latencies`) are the histogram
+  `mcrouter_server_latency_seconds`, and all of them added up are
+  `mcrouter_all_servers_latency_seconds` (the `avg_latency_us` of `stats servers` is
+  left out: the histogram's `_sum` over `_count` is that mean).
 
 The endpoint is a Trio task of its own (`serve_metrics`): a small HTTP/1.1 responder
 that answers one request per connection. With `--num-proxies N` only the first worker
@@ -30,11 +34,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 
-from mcrouter_trio.counters import PROXY_STATS, SERVER_STATS, Kind, Stat
+from mcrouter_trio.counters import LATENCY_BOUNDS, PROXY_STATS, SERVER_STATS, Kind, Latencies, Stat
 
 if TYPE_CHECKING:
     from mcrouter_trio.ops._stats import ProxyStats
@@ -57,15 +62,22 @@ class Family:
     name: str
     """Without the `_total` a counter's samples carry, or the `_info` an info's do."""
     type: str
-    """`counter`, `gauge` or `info`."""
+    """`counter`, `gauge`, `info` or `histogram`."""
     help: str
     labels: tuple[str, ...] = ()
 
     @property
     def sample_name(self) -> str:
-        """The name of its samples in the text format."""
+        """The name of its samples in the text format (a histogram's, without suffix)."""
         suffix = {"counter": "_total", "info": "_info"}.get(self.type, "")
         return self.name + suffix
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """Every name its samples have in the text format."""
+        if self.type == "histogram":
+            return tuple(self.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        return (self.sample_name,)
 
 
 def _metric_type(stat: Stat) -> str:
@@ -92,6 +104,19 @@ SERVER_TKO: Final = Family(
     "1 while the server is TKO (requests to it fail fast until a probe succeeds)",
     SERVER_LABELS,
 )
+SERVER_LATENCY: Final = Family(
+    f"{PREFIX}_server_latency_seconds",
+    "histogram",
+    "seconds from a request's write to the server to its reply read back complete",
+    SERVER_LABELS,
+)
+ALL_SERVERS_LATENCY: Final = Family(
+    f"{PREFIX}_all_servers_latency_seconds",
+    "histogram",
+    "the same, every server's replies together",
+)
+#: Server stats that are not metrics of their own: the mean the histograms give.
+_NOT_METRICS: Final = frozenset({"avg_latency_us"})
 PROXY_FAMILIES: Final = {
     stat.name: Family(f"{PREFIX}_{stat.name}", _metric_type(stat), stat.help)
     for stat in _NUMERIC_STATS
@@ -99,6 +124,7 @@ PROXY_FAMILIES: Final = {
 SERVER_FAMILIES: Final = {
     stat.name: Family(f"{PREFIX}_server_{stat.name}", _metric_type(stat), stat.help, SERVER_LABELS)
     for stat in SERVER_STATS
+    if stat.name not in _NOT_METRICS
 }
 #: Every metric `/metrics` shows, in the order it shows them.
 FAMILIES: Final = (
@@ -108,7 +134,11 @@ FAMILIES: Final = (
     *SERVER_FAMILIES.values(),
     SERVER_UP,
     SERVER_TKO,
+    SERVER_LATENCY,
+    ALL_SERVERS_LATENCY,
 )
+#: The `le` label of each bucket (`0.0001`, ..., `10.0`, as Prometheus' clients write bounds).
+_BUCKET_LABELS: Final = (*(repr(bound) for bound in LATENCY_BOUNDS), "+Inf")
 
 
 def command_label(stat: Stat) -> str:
@@ -122,7 +152,19 @@ def _family(family: Family) -> Any:
         return CounterMetricFamily(family.name, family.help, labels=labels)
     if family.type == "info":
         return InfoMetricFamily(family.name, family.help, labels=[])
+    if family.type == "histogram":
+        return HistogramMetricFamily(family.name, family.help, labels=labels)
     return GaugeMetricFamily(family.name, family.help, labels=labels)
+
+
+def add_histogram(metric: HistogramMetricFamily, labels: list[str], latencies: Latencies) -> None:
+    """Add one histogram's samples: cumulative bucket counts, as Prometheus wants them."""
+    buckets = []
+    total = 0
+    for label, count in zip(_BUCKET_LABELS, latencies.counts, strict=True):
+        total += count
+        buckets.append((label, float(total)))
+    metric.add_metric(labels, buckets, latencies.sum)
 
 
 def server_labels(server: ServerSpec) -> list[str]:
@@ -150,9 +192,11 @@ class StatsCollector:
         for stat in _COMMAND_STATS:
             requests.add_metric([command_label(stat)], float(totals[stat.name]))
         yield requests
-        servers = self._stats.server_totals(destinations)
+        servers, latencies = self._stats.server_sums(destinations)
         metrics = {name: _family(family) for name, family in SERVER_FAMILIES.items()}
         up, tko = _family(SERVER_UP), _family(SERVER_TKO)
+        server_latency = _family(SERVER_LATENCY)
+        every_latency = Latencies()
         for server, values in sorted(servers.items(), key=lambda item: item[0].address):
             labels = server_labels(server)
             for name, metric in metrics.items():
@@ -161,9 +205,15 @@ class StatsCollector:
             up.add_metric(labels, 1.0 if dest.state == "up" else 0.0)
             tracker = dest.tracker
             tko.add_metric(labels, 1.0 if tracker and tracker.refusal is not None else 0.0)
+            add_histogram(server_latency, labels, latencies[server])
+            every_latency.add(latencies[server])
         yield from metrics.values()
         yield up
         yield tko
+        yield server_latency
+        all_servers_latency = _family(ALL_SERVERS_LATENCY)
+        add_histogram(all_servers_latency, [], every_latency)
+        yield all_servers_latency
 
 
 def registry_for(
@@ -185,6 +235,12 @@ def metrics_markdown() -> str:
     commands = ", ".join(f"`{command_label(stat)}`" for stat in _COMMAND_STATS)
     rows.append("")
     rows.append(f"`command` is one of {commands}.")
+    bounds = ", ".join(f"`{label}`" for label in _BUCKET_LABELS)
+    rows.append("")
+    rows.append(
+        "A histogram's samples are `<metric>_bucket` (one per bucket, labelled `le`, its"
+        f" upper bound in seconds: {bounds}), `<metric>_sum` (seconds) and `<metric>_count`."
+    )
     return "\n".join(rows) + "\n"
 
 

@@ -21,7 +21,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from mcrouter_trio import SERVER_VERSION
-from mcrouter_trio.counters import PROXY_STATS, SERVER_STATS, Kind, ProxyCounters, Source
+from mcrouter_trio.counters import (
+    PROXY_STATS,
+    SERVER_STATS,
+    Kind,
+    Latencies,
+    ProxyCounters,
+    Source,
+)
 from mcrouter_trio.messages import Op, Reply, Result
 from mcrouter_trio.ops._board import SharedStats, Snapshot
 from mcrouter_trio.ops._reload import ConfigStatus
@@ -205,18 +212,32 @@ class ProxyStats(ProxyCounters):
 
     def server_totals(
         self, destinations: Mapping[ServerSpec, Destination]
-    ) -> dict[ServerSpec, dict[str, int]]:
+    ) -> dict[ServerSpec, dict[str, float]]:
         """Every stat of `SERVER_STATS` per server this worker knows, summed over workers."""
+        return self.server_sums(destinations)[0]
+
+    def server_sums(
+        self, destinations: Mapping[ServerSpec, Destination]
+    ) -> tuple[dict[ServerSpec, dict[str, float]], dict[ServerSpec, Latencies]]:
+        """`server_totals` and each server's latency histogram, summed over workers."""
         values = {server: _server_values(dest) for server, dest in destinations.items()}
-        by_key = {_server_key(server): mine for server, mine in values.items()}
+        latencies = {server: dest.latencies.copy() for server, dest in destinations.items()}
+        by_key = {_server_key(server): server for server in destinations}
         for other in self.shared.others() if self.shared is not None else []:
             for key, theirs in other["servers"].items():
-                mine = by_key.get(key)
-                if mine is None:  # lines are for the servers this worker knows
+                server = by_key.get(key)
+                if server is None:  # lines are for the servers this worker knows
                     continue
+                mine = values[server]
                 for stat, value in zip(_SUMMED_SERVER_STATS, theirs, strict=True):
                     mine[stat.name] += value
-        return values
+            for key, histogram in other.get("latency", {}).items():
+                server = by_key.get(key)
+                if server is not None:
+                    latencies[server].add(Latencies.from_list(histogram))
+        for server, histogram in latencies.items():
+            values[server]["avg_latency_us"] = histogram.mean * 1e6
+        return values, latencies
 
     def publish(self, destinations: Mapping[ServerSpec, Destination]) -> None:
         """Put this worker's counters on the board (resetting them first if asked to)."""
@@ -232,12 +253,16 @@ class ProxyStats(ProxyCounters):
         """This worker's summed stats, as the other workers' `stats` add them up."""
         values = self.values(destinations)
         servers = {}
+        latency = {}
         for server, dest in destinations.items():
             counts = _server_values(dest)
-            servers[_server_key(server)] = [counts[stat.name] for stat in _SUMMED_SERVER_STATS]
+            key = _server_key(server)
+            servers[key] = [counts[stat.name] for stat in _SUMMED_SERVER_STATS]
+            latency[key] = dest.latencies.to_list()
         return {
             "basic": {stat.name: values[stat.name] for stat in _SUMMED_PROXY_STATS},
             "servers": servers,
+            "latency": latency,
         }
 
 
@@ -268,9 +293,9 @@ def _number(text: str) -> int | float:
     return float(text) if "." in text else int(text)
 
 
-def _server_values(dest: Destination) -> dict[str, int]:
+def _server_values(dest: Destination) -> dict[str, float]:
     """This process's value of every stat in `SERVER_STATS` for one destination, by name."""
-    computed = {"pending_reqs": dest.pending_count}
+    computed = {"pending_reqs": dest.pending_count, "avg_latency_us": dest.latencies.mean * 1e6}
     return {
         stat.name: getattr(dest.stats, stat.name)
         if stat.source is Source.STORED
@@ -279,8 +304,8 @@ def _server_values(dest: Destination) -> dict[str, int]:
     }
 
 
-def _server_line(values: Mapping[str, int], state: str, *, tls: bool) -> str:
-    """`pending_reqs:0 up; requests:5 ...`: gauges, the server's state, then counters.
+def _server_line(values: Mapping[str, float], state: str, *, tls: bool) -> str:
+    """`avg_latency_us:0.000 pending_reqs:0 up; requests:5 ...`: gauges, the state, counters.
 
     The state is `[soft_tko|hard_tko] new|connecting|up|closed|down [probing]`.
 
@@ -288,8 +313,8 @@ def _server_line(values: Mapping[str, int], state: str, *, tls: bool) -> str:
     means every reconnect pays a full handshake.
     """
     shown = [stat for stat in SERVER_STATS if tls or not stat.tls_only]
-    gauges = [f"{s.name}:{values[s.name]}" for s in shown if s.kind is Kind.GAUGE]
-    counters = [f"{s.name}:{values[s.name]}" for s in shown if s.kind is not Kind.GAUGE]
+    gauges = [f"{s.name}:{values[s.name]:{s.format}}" for s in shown if s.kind is Kind.GAUGE]
+    counters = [f"{s.name}:{values[s.name]:{s.format}}" for s in shown if s.kind is not Kind.GAUGE]
     return " ".join([*gauges, f"{state};", *counters])
 
 

@@ -24,6 +24,11 @@ server, not when it is queued, and a megabyte reply being read, or a long pipeli
 being answered, keeps the connection alive; a server that stops sending, before or
 in the middle of a reply, still times out.
 
+The same clock times replies (`latencies`, a histogram of plain counts): a reply's
+latency runs from its request's write to the read that completed it. The reader reads
+the clock once per read, shared by every reply the read completes, so the cost per
+reply is a subtraction, a bisect and two additions.
+
 Health (`_health.py`): reply timeouts and connect failures are reported to the
 server's `TkoTracker`. While the server is TKO, or while the destination waits out a
 reconnect backoff, `send` answers at once with the reply in `_refuse` and sends
@@ -42,13 +47,14 @@ import random
 import ssl
 import sys
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from typing import Final, TypeAlias
 
 import trio
 
-from mcrouter_trio.counters import ServerCounters
+from mcrouter_trio.counters import LATENCY_BOUNDS, Latencies, ServerCounters
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import GetBatchFramer, GetProgress, ReplyStreamError, frame_reply
 from mcrouter_trio.routing._combinators import FAILURES
@@ -68,8 +74,8 @@ _BUSY: Final = error_reply(Result.BUSY, "307 busy")
 _STOPPED: Final = error_reply(Result.LOCAL_ERROR, "destination closed")
 _PROBE: Final = b"version\r\n"
 
-#: Taken once per write to a server: the monotonic clock is a C call, where
-#: trio.current_time() is three Python ones.
+#: Taken once per write to a server and once per read from it: the monotonic clock
+#: is a C call, where trio.current_time() is three Python ones.
 _now = time.monotonic
 #: How often, in parts of a timeout, the watchdog looks for bytes from a server that
 #: has requests to answer: the silence it tolerates is at most 1 + 1/LOOKS timeouts.
@@ -137,6 +143,8 @@ class Destination:
         # 0 means no limit (as `--max-client-outstanding-reqs 0` does).
         self.max_pending = max_pending or sys.maxsize
         self.stats = ServerCounters()
+        #: Seconds from a request's write to its reply, per reply read (`_read_loop`).
+        self.latencies = Latencies()
         self.state = "new"
         self._ssl_context = ssl_context
         self._tls_sessions = SessionCache()
@@ -642,12 +650,18 @@ class Destination:
         queue = self._queue
         client_writes = self._client_writes
         backend_writes = self._backend_writes
+        latencies = self.latencies
+        latency_counts = latencies.counts
+        bounds = LATENCY_BOUNDS
+        bucket_of = bisect_left  # a local, not a global to look up per reply
         buf: bytes | bytearray = b""
         pos = 0
         progress = GetProgress()  # a long get reply is walked once, not once per read
         try:
             while True:
                 data = await stream.receive_some(RECEIVE_SIZE)
+                # Every reply this read completes is dated by this one clock read.
+                now = _now()
                 if not data:
                     self._broken(scope, error_reply(Result.REMOTE_ERROR, "remote error"), "EOF")
                     return
@@ -661,11 +675,12 @@ class Destination:
                 # Sessions whose replies resolve here are written once, at the end, and
                 # so are servers that routes answering these replies sent requests to.
                 start = pos
+                waited = 0.0  # the seconds the replies of this read took, together
                 client_writes.hold()
                 backend_writes.hold()
                 try:
                     while queue:
-                        op, pending, _timeout, _write = queue[0]
+                        op, pending, _timeout, write = queue[0]
                         if op is _GET_BATCH:
                             assert isinstance(pending, _GetBatch)
                             after = pending.framer.frame(buf, pos)
@@ -677,6 +692,10 @@ class Destination:
                             keys = len(pending.pendings)
                             self._batched_extra -= keys - 1
                             self.stats.replies += keys
+                            # Each key is a request, answered when the batch is.
+                            elapsed = now - write[0]
+                            latency_counts[bucket_of(bounds, elapsed)] += keys
+                            waited += elapsed * keys
                             pending.resolve_framed()
                             continue
                         framed = frame_reply(buf, pos, op, progress)
@@ -686,6 +705,9 @@ class Destination:
                         reply, pos = framed
                         queue.popleft()
                         self.stats.replies += 1
+                        elapsed = now - write[0]
+                        latency_counts[bucket_of(bounds, elapsed)] += 1
+                        waited += elapsed
                         try:
                             pending.resolve(reply)
                         except Exception as exc:
@@ -694,6 +716,7 @@ class Destination:
                         if pos < len(buf):
                             raise ReplyStreamError("data received with no request pending")
                 finally:
+                    latencies.sum += waited
                     backend_writes.release()
                     client_writes.release()
                 if self._watch_replies and pos != start:
@@ -721,10 +744,11 @@ class Destination:
         reply are still coming.
         Only the head is watched: every request behind it waits for its reply anyway.
 
-        The reader does not read the clock: a new head (a reply finished) or a read
-        that left the head's reply unfinished is dated by this task when it looks, a
-        few times per timeout while requests are pending, so silence is measured to
-        within 1/_LOOKS of a timeout (never shorter) at no cost per request.
+        The reader does not tell this task when it heard the server: a new head (a
+        reply finished) or a read that left the head's reply unfinished is dated by
+        this task when it looks, a few times per timeout while requests are pending,
+        so silence is measured to within 1/_LOOKS of a timeout (never shorter) at no
+        cost per request.
         """
         queue = self._queue
         head_seen: object = None  # the head at the last look
