@@ -50,7 +50,7 @@ class ProxyContext:
         self.health = health or HealthSettings()
         self.tko = TkoRegistry(self.health)
         #: Every ejecting pool's state (`auto_eject_hosts`); `Router` binds trees to it.
-        self.ejections = EjectionStore()
+        self.ejections = EjectionStore(self._ejection_changed)
         self.host_id = host_id
         #: The delete spool (`--async-dir`), set when serving starts unless disabled.
         self.asynclog: DeleteSpool | None = None
@@ -126,6 +126,17 @@ class ProxyContext:
                 del self.destinations[destination.server]
             for spec in [spec for spec, known in self._by_spec.items() if known is destination]:
                 del self._by_spec[spec]
+
+    def _ejection_changed(self, server: ServerSpec, ejected: bool) -> None:
+        """A pool ejected `server` or took it back: its `stats servers` counts."""
+        destination = self.find(server)
+        if destination is None:
+            return
+        if ejected:
+            destination.stats.ejections += 1
+            destination.stats.ejected += 1
+        else:
+            destination.stats.ejected -= 1
 
     def _census(self) -> str:
         """ "N of M servers up", for destinations' log lines."""
