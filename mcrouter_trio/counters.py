@@ -132,6 +132,12 @@ PROXY_STATS: Final = (
         summed=False,
     ),
     Stat(
+        "server_ejects",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "servers ejected from a pool's hash ring (auto_eject_hosts), every pool's",
+    ),
+    Stat(
         "num_proxies",
         Kind.INFO,
         Source.COMPUTED,
@@ -230,8 +236,8 @@ def _server_counter(name: str, help: str, *, tls_only: bool = False) -> Stat:
     return Stat(name, Kind.COUNTER, Source.STORED, help, tls_only=tls_only)
 
 
-#: The fields of a `stats servers` line, in order: its gauges come before the server's
-#: state, its counters after.
+#: The fields of a `stats servers` line, in order: its leading gauges come before the
+#: server's state, the rest after it (mcrouter's fields first, then the proxy's own).
 SERVER_STATS: Final = (
     Stat(
         "avg_latency_us",
@@ -258,6 +264,14 @@ SERVER_STATS: Final = (
     _server_counter("get_batches", "multi-key gets made of single-key gets (--batch-gets)"),
     _server_counter("tls_handshakes", "TLS handshakes completed", tls_only=True),
     _server_counter("tls_resumed", "TLS handshakes that resumed a session", tls_only=True),
+    # Ejection (auto_eject_hosts), after mcrouter's fields.
+    _server_counter("ejections", "times a pool ejected the server from its hash ring"),
+    Stat(
+        "ejected",
+        Kind.GAUGE,
+        Source.STORED,
+        "pools (summed over workers) whose hash ring the server is out of now (0: in every ring)",
+    ),
 )
 
 

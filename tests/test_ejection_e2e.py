@@ -5,17 +5,35 @@ The proxy runs the config `import-twemproxy` makes of a nutcracker pool with
 other two without an error and every other key stays where it was; the placement is
 the one a running nutcracker, configured the same way with the same server down,
 chooses. Restarted, the server is probed after the retry time and its keys go back.
+
+Reloads (a rewritten config, SIGHUPs) keep an unchanged pool's ejected server out, with
+one prober however many trees there were, and the ejection shows in `stats`, `stats
+servers` and the metrics.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from conftest import Memcached, Proxy, _stop, connect, poll
+from conftest import (
+    Client,
+    Memcached,
+    Proxy,
+    _stop,
+    connect,
+    direct_get,
+    free_port,
+    poll,
+    stats_on,
+)
+from test_metrics import scrape
 from test_twemproxy_e2e import holders, imported_config, make_keys, set_all, start_nutcracker
 
 MemcachedFactory = Callable[..., Memcached]
@@ -109,3 +127,90 @@ def imported_config_for(tmp_path: Path, pool: dict[str, Any]) -> str:
     nutcracker, _ = start_nutcracker(tmp_path, pool)
     _stop(nutcracker)
     return imported_config(tmp_path)
+
+
+def reloaded(proxy: Proxy, count: int) -> bool:
+    return proxy.log().count("config reloaded") >= count
+
+
+def server_fields(client: Client, server: Memcached) -> dict[str, str]:
+    """The `stats servers` fields of `server` (after the state)."""
+    raw = client.call(b"stats servers\r\n", b"END\r\n").decode()
+    (line,) = [line for line in raw.splitlines() if line.startswith(f"STAT {server.address}:")]
+    after_state = line.split("; ", 1)[1]
+    return dict(field.split(":", 1) for field in after_state.split(" "))
+
+
+def sends_to(client: Client, server: Memcached) -> int:
+    """Requests routed to `server`, sent or failed fast: with no client traffic, probes."""
+    fields = server_fields(client, server)
+    return int(fields["requests"]) + int(fields["failed_fast"])
+
+
+def test_an_ejected_server_stays_out_across_reloads_with_one_prober(
+    tmp_path: Path, memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    servers = [memcached_factory() for _ in range(3)]
+    retry_s = 0.3
+    pool = {
+        "servers": [server.address for server in servers],
+        "auto_eject_hosts": True,
+        "server_failure_limit": LIMIT,
+        "server_retry_timeout": int(retry_s * 1000),
+    }
+    config = {"pools": {"A": pool}, "route": "PoolRoute|A"}
+    metrics_port = free_port()
+    proxy = proxy_factory(
+        config,
+        "--reconfiguration-delay-ms", "0", "--disable-tko-tracking",
+        "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1",
+    )  # fmt: skip
+    keys = make_keys(600, seed=5)
+    set_all(proxy.port, keys, b"a")
+    before = holders(servers, keys, b"a")
+    dead = servers[1]
+    dead.stop()
+    assert len(provoke_ejection(proxy.port, keys)) == LIMIT
+    assert poll(lambda: "ejected after 2 failures" in proxy.log(), 5)
+
+    # Reloads: the config rewritten (same pools, a comment more), then SIGHUPs.
+    path = tmp_path / f"config-{proxy.port}.json"
+    path.write_text("// rewritten\n" + json.dumps(config))
+    for count in range(1, 6):
+        if count > 1:
+            proxy.process.send_signal(signal.SIGHUP)
+        assert poll(partial(reloaded, proxy, count), 10)
+
+    # The dead server's keys are still served by the others, with no error.
+    with connect(proxy.port) as client:
+        for key in keys:
+            assert client.call(b"set " + key + b" 0 0 1\r\nr\r\n") == b"STORED\r\n", key
+            reply = client.call(b"get " + key + b"\r\n", b"END\r\n")
+            assert reply == b"VALUE " + key + b" 0 1\r\nr\r\nEND\r\n", key
+        fields = server_fields(client, dead)
+        assert (fields["ejections"], fields["ejected"]) == ("1", "1")
+        assert stats_on(client)["server_ejects"] == "1"
+        _, metrics = scrape(metrics_port)
+        for metric in ("mcrouter_server_ejected", "mcrouter_server_ejections_total"):
+            labels = rf'\{{[^}}]*server="{dead.address}"[^}}]*\}}'
+            assert re.search(rf"\n{metric}{labels} 1\.0\n", metrics), metric
+        assert "\nmcrouter_server_ejects_total 1.0\n" in metrics
+
+        # One prober: no more probes than one per retry period (6 trees would make 6 each).
+        assert poll(lambda: sends_to(client, dead) > 0, 5)
+        start, started = sends_to(client, dead), time.monotonic()
+        assert poll(lambda: sends_to(client, dead) >= start + 3, 10)
+        time.sleep(1.0)
+        probes, elapsed = sends_to(client, dead) - start, time.monotonic() - started
+        assert probes <= elapsed / retry_s + 1, (probes, elapsed)
+
+        dead.restart()
+        moved = [key for key, was in zip(keys, before, strict=True) if was == 1]
+        assert poll(lambda: server_fields(client, dead)["ejected"] == "0", 10)
+        set_all(proxy.port, keys, b"b")
+        assert holders(servers, keys, b"b") == before
+        assert moved and direct_get(dead, moved[0]).startswith(b"VALUE")
+        assert server_fields(client, dead)["ejections"] == "1"
+        assert stats_on(client)["server_ejects"] == "1"
+    assert proxy.log().count("ejected after") == 1
+    assert proxy.log().count("answered its probe and is back in the ring") == 1

@@ -236,6 +236,7 @@ async def serve(
         tree = config.tree(router_settings.default_route)
         router = Router(tree, ctx, stats, router_settings, admin)
         stats.background = ctx.background
+        stats.ejections = ctx.ejections
         if settings.asynclog is not None:
             start_delete_stream(
                 settings.asynclog, ctx, destination_nursery, stats, lambda: router.tree.servers

@@ -33,6 +33,7 @@ from mcrouter_trio.messages import Op, Reply, Result
 from mcrouter_trio.ops._board import SharedStats, Snapshot
 from mcrouter_trio.ops._reload import ConfigStatus
 from mcrouter_trio.routing._combinators import FAILURES, Background
+from mcrouter_trio.routing._ejection import EjectionStore
 
 if TYPE_CHECKING:
     from mcrouter_trio.routing._specs import ServerSpec
@@ -63,7 +64,7 @@ class ProxyStats(ProxyCounters):
     stats board and `stats` adds the other workers' published counters to this worker's own.
     """
 
-    __slots__ = ("background", "commandargs", "config", "ops", "shared", "started")
+    __slots__ = ("background", "commandargs", "config", "ejections", "ops", "shared", "started")
 
     def __init__(self, commandargs: str = "") -> None:
         super().__init__()
@@ -73,6 +74,8 @@ class ProxyStats(ProxyCounters):
         self.shared: SharedStats | None = None
         #: The routing context's fire-and-forget work (set when serving starts).
         self.background = Background()
+        #: The routing context's ejection state (set when serving starts).
+        self.ejections = EjectionStore()
         #: When the config serving now was loaded, and how reloads went.
         self.config = ConfigStatus()
 
@@ -189,6 +192,7 @@ class ProxyStats(ProxyCounters):
             "num_servers_closed": states.count("closed"),
             "num_servers_new": states.count("new"),
             "num_suspect_servers": len(suspect_servers(destinations)),
+            "server_ejects": self.ejections.ejects,
             "num_proxies": self.shared.workers if self.shared is not None else 1,
             "proxy_reqs_processing": sum(d.pending_count for d in destinations.values()),
             "config_age": int(now - self.config.loaded_at),
@@ -305,17 +309,27 @@ def _server_values(dest: Destination) -> dict[str, float]:
 
 
 def _server_line(values: Mapping[str, float], state: str, *, tls: bool) -> str:
-    """`avg_latency_us:0.000 pending_reqs:0 up; requests:5 ...`: gauges, the state, counters.
+    """`avg_latency_us:0.000 pending_reqs:0 up; requests:5 ...`.
+
+    The leading gauges, the state, then the rest (counters, and gauges of the proxy's
+    own after mcrouter's fields).
 
     The state is `[soft_tko|hard_tko] new|connecting|up|closed|down [probing]`.
 
     The TLS counters only show for servers reached over TLS, where a low resumed share
     means every reconnect pays a full handshake.
     """
-    shown = [stat for stat in SERVER_STATS if tls or not stat.tls_only]
-    gauges = [f"{s.name}:{values[s.name]:{s.format}}" for s in shown if s.kind is Kind.GAUGE]
-    counters = [f"{s.name}:{values[s.name]:{s.format}}" for s in shown if s.kind is not Kind.GAUGE]
-    return " ".join([*gauges, f"{state};", *counters])
+    fields = [
+        f"{s.name}:{values[s.name]:{s.format}}" for s in SERVER_STATS if tls or not s.tls_only
+    ]
+    return " ".join([*fields[:_BEFORE_STATE], f"{state};", *fields[_BEFORE_STATE:]])
+
+
+#: How many `SERVER_STATS` fields come before the state: the leading gauges (the
+#: tls_only fields all come later).
+_BEFORE_STATE: Final = next(
+    index for index, stat in enumerate(SERVER_STATS) if stat.kind is not Kind.GAUGE
+)
 
 
 def _server_key(server: ServerSpec) -> str:

@@ -5,8 +5,9 @@ identity (address, protocol, TLS settings; see `ServerSpec.identity`), shared by
 every client and by every route tree, so a new tree keeps the connections. Each
 destination's task starts in the destination nursery the first time it is needed.
 It also owns the proxy's one timer task (`call_later`), the cap on
-fire-and-forget requests (`background`) and the servers' TKO state (`tko`, one
-tracker per `host:port`, shared by the destinations that reach it).
+fire-and-forget requests (`background`), the servers' TKO state (`tko`, one
+tracker per `host:port`, shared by the destinations that reach it) and the pools'
+ejection state (`ejections`, kept across reloads while a pool is unchanged).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import trio
 from mcrouter_trio.messages import Op, Pending, Reply, Request
 from mcrouter_trio.routing._base import DeleteSpool
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, Background
+from mcrouter_trio.routing._ejection import EjectionStore
 from mcrouter_trio.routing._multiget import split_multiget
 from mcrouter_trio.routing._specs import ConnectionKey, ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
@@ -47,6 +49,8 @@ class ProxyContext:
         self.rng = random.Random()
         self.health = health or HealthSettings()
         self.tko = TkoRegistry(self.health)
+        #: Every ejecting pool's state (`auto_eject_hosts`); `Router` binds trees to it.
+        self.ejections = EjectionStore(self._ejection_changed)
         self.host_id = host_id
         #: The delete spool (`--async-dir`), set when serving starts unless disabled.
         self.asynclog: DeleteSpool | None = None
@@ -122,6 +126,17 @@ class ProxyContext:
                 del self.destinations[destination.server]
             for spec in [spec for spec, known in self._by_spec.items() if known is destination]:
                 del self._by_spec[spec]
+
+    def _ejection_changed(self, server: ServerSpec, ejected: bool) -> None:
+        """A pool ejected `server` or took it back: its `stats servers` counts."""
+        destination = self.find(server)
+        if destination is None:
+            return
+        if ejected:
+            destination.stats.ejections += 1
+            destination.stats.ejected += 1
+        else:
+            destination.stats.ejected -= 1
 
     def _census(self) -> str:
         """ "N of M servers up", for destinations' log lines."""

@@ -35,7 +35,7 @@ from mcrouter_trio.routing._base import (
     default_reply,
 )
 from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
-from mcrouter_trio.routing._ejection import EjectionWatch, Ejector, RingBuilder
+from mcrouter_trio.routing._ejection import EjectionWatch, Ejector, PoolEjection, RingBuilder
 from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
@@ -332,7 +332,7 @@ class PoolRoute:
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
     _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
-    #: The pool's ejection state (None: the pool never ejects).
+    #: Its hold on the pool's ejection state (None: the pool never ejects).
     ejector: Ejector | None = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -371,14 +371,10 @@ class PoolRoute:
                 build = partial(self.hash.selector_for, self.pool)
             else:
                 build = partial(avoiding, select, len(children))
-            ejector = Ejector(
-                self.pool.name,
-                destinations,
-                [server.address for server in self.pool.servers],
-                self.pool.ejection,
-                build,
-                select,
+            state = PoolEjection(
+                self.pool.name, destinations, self.pool.servers, self.pool.ejection, build, select
             )
+            ejector = Ejector((self.pool, self.hash), state)
             children = tuple(
                 EjectionWatch(child, index, ejector) for index, child in enumerate(children)
             )
