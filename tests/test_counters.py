@@ -92,9 +92,10 @@ def test_stats_servers_shows_every_server_stat_and_tls_ones_only_for_tls() -> No
         shown = {s.name for s in SERVER_STATS if server.mech == "ssl" or not s.tls_only}
         fields = dict(field.split(":") for field in [*gauges.split(" "), *counters.split(" ")])
         assert set(fields) == shown, line
-        # mcrouter's fields where mcrouter has them: its one gauge before the state, the
+        # mcrouter's fields where mcrouter has them: its gauges before the state, the
         # rest after in table order; the proxy's own (ejection) fields are appended.
-        assert [field.split(":")[0] for field in gauges.split(" ")] == ["pending_reqs"]
+        leading = [field.split(":")[0] for field in gauges.split(" ")]
+        assert leading == ["avg_latency_us", "pending_reqs"]
         assert list(fields) == [s.name for s in SERVER_STATS if s.name in shown]
         assert list(fields)[-2:] == ["ejections", "ejected"]
         for stat in SERVER_STATS:
