@@ -42,12 +42,14 @@ class ProxyContext:
         max_pending: int = DEFAULT_MAX_PENDING,
         batch_gets: bool | None = None,
         host_id: int = 0,
+        worker_index: int = 0,
         health: HealthSettings | None = None,
     ) -> None:
         self.rng = random.Random()
         self.health = health or HealthSettings()
         self.tko = TkoRegistry(self.health)
         self.host_id = host_id
+        self.worker_index = worker_index
         #: The delete spool (`--async-dir`), set when serving starts unless disabled.
         self.asynclog: DeleteSpool | None = None
         self.dry_run = False
