@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run_worker(index: int) -> int:
         plan.stats.shared = SharedStats(board, index)
-        return _serve_process(plan, supervisor)
+        return _serve_process(attrs.evolve(plan, worker_index=index), supervisor)
 
     return run_workers(args.num_proxies, run_worker)
 
@@ -635,6 +635,8 @@ class ProxyPlan:
     tls: TLSSetup
     tls_reload_interval: float
     host_id: int
+    #: This worker's index among the `--num-proxies` workers (mcrouter's proxy thread id).
+    worker_index: int = 0
     #: How to reload the config while running; None: it is not reloaded.
     reload: ReloadPlan | None = None
     #: Where mcrouter's stats files go (--stats-root); None: not written.
@@ -796,11 +798,26 @@ def main_route(argv: Sequence[str]) -> int:
         help="print the bucket each KEY falls in for each bucketized pool a get reaches "
         "(as `get __mcrouter__.get_bucket(key)` answers) instead of the servers",
     )
+    parser.add_argument(
+        "--num-proxies", type=_workers, default=1, metavar="N", help="as the proxy runs"
+    )
+    parser.add_argument(
+        "--worker",
+        type=int,
+        default=0,
+        metavar="K",
+        help="route as worker K of N does (LatestRoute's thread_local_failover)",
+    )
     parser.add_argument("keys", nargs="+", metavar="KEY")
     args = parser.parse_args(argv)
+    if not 0 <= args.worker < args.num_proxies:
+        parser.error(f"--worker {args.worker}: there are {args.num_proxies} workers (0..N-1)")
     try:
         config = load_config_file(
-            args.config_file, host_id=local_host_id(), local_addresses=local_addresses_or_none()
+            args.config_file,
+            host_id=local_host_id(),
+            local_addresses=local_addresses_or_none(),
+            num_proxies=args.num_proxies,
         )
     except (ConfigError, OSError) as exc:
         print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
@@ -814,7 +831,9 @@ def main_route(argv: Sequence[str]) -> int:
             print(f"{key}: {', '.join(found) if found else '(no bucketized pool)'}")
             continue
         try:
-            addresses = route_addresses(tree, ROUTABLE_OPS[args.op], key.encode(), lambda _s: False)
+            addresses = route_addresses(
+                tree, ROUTABLE_OPS[args.op], key.encode(), lambda _s: False, args.worker
+            )
         except AdminError as exc:
             print(f"{key}: ERROR: {exc}")
             status = 1
@@ -893,6 +912,7 @@ async def _serve_until_stopped(
                 shutdown=shutdown,
                 client_ssl_context_for=tls.client_context_for,
                 host_id=plan.host_id,
+                worker_index=plan.worker_index,
                 admin=admin,
                 task_status=task_status,
             )

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import pytest
 from _routing import MISS, SERVERS, TIMEOUT, answer_all, dest, error, parse, server_index
 
-from mcrouter_trio.config import load_config
+from mcrouter_trio.config import ConfigError, load_config
+from mcrouter_trio.downstream._admin import route_servers
 from mcrouter_trio.hashing import weighted_ch3
 from mcrouter_trio.hashing._folly import fnv64_broken, hash_128_to_64, twang_mix64
 from mcrouter_trio.hashing._per_host import latest_order
 from mcrouter_trio.hashing._spooky import spooky_hash64
-from mcrouter_trio.messages import Result
+from mcrouter_trio.messages import Op, Result
 from mcrouter_trio.routing import Route
 from mcrouter_trio.routing.handles.failover import LatestRoute
 from mcrouter_trio.routing.handles.simple import HostIdRoute
@@ -55,12 +56,16 @@ def ref_folly_hash(number: int, text: str) -> int:
     return ref_hash_128_to_64(ref_twang_mix64(number), spooky_hash64(text.encode(), 0))
 
 
-def ref_latest_targets(host_id: int, weights: Sequence[float], count: int, salt: str) -> list[int]:
+def ref_latest_targets(
+    host_id: int, weights: Sequence[float], count: int, salt: str, thread_id: int = 0
+) -> list[int]:
     """LatestRoute.h getTargets over children 0..n-1."""
     targets, weights = list(range(len(weights))), list(weights)
     if len(targets) <= 1:
         return targets
     hash_key = ref_hash_128_to_64(0, host_id)  # hash_combine(0, hostid): std::hash is identity
+    if thread_id != 0:
+        hash_key = ref_hash_128_to_64(hash_key, thread_id)  # hash_combine(hashKey, threadId)
     if salt:
         hash_key = ref_folly_hash(hash_key, salt)
     failovers = []
@@ -75,9 +80,9 @@ def ref_latest_targets(host_id: int, weights: Sequence[float], count: int, salt:
     return failovers
 
 
-def tried_by(route: Route) -> list[int]:
+def tried_by(route: Route, worker_index: int = 0) -> list[int]:
     """The servers a get goes to when every one of them times out."""
-    ctx = FakeContext()
+    ctx = FakeContext(worker_index=worker_index)
     pending = route.route(parse(b"get k\r\n"), ctx)
     assert answer_all(ctx, pending, lambda _request: TIMEOUT) is TIMEOUT
     return [server_index(ctx, i) for i in range(len(ctx.sent))]
@@ -249,3 +254,131 @@ def test_latest_route_failover_limit_is_accepted_and_checked() -> None:
     assert first_replies(route, [TIMEOUT, MISS]) == (MISS, 2)
     with pytest.raises(Exception, match="failover_limit"):
         load_config(latest_config(failover_limit={"rate": "fast"}), host_id=9)
+
+
+# ---------------------------------------------------------------------------
+# LatestRoute's thread_local_failover: each --num-proxies worker is a proxy thread
+
+
+WORKERS = 4
+
+
+@pytest.mark.parametrize("host_id", HOSTS)
+@pytest.mark.parametrize(
+    ("failover_count", "salt", "weights"),
+    [
+        (3, "", None),
+        (8, "", None),
+        (2, "salty", None),
+        (4, "", [0.1, 1.0, 0.5, 0.9, 0.3, 1.0, 0.7, 0.2]),
+    ],
+)
+def test_thread_local_failover_worker_k_tries_what_mcrouters_thread_k_tries(
+    host_id: int, failover_count: int, salt: str, weights: list[float] | None
+) -> None:
+    settings: dict[str, object] = {"failover_count": failover_count, "thread_local_failover": True}
+    if salt:
+        settings["salt"] = salt
+    if weights is not None:
+        settings["weights"] = weights
+    route = load_config(latest_config(**settings), host_id=host_id, num_proxies=WORKERS).route
+    full_weights = [1.0] * 8 if weights is None else weights
+    for worker in range(WORKERS):
+        expected = ref_latest_targets(host_id, full_weights, failover_count, salt, worker)
+        assert tried_by(route, worker) == expected, worker
+
+
+@pytest.mark.parametrize("setting", [{}, {"thread_local_failover": False}])
+@pytest.mark.parametrize("host_id", HOSTS)
+def test_without_thread_local_failover_every_worker_tries_thread_zeros_choice(
+    setting: dict[str, object], host_id: int
+) -> None:
+    route = load_config(latest_config(**setting), host_id=host_id, num_proxies=WORKERS).route
+    expected = ref_latest_targets(host_id, [1.0] * 8, 4, "")
+    assert [tried_by(route, worker) for worker in range(WORKERS)] == [expected] * WORKERS
+
+
+def test_thread_local_failover_reproduces_mcrouters_weights_test_through_the_route() -> None:
+    """LatestRouteTest `weights`: host 123, thread ids 0..9999, each thread's first child."""
+    workers = 10_000
+    route = LatestRoute(
+        EIGHT[:4],
+        failover_count=3,
+        weights=(0.25, 0.5, 0.75, 1.0),
+        thread_local_failover=True,
+        host_id=123,
+        num_proxies=workers,
+    )
+    hits = [0, 0, 0, 0]
+    for worker in range(workers):
+        ctx = FakeContext(worker_index=worker)
+        route.route(parse(b"get key\r\n"), ctx)
+        hits[server_index(ctx)] += 1
+    assert hits == [959, 1888, 3073, 4080]
+
+
+def test_thread_local_failover_as_mcrouters_test_has_it() -> None:
+    """LatestRouteTest `thread_local_failover`: host 123, threads 0..9, 4 children, 3 tries.
+
+    On: some thread's first choice differs from thread 0's. Off: none does.
+    """
+    four = EIGHT[:4]
+
+    def first_choices(thread_local: bool) -> list[int]:
+        route = LatestRoute(
+            four, failover_count=3, thread_local_failover=thread_local, host_id=123, num_proxies=10
+        )
+        return [tried_by(route, worker)[0] for worker in range(10)]
+
+    on, off = first_choices(True), first_choices(False)
+    assert on == [ref_latest_targets(123, [1.0] * 4, 3, "", k)[0] for k in range(10)]
+    assert len(set(on)) > 1
+    assert len(set(off)) == 1
+
+
+def test_thread_local_failover_targets_are_every_workers_choices() -> None:
+    route = LatestRoute(
+        EIGHT, failover_count=2, thread_local_failover=True, host_id=945921392, num_proxies=3
+    )
+    chosen = [
+        index for k in range(3) for index in ref_latest_targets(945921392, [1.0] * 8, 2, "", k)
+    ]
+    assert [EIGHT.index(target) for target in route.targets()] == list(dict.fromkeys(chosen))
+    single = LatestRoute(EIGHT, failover_count=2, host_id=945921392, num_proxies=3)
+    assert [EIGHT.index(t) for t in single.targets()] == ref_latest_targets(
+        945921392, [1.0] * 8, 2, ""
+    )
+
+
+def test_admin_route_answers_as_the_worker_that_routes() -> None:
+    text = latest_config(thread_local_failover=True, failover_count=1)
+    tree = load_config(text, host_id=3918636910, num_proxies=WORKERS).tree()
+    for worker in range(WORKERS):
+        routed = route_servers(tree, Op.SET, b"k", lambda _server: False, worker_index=worker)
+        (expected,) = ref_latest_targets(3918636910, [1.0] * 8, 1, "", worker)
+        assert routed == [SERVERS[expected]]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"thread_local_failover": "yes"}, "thread_local_failover"),
+        ({"thread_local_failover": 1}, "thread_local_failover"),
+        ({"enable_lease_pairing": True}, "name is required when lease pairing is enabled"),
+        ({"enable_lease_pairing": "on", "name": "n"}, "enable_lease_pairing"),
+        ({"name": 7}, "name"),
+    ],
+)
+def test_latest_route_checks_its_options(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(latest_config(**settings), num_proxies=2)
+    assert "$.route" in str(caught.value)
+
+
+def test_latest_route_passes_lease_pairing_and_name_to_its_failover_route() -> None:
+    """LatestRouteTest `leasePairingWithName`: accepted when named; inert otherwise."""
+    route = load_config(latest_config(enable_lease_pairing=True, name="01"), host_id=9).route
+    assert isinstance(route, LatestRoute)
+    failover = route.failover_for(0)
+    assert (failover.enable_lease_pairing, failover.name) == (True, "01")
+    assert tried_by(route) == ref_latest_targets(9, [1.0] * 8, 4, "")

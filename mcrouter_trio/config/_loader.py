@@ -248,7 +248,9 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     pools, problems = parse_pools(raw_pools, defaults)
     errors.extend(render_problems("$.pools", problems))
     library = raw_pools if isinstance(raw_pools, dict) else {}
-    builder = _RouteBuilder(pools, library, defaults, BuildEnv(host_id=host_id))
+    builder = _RouteBuilder(
+        pools, library, defaults, BuildEnv(host_id=host_id, num_proxies=env.num_proxies)
+    )
     errors.extend(read_named_handles(builder, document))
     roots, root_errors = read_roots(builder, document, default_route.encode())
     errors.extend(root_errors)

@@ -18,6 +18,8 @@ down server does and is not recorded, and the request fails over as it would. Se
 in the background (warm-up refills, ...) are recorded too. Nothing reaches a server.
 `get_bucket` routes a `get` the same way and reports, for each bucketized pool
 (mcrouter's McBucketRoute) the request reaches, the bucket its key falls in.
+`route` and `route_handles` answer for the worker that answers (with `--num-proxies`,
+LatestRoute's `thread_local_failover` picks servers per worker).
 """
 
 from __future__ import annotations
@@ -89,19 +91,31 @@ class AdminCommands:
             "hostid": lambda _tree, _args: str(info.host_id),
             "verbosity": self._verbosity,
             "pools": lambda tree, _args: _pretty(_pool_names(tree.pools)),
-            "route_handles": lambda tree, args: self._route_handles(tree, args),
             "failure_domains": _failure_domains,
             "global_params": lambda _tree, _args: _pretty(dict(info.global_params)),
             "get_bucket": _get_bucket,
         }
 
-    def answer(self, key: bytes, tree: RouteTree, is_down: Callable[[ServerSpec], bool]) -> Reply:
-        """The reply to `get <key>`, `key` starting with `ADMIN_PREFIX`."""
+    def answer(
+        self,
+        key: bytes,
+        tree: RouteTree,
+        is_down: Callable[[ServerSpec], bool],
+        worker_index: int = 0,
+    ) -> Reply:
+        """The reply to `get <key>`, `key` starting with `ADMIN_PREFIX`.
+
+        `worker_index` is the answering worker's (what `route` routes as).
+        """
         command, args = _parse(key[len(ADMIN_PREFIX) :].decode("utf-8", "replace"))
         try:
             if command == "route":
                 op, routed_key = _route_args("route", args)
-                text = "\r\n".join(route_addresses(tree, op, routed_key, is_down))
+                addresses = route_addresses(tree, op, routed_key, is_down, worker_index)
+                text = "\r\n".join(addresses)
+            elif command == "route_handles":
+                op, routed_key = _route_args("route_handles", args)
+                text = route_handles(tree, op, routed_key, worker_index).removesuffix("\n")
             else:
                 handler = self._commands.get(command)
                 if handler is None:
@@ -164,10 +178,6 @@ class AdminCommands:
         before, self.info.verbosity = self.info.verbosity, new
         return f"{before} -> {new}"
 
-    def _route_handles(self, tree: RouteTree, args: list[str]) -> str:
-        op, key = _route_args("route_handles", args)
-        return route_handles(tree, op, key)
-
 
 def _parse(text: str) -> tuple[str, list[str]]:
     """`cmd(a,b)` → ("cmd", ["a", "b"]); `route`'s second argument keeps its commas."""
@@ -204,12 +214,18 @@ class RecordingContext:
     """A routing context that sends nothing: it records where each request would go."""
 
     def __init__(
-        self, host_id: int, is_down: Callable[[ServerSpec], bool], *, fail_all: bool = False
+        self,
+        host_id: int,
+        is_down: Callable[[ServerSpec], bool],
+        *,
+        worker_index: int = 0,
+        fail_all: bool = False,
     ) -> None:
         """`fail_all`: answer every send as a down server (and record it), so every
         failover target is tried."""
         self.rng = random.Random()
         self.host_id = host_id
+        self.worker_index = worker_index
         self.asynclog: DeleteSpool | None = None  # a dry run spools nothing
         self.dry_run = True
         self.background = Background()
@@ -241,29 +257,40 @@ class RecordingContext:
 
 
 def route_servers(
-    tree: RouteTree, op: Op, key: bytes, is_down: Callable[[ServerSpec], bool], host_id: int = 0
+    tree: RouteTree,
+    op: Op,
+    key: bytes,
+    is_down: Callable[[ServerSpec], bool],
+    host_id: int = 0,
+    worker_index: int = 0,
 ) -> list[ServerSpec]:
     """The servers a request of `op` for `key` would reach now, in the order it reaches them.
 
     `key` may be a request in JSON (`{"key":"k","value":"v"}`, see `admin_request`).
+    As the worker with `worker_index` routes it.
     """
     request = admin_request(op, key)
     root = root_for_key(tree, request.key)
     if root is None:
         return []
-    ctx = RecordingContext(host_id, is_down)
+    ctx = RecordingContext(host_id, is_down, worker_index=worker_index)
     root.route(request, ctx)
     return ctx.servers
 
 
 def route_addresses(
-    tree: RouteTree, op: Op, key: bytes, is_down: Callable[[ServerSpec], bool]
+    tree: RouteTree,
+    op: Op,
+    key: bytes,
+    is_down: Callable[[ServerSpec], bool],
+    worker_index: int = 0,
 ) -> list[str]:
     """`route(op,key)`: `host:port` of each server reached (IPv6 hosts in brackets)."""
-    return [server.address for server in route_servers(tree, op, key, is_down)]
+    servers = route_servers(tree, op, key, is_down, worker_index=worker_index)
+    return [server.address for server in servers]
 
 
-def route_handles(tree: RouteTree, op: Op, key: bytes) -> str:
+def route_handles(tree: RouteTree, op: Op, key: bytes, worker_index: int = 0) -> str:
     """`route_handles(op,key)`: the route handles the request passes, one per line.
 
     Indented one space per level below `proxy` and `root`, as mcrouter prints them.
@@ -276,7 +303,9 @@ def route_handles(tree: RouteTree, op: Op, key: bytes) -> str:
     lines = ["proxy", " root"]
     if root is None:
         return "\n".join(lines) + "\n"
-    every_send_fails = RecordingContext(0, lambda _server: False, fail_all=True)
+    every_send_fails = RecordingContext(
+        0, lambda _server: False, worker_index=worker_index, fail_all=True
+    )
     root.route(request, every_send_fails)
     reached = set(every_send_fails.servers)
     places = _pool_places(tree.pools)

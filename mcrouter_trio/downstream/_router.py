@@ -140,7 +140,7 @@ class Router:
                     return tree.default_root.route(request, self.ctx)
                 return self._fan_out(request, targets)
         elif request.op is Op.GET and key.startswith(ADMIN_PREFIX):
-            return Pending(self.admin.answer(key, tree, self._is_down))
+            return Pending(self.admin.answer(key, tree, self._is_down, self.ctx.worker_index))
         return tree.default_root.route(request, self.ctx)
 
     def _is_down(self, server: ServerSpec) -> bool:

@@ -214,12 +214,14 @@ async def serve(
     client_ssl_context_for: Callable[[ServerSpec], Callable[[], ssl.SSLContext] | None]
     | None = None,
     host_id: int = 0,
+    worker_index: int = 0,
     admin: AdminCommands | None = None,
     task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the proxy until `shutdown` is set (then drain gracefully) or cancelled.
 
-    `host_id` is the one `config` was loaded with, for the routes' context.
+    `host_id` is the one `config` was loaded with, and `worker_index` this
+    process's index among the `--num-proxies` workers, for the routes' context.
     """
     stats = stats or ProxyStats()
     shutdown = shutdown if shutdown is not None else trio.Event()
@@ -230,6 +232,7 @@ async def serve(
             max_pending=settings.max_pending_per_server,
             batch_gets=settings.batch_gets,
             host_id=host_id,
+            worker_index=worker_index,
             health=settings.health,
         )
         router_settings = router_settings or RouterSettings()

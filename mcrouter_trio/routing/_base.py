@@ -49,6 +49,8 @@ class RouteContext(Protocol):
 
     rng: random.Random
     host_id: int
+    #: Which proxy worker routes (0 .. `--num-proxies` - 1): mcrouter's proxy thread id.
+    worker_index: int
     #: Where PoolRoute spools the deletes its servers fail; None: return the error.
     asynclog: DeleteSpool | None
     #: A dry run (the admin keys' `route`): replies are made up, so handles must not

@@ -41,6 +41,9 @@ class BuildEnv:
     """What the proxy knows at build time that no config says (`FROM_BUILD` fields)."""
 
     host_id: int = 0
+    #: How many proxy workers will route with the tree (`--num-proxies`): a handle
+    #: that differs per worker prepares every worker's version.
+    num_proxies: int = 1
 
 
 @attrs.frozen

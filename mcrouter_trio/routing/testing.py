@@ -56,11 +56,13 @@ class FakeContext:
         answer: Answer | None = None,
         seed: int = 0,
         host_id: int = 0,
+        worker_index: int = 0,
         background_cap: int = DEFAULT_BACKGROUND_CAP,
         dry_run: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.host_id = host_id
+        self.worker_index = worker_index
         self.asynclog: DeleteSpool | None = None
         self.dry_run = dry_run
         self.background = Background(background_cap)

@@ -44,6 +44,7 @@ class ProxyContext:
         max_pending: int = DEFAULT_MAX_PENDING,
         batch_gets: bool | None = None,
         host_id: int = 0,
+        worker_index: int = 0,
         health: HealthSettings | None = None,
     ) -> None:
         self.rng = random.Random()
@@ -52,6 +53,7 @@ class ProxyContext:
         #: Every ejecting pool's state (`auto_eject_hosts`); `Router` binds trees to it.
         self.ejections = EjectionStore(self._ejection_changed)
         self.host_id = host_id
+        self.worker_index = worker_index
         #: The delete spool (`--async-dir`), set when serving starts unless disabled.
         self.asynclog: DeleteSpool | None = None
         self.dry_run = False

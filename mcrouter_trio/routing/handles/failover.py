@@ -187,48 +187,77 @@ class LatestRoute:
     mcrouter's LatestRoute: the children and their order come from the host id
     (and `salt`) as in `hashing/_per_host.py`, so a host uses the same servers
     under mcrouter and here; `weights` (WeightedCh3's, missing ones 0.5, all 1.0
-    without the field) make a child likelier. The FailoverRoute underneath takes
-    `failover_errors`, `failover_limit`, `failover_policy` and `failover_tag`,
-    as mcrouter passes the same object on to it.
+    without the field) make a child likelier. With `thread_local_failover` the
+    proxy worker's index (`--num-proxies`; mcrouter's proxy thread id) is mixed
+    into the choice, so the workers spread over the children: every worker's
+    FailoverRoute is made here, and a request takes its worker's. The
+    FailoverRoute underneath takes `failover_errors`, `failover_limit`,
+    `failover_policy`, `failover_tag`, `enable_lease_pairing` and `name`, as
+    mcrouter passes the same object on to it.
     """
 
     children: tuple[Route, ...]
     failover_count: int = config_field(default=5, check=_check_failover_count)
     weights: tuple[float, ...] | None = config_field(default=None, check=_check_latest_weights)
     salt: str = ""
+    thread_local_failover: bool = config_field(default=False, check=check_bool)
     failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
     failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
     failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
     failover_tag: bool = False
+    enable_lease_pairing: bool = config_field(default=False, check=check_bool)
+    name: str = config_field(default="", check=check_str)
     #: This proxy host's id: the config cannot set it.
     host_id: int = config_field(default=0, from_build="host_id")
-    _failover: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
+    #: How many workers route with this tree: the config cannot set it.
+    num_proxies: int = config_field(default=1, from_build="num_proxies")
+    #: Each worker's FailoverRoute, by worker index; one for all without
+    #: `thread_local_failover`.
+    _by_worker: tuple[FailoverRoute, ...] = attrs.field(init=False, repr=False, eq=False)
+    #: Every child some worker may send to, worker 0's first.
+    _targets: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         count = len(self.children)
         weights: Sequence[float] = (1.0,) * count
         if self.weights is not None:
             weights = [*self.weights[:count], *(DEFAULT_WEIGHT,) * (count - len(self.weights))]
-        order = latest_order(self.host_id, weights, self.failover_count, self.salt)
-        failover = FailoverRoute(
+        workers = range(self.num_proxies) if self.thread_local_failover else range(1)
+        orders = [
+            latest_order(self.host_id, weights, self.failover_count, self.salt, thread_id=worker)
+            for worker in workers
+        ]
+        by_order = {order: self._failover(order) for order in orders}
+        object.__setattr__(self, "_by_worker", tuple(by_order[order] for order in orders))
+        picked = dict.fromkeys(index for order in orders for index in order)
+        object.__setattr__(self, "_targets", tuple(self.children[index] for index in picked))
+
+    def _failover(self, order: tuple[int, ...]) -> FailoverRoute:
+        return FailoverRoute(
             tuple(self.children[index] for index in order),
             self.failover_errors,
             self.failover_limit,
             self.failover_policy,
             self.failover_tag,
+            self.enable_lease_pairing,
+            self.name,
         )
-        object.__setattr__(self, "_failover", failover)
+
+    def failover_for(self, worker_index: int) -> FailoverRoute:
+        """The FailoverRoute the worker with `worker_index` routes through."""
+        by_worker = self._by_worker
+        return by_worker[worker_index] if len(by_worker) > 1 else by_worker[0]
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        return self._failover.route(request, ctx)
+        return self.failover_for(ctx.worker_index).route(request, ctx)
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
     ) -> Pending | None:
-        return self._failover.route_whole(request, ctx, split)
+        return self.failover_for(ctx.worker_index).route_whole(request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
-        return self._failover.children
+        return self._targets
 
 
 def _is_hit(reply: Reply) -> bool:
