@@ -78,7 +78,7 @@ def test_lookups_without_a_glob_are_worked_out_when_the_tree_is_built() -> None:
 class Context(FakeContext):
     """FakeContext plus the one ProxyContext method the router calls when built."""
 
-    def open(self, servers: Iterable[ServerSpec]) -> None:
+    def prepare(self, tree: RouteTree) -> None:
         pass
 
 

@@ -29,7 +29,6 @@ from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.protocol import strtol
 from mcrouter_trio.routing._base import NO_ROUTE, Route
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, failing_handle, gather
-from mcrouter_trio.routing._ejection import ejectors_in
 from mcrouter_trio.routing._multiget import SLICE_KEYS, SlicedGet, merge
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
@@ -69,9 +68,7 @@ class Router:
         self.stats = stats
         self.settings = settings or RouterSettings()
         self._op_counts = stats.ops
-        ctx.open(tree.servers)
-        ctx.tko.limit_pools(tree.pools.values())
-        ctx.ejections.adopt(ejectors_in(tree.roots.values()))
+        ctx.prepare(tree)
         self.tree = tree
 
     def swap(self, tree: RouteTree) -> None:
@@ -81,9 +78,7 @@ class Router:
         are kept with their connections and counters; the others close once idle.
         Ejecting pools that did not change keep their ejected servers and probes.
         """
-        self.ctx.open(tree.servers)
-        self.ctx.tko.limit_pools(tree.pools.values())
-        self.ctx.ejections.adopt(ejectors_in(tree.roots.values()))
+        self.ctx.prepare(tree)
         self.tree = tree
         self.ctx.retire_unused(reachable_servers([tree.broadcast, *tree.roots.values()]))
 

@@ -22,10 +22,11 @@ import trio
 from mcrouter_trio.messages import Op, Pending, Reply, Request
 from mcrouter_trio.routing._base import DeleteSpool
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, Background
-from mcrouter_trio.routing._ejection import EjectionStore
+from mcrouter_trio.routing._ejection import EjectionStore, ejectors_in
 from mcrouter_trio.routing._multiget import split_multiget
 from mcrouter_trio.routing._specs import ConnectionKey, ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
+from mcrouter_trio.routing._tree import RouteTree
 from mcrouter_trio.transport._socket import Parker, WriteBatch
 from mcrouter_trio.upstream._destination import DEFAULT_MAX_PENDING, Destination
 from mcrouter_trio.upstream._health import HealthSettings, TkoRegistry
@@ -77,10 +78,13 @@ class ProxyContext:
         #: Batches the server writes of requests routed by one reactor pass.
         self.backend_writes = WriteBatch()
 
-    def open(self, servers: Iterable[ServerSpec]) -> None:
-        """Make sure each server has its destination (before a tree starts routing)."""
-        for server in servers:
+    def prepare(self, tree: RouteTree) -> None:
+        """Get ready for `tree` to route: a destination for each of its servers, its
+        pools' TKO limits, and the ejection state of its pools that did not change."""
+        for server in tree.servers:
             self.destination(server).reinstate()
+        self.tko.limit_pools(tree.pools.values())
+        self.ejections.adopt(ejectors_in(tree.roots.values()))
 
     def destination(self, server: ServerSpec) -> Destination:
         destination = self._by_spec.get(server)
