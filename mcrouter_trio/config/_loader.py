@@ -414,9 +414,12 @@ class _RouteBuilder:
             self._seen[value] = (route,)
             return route
         if isinstance(value, dict):
+            if value.get("type") == "Pool":
+                return _one(self._route_list(value))
             return self._route_from_object(value, top)
         if isinstance(value, list):
-            raise Invalid("expected a single route (object or string), got an array")
+            # mcrouter builds every route as a list and takes its only element.
+            return _one(self._route_list(value))
         raise Invalid(f"expected a route (object or string), got {describe(value)}")
 
     def _route_type(self, type_name: str, top: bool) -> RouteType:
@@ -432,10 +435,13 @@ class _RouteBuilder:
         if not text:
             raise Invalid("expected a route, got an empty string")
         if type_name == "Pool":
-            raise Invalid(
-                f"'{text}' is a list of routes: use it where children are expected,"
-                f" or 'PoolRoute|{argument}' for one route"
-            )
+            routes = self._route_list(text)
+            if len(routes) != 1:  # one server: that server's route, as in mcrouter
+                raise Invalid(
+                    f"{len(routes)} RouteHandles in list, expected 1: '{text}' is a list"
+                    f" of routes, use 'PoolRoute|{argument}' for one route"
+                )
+            return routes[0]
         entry = self._route_type(type_name, top)
         field = entry.shorthand
         if field == ROUTE_ARGUMENT and has_argument:
@@ -467,8 +473,6 @@ class _RouteBuilder:
         type_name = data.pop("type")
         if not isinstance(type_name, str):
             raise _problems_error([(("type",), f"expected a string, got {describe(type_name)}")])
-        if type_name == "Pool":
-            raise Invalid("a Pool is a list of routes: use it where children are expected")
         name = data.get("name")
         if isinstance(name, str):
             # mcrouter's named handles: the first object with a name defines it,
@@ -594,7 +598,8 @@ class _RouteBuilder:
 
 
 def _one(routes: tuple[Route, ...]) -> Route:
-    """A named list used where one route is expected (mcrouter's message)."""
+    """A list (an array, a Pool, a name) used where one route is expected, as mcrouter
+    allows when it holds exactly one; mcrouter's message otherwise."""
     if len(routes) != 1:
         raise Invalid(f"{len(routes)} RouteHandles in list, expected 1")
     return routes[0]
