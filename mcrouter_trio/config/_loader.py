@@ -80,6 +80,7 @@ from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, Se
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
 from mcrouter_trio.routing.handles.bigvalue import BigValueRoute
 from mcrouter_trio.routing.handles.destination import pool_destinations
+from mcrouter_trio.routing.handles.shadow import ShadowSpec
 
 log = logging.getLogger("mcrouter_trio.config")
 
@@ -324,6 +325,7 @@ class _RouteBuilder:
             (tuple[Route, ...], self._route_list),
             (Mapping[str, Route], self._policies),
             (tuple[float, ...], _hook(check_weights)),
+            (tuple[ShadowSpec, ...], self._shadows),
         ):
             converter.register_structure_hook_func(partial(operator.eq, alias), hook)
         converter.register_structure_hook(PoolSpec, self._pool)
@@ -536,6 +538,26 @@ class _RouteBuilder:
         if isinstance(value, dict) and value.get("type") == "ShadowRoute":
             return cast(tuple[Route, ...], self._routes_from_object(value, False, many=True))
         return (self._route(value),)
+
+    def _shadows(self, value: object, _type: object = None) -> tuple[ShadowSpec, ...]:
+        """`shadows`: the entries that build; mcrouter logs each broken one and skips it.
+
+        Skipped, not refused, so that a config mcrouter runs runs here too; the
+        warning names the entry and its problem.
+        """
+        if not isinstance(value, list):
+            log.warning("ignoring 'shadows': expected an array, got %s", describe(value))
+            return ()
+        shadows: list[ShadowSpec] = []
+        for index, item in enumerate(value):
+            try:
+                if not isinstance(item, dict):
+                    raise Invalid(f"expected a shadow object, got {describe(item)}")
+                shadows.append(self._structure_fn(ShadowSpec)(item, ShadowSpec))
+            except Exception as exc:
+                for message in _messages(exc, f"shadows[{index}]"):
+                    log.warning("ignoring a broken shadow, as mcrouter does: %s", message)
+        return tuple(shadows)
 
     def _policies(
         self,
