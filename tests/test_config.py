@@ -1065,3 +1065,28 @@ def test_weights_beyond_the_children_are_ignored(route: dict[str, Any]) -> None:
     load_config(config(route))
     weights[:] = [0.5, 5]
     assert errors_of(config(route)) == ["weight 5 is out of range [0, 1] @ $.route"]
+
+
+@pytest.mark.parametrize(
+    ("route", "errors"),
+    [
+        (
+            {"type": "PoolRoute", "pool": "A", "axonlog": True, "axonlog_tier": "t"},
+            [
+                "AxonLogRoute (axonlog: true) exists only inside Meta and is not supported"
+                " @ $.route.axonlog"
+            ],
+        ),
+        (
+            {"type": "PoolRoute", "pool": "A", "axonlog": 1},
+            ["expected true or false, got 1 @ $.route"],
+        ),
+        ({"type": "PoolRoute", "pool": "A", "axonlog": False, "axonlog_tier": "t"}, []),
+    ],
+    ids=["axonlog", "axonlog-not-bool", "axonlog-off"],
+)
+def test_axonlog_is_refused_as_meta_only(route: dict[str, Any], errors: list[str]) -> None:
+    if errors:
+        assert errors_of(config(route)) == errors
+    else:  # off: mcrouter does nothing with the other axonlog options
+        assert isinstance(load_config(config(route)).route, PoolRoute)

@@ -483,6 +483,7 @@ class _RouteBuilder:
             if named is not None:
                 return named if many else _one(named)
         cls = self._route_type(type_name, top).cls
+        _drop_axonlog_fields(data)
         if "name" in data and "name" not in attrs.fields_dict(cls):
             data.pop("name")
         route = self._structure(cls, data)
@@ -617,6 +618,16 @@ class _RouteBuilder:
             raise _problems_error(problems)
         self.inline_pools[name] = pool
         return pool
+
+
+def _drop_axonlog_fields(data: dict[str, object]) -> None:
+    """mcrouter's `axonlog` options: true wraps the route in AxonLogRoute (Meta-only,
+    which open-source mcrouter refuses too); otherwise the `axonlog_*` options do nothing."""
+    if "axonlog" in data and check_bool(data["axonlog"]):
+        message = "AxonLogRoute (axonlog: true) exists only inside Meta and is not supported"
+        raise _problems_error([(("axonlog",), message)])
+    for key in [key for key in data if key == "axonlog" or key.startswith("axonlog_")]:
+        del data[key]
 
 
 def _one(routes: tuple[Route, ...]) -> Route:
