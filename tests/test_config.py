@@ -553,11 +553,14 @@ def test_parse_server_defaults() -> None:
         ("localhost", "missing port"),
         ("localhost:", "missing port"),
         (":11211", "missing host"),
-        ("h:0", "port must be 1..65535, got '0'"),
-        ("h:65536", "port must be 1..65535, got '65536'"),
-        ("h:http", "port must be 1..65535, got 'http'"),
-        ("h:+1", "port must be 1..65535, got '+1'"),
-        ("h:1:caret", "protocol 'caret' is not supported"),
+        ("h:65536", "port must be 0..65535, got '65536'"),
+        ("h:http", "port must be 0..65535, got 'http'"),
+        ("h:+1", "port must be 0..65535, got '+1'"),
+        (
+            "h:1:caret",
+            "protocol 'caret' is not supported: mcrouter's own binary protocol, not memcached's",
+        ),
+        ("h:1:thrift", "protocol 'thrift' is not supported: Meta-only Thrift transport"),
         ("h:1:ASCII", "unknown protocol 'ASCII'"),
         ("h:1:ascii:fizz", "security mech 'fizz' is not supported; use 'ssl'"),
         ("h:1:ascii:tls", "unknown security mech 'tls'"),
@@ -566,7 +569,8 @@ def test_parse_server_defaults() -> None:
         ("::1:5000", "IPv6 addresses must be in brackets, e.g. '[::1]:11211'"),
         ("[::1]", "missing port"),
         ("[::1:5000", "missing ']'"),
-        ("[nope]:1", "'nope' is not an IPv6 address"),
+        ("[]:1", "missing host"),
+        ("[bad host]:1", "invalid host 'bad host'"),
         ("[::1]5000", "expected ':' after ']'"),
         ("bad host:1", "invalid host 'bad host'"),
         ("unix:/tmp/mc.sock", "unix sockets are not supported"),
@@ -576,6 +580,44 @@ def test_parse_server_errors(text: str, reason: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_server(text, timeout_ms=1, connect_timeout_ms=1)
     assert str(info.value) == f"invalid server '{text}' ({reason})"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("[localhost]:11132", "localhost", 11132),  # brackets around a host name, as mcrouter
+        ("[127.0.0.1]:7", "127.0.0.1", 7),
+        ("h:0", "h", 0),  # mcrouter accepts port 0 (connecting to it fails)
+    ],
+)
+def test_parse_server_as_mcrouter_does(text: str, host: str, port: int) -> None:
+    server = parse_server(text, timeout_ms=1, connect_timeout_ms=1)
+    assert (server.host, server.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    ("servers", "ports"),
+    [(["h", "h:1", "h:x:ascii"], [9, 9, 9]), (["h:1"], [9])],
+)
+def test_port_override_replaces_every_port(servers: list[str], ports: list[int]) -> None:
+    loaded = load_config(config("PoolRoute|P", {"P": {"servers": servers, "port_override": 9}}))
+    assert [server.port for server in loaded.pools["P"].servers] == ports
+
+
+@pytest.mark.parametrize(
+    ("route", "kind", "servers"),
+    [
+        ("Pool|B", DestinationRoute, ["b1:11211"]),
+        (["PoolRoute|B"], PoolRoute, ["b1:11211"]),
+        ({"type": "Pool", "name": "N", "servers": ["n:1"]}, DestinationRoute, ["n:1"]),
+    ],
+    ids=["one-server-pool", "one-route-array", "one-server-inline-pool"],
+)
+def test_a_list_of_one_route_is_that_route(route: object, kind: type, servers: list[str]) -> None:
+    # mcrouter builds every route as a list and takes its only element.
+    loaded = load_config(config(route))
+    assert type(loaded.route) is kind
+    assert [server.address for server in loaded.servers] == servers
 
 
 def _server(pool: dict[str, Any], **kwargs: Any) -> ServerSpec:
@@ -726,7 +768,7 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         config("PoolRoute|A", {"A": {"servers": ["h:1", "h:99999"]}}),
-        ["invalid server 'h:99999' (port must be 1..65535, got '99999') @ $.pools.A.servers[1]"],
+        ["invalid server 'h:99999' (port must be 0..65535, got '99999') @ $.pools.A.servers[1]"],
         id="bad-port",
     ),
     pytest.param(
@@ -771,7 +813,10 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         config("PoolRoute|A", {"A": {"servers": ["h:1"], "protocol": "caret"}}),
-        ["protocol 'caret' is not supported @ $.pools.A.protocol"],
+        [
+            "protocol 'caret' is not supported: mcrouter's own binary protocol, not memcached's"
+            " @ $.pools.A.protocol"
+        ],
         id="protocol-caret",
     ),
     pytest.param(
@@ -790,9 +835,12 @@ BAD_CONFIGS = [
         id="weight-out-of-range",
     ),
     pytest.param(
-        config("PoolRoute|A", {"A": {"servers": ["h:1"], "port_override": 5}}),
-        ["'port_override' is not supported yet @ $.pools.A.port_override"],
-        id="port-override",
+        config("PoolRoute|A", {"A": {"servers": ["h"], "port_override": 0}}),
+        [
+            "expected an integer in [1, 65535], got 0 @ $.pools.A.port_override",
+            "invalid server 'h' (missing port) @ $.pools.A.servers[0]",
+        ],
+        id="port-override-range",
     ),
     pytest.param(
         config("PoolRoute|A", {"A": {"servers": [5, "h"]}}),
@@ -817,7 +865,7 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         config("PoolRoute|C", {"P": {"servers": ["h:x"]}, "C": {"inherit": "P"}}),
-        ["invalid server 'h:x' (port must be 1..65535, got 'x') @ $.pools.P.servers[0]"],
+        ["invalid server 'h:x' (port must be 0..65535, got 'x') @ $.pools.P.servers[0]"],
         id="inherited-problem-reported-once",
     ),
     pytest.param(
@@ -853,8 +901,8 @@ BAD_CONFIGS = [
     pytest.param(
         config("Pool|A"),
         [
-            "'Pool|A' is a list of routes: use it where children are expected,"
-            " or 'PoolRoute|A' for one route @ $.route"
+            "2 RouteHandles in list, expected 1: 'Pool|A' is a list of routes,"
+            " use 'PoolRoute|A' for one route @ $.route"
         ],
         id="pool-list-as-single-route",
     ),
@@ -870,8 +918,8 @@ BAD_CONFIGS = [
         config("WarmUpRoute|A"), ["WarmUpRoute needs an object @ $.route"], id="warm-up-string"
     ),
     pytest.param(
-        config(["NullRoute"]),
-        ["expected a single route (object or string), got an array @ $.route"],
+        config(["NullRoute", "NullRoute"]),
+        ["2 RouteHandles in list, expected 1 @ $.route"],
         id="route-array",
     ),
     pytest.param(config(""), ["expected a route, got an empty string @ $.route"], id="route-empty"),
@@ -889,12 +937,12 @@ BAD_CONFIGS = [
                 "type": "FailoverRoute",
                 "children": [
                     "NullRoute",
-                    {"type": "Pool", "name": "N", "servers": ["h:1", "h:0"], "bogus": 1},
+                    {"type": "Pool", "name": "N", "servers": ["h:1", "h:x"], "bogus": 1},
                 ],
             }
         ),
         [
-            "invalid server 'h:0' (port must be 1..65535, got '0')"
+            "invalid server 'h:x' (port must be 0..65535, got 'x')"
             " @ $.route.children[1].servers[1]",
             "extra fields found (bogus) @ $.route.children[1]",
         ],
@@ -999,3 +1047,46 @@ def test_every_failure_is_a_config_error(pools: dict[str, Any], route: Any) -> N
         for error in exc.errors:
             assert " @ $" in error, error
             assert "internal error" not in error, error
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        {"type": "PoolRoute", "pool": "A", "hash": {"hash_func": "WeightedCh3", "weights": []}},
+        {"type": "HashRoute", "children": "Pool|A", "hash_func": "WeightedCh3", "weights": []},
+        {"type": "LatestRoute", "children": "Pool|A", "weights": []},
+    ],
+    ids=["pool-route", "hash-route", "latest-route"],
+)
+def test_weights_beyond_the_children_are_ignored(route: dict[str, Any]) -> None:
+    """As in mcrouter, only one weight per child is read (pool A has two servers)."""
+    weights: list[Any] = route["hash"]["weights"] if "hash" in route else route["weights"]
+    weights[:] = [0.5, 1, 5, 100]
+    load_config(config(route))
+    weights[:] = [0.5, 5]
+    assert errors_of(config(route)) == ["weight 5 is out of range [0, 1] @ $.route"]
+
+
+@pytest.mark.parametrize(
+    ("route", "errors"),
+    [
+        (
+            {"type": "PoolRoute", "pool": "A", "axonlog": True, "axonlog_tier": "t"},
+            [
+                "AxonLogRoute (axonlog: true) exists only inside Meta and is not supported"
+                " @ $.route.axonlog"
+            ],
+        ),
+        (
+            {"type": "PoolRoute", "pool": "A", "axonlog": 1},
+            ["expected true or false, got 1 @ $.route"],
+        ),
+        ({"type": "PoolRoute", "pool": "A", "axonlog": False, "axonlog_tier": "t"}, []),
+    ],
+    ids=["axonlog", "axonlog-not-bool", "axonlog-off"],
+)
+def test_axonlog_is_refused_as_meta_only(route: dict[str, Any], errors: list[str]) -> None:
+    if errors:
+        assert errors_of(config(route)) == errors
+    else:  # off: mcrouter does nothing with the other axonlog options
+        assert isinstance(load_config(config(route)).route, PoolRoute)

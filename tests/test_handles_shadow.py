@@ -161,24 +161,6 @@ BAD_SHADOWS = [
                  "unknown pool 'A|' @ $.route.children", id="bad-child"),
     pytest.param({"type": "ShadowRoute", "children": ["PoolRoute|A", "PoolRoute|S"],
                   "shadows": []}, "2 RouteHandles in list, expected 1 @ $.route", id="two-for-one"),
-    pytest.param({"type": "PoolRoute", "pool": "A", "shadows": ["x"]},
-                 "a shadow is an object with a 'target', got \"x\" @ $.route.shadows[0]",
-                 id="not-an-object"),
-    pytest.param({"type": "PoolRoute", "pool": "A", "shadows": [{"index_range": [0, 1]}]},
-                 "required field missing @ $.route.shadows[0].target", id="no-target"),
-    pytest.param({"type": "PoolRoute", "pool": "A",
-                  "shadows": [{"target": "PoolRoute|S", "index_range": [2, 1]}]},
-                 "index_range start > end", id="start-after-end"),
-    pytest.param({"type": "PoolRoute", "pool": "A",
-                  "shadows": [{"target": "PoolRoute|S", "index_range": [0]}]},
-                 "index_range size is not 2", id="index-range-size"),
-    pytest.param({"type": "PoolRoute", "pool": "A",
-                  "shadows": [{"target": "PoolRoute|S", "key_fraction_range": [0.5, 1.5]}]},
-                 "invalid key_fraction_range [0.5, 1.5]", id="fraction-over-one"),
-    pytest.param({"type": "PoolRoute", "pool": "A",
-                  "shadows": [{"target": "PoolRoute|S", "keys_to_shadow": ["k"],
-                               "key_fraction_range": [0, 1]}]},
-                 "Cannot mix nonempty keys_to_shadow array", id="keys-and-range"),
     pytest.param({"type": "PoolRoute", "pool": "A", "shadow_policy": "copy", "shadows": []},
                  "Invalid shadow policy: copy @ $.route.shadow_policy", id="policy"),
     pytest.param({"type": "PoolRoute", "pool": "A", "rates": {"gets_rate": 0}},
@@ -191,6 +173,46 @@ BAD_SHADOWS = [
     pytest.param({"type": "RateLimitRoute", "target": "PoolRoute|A"},
                  "required field missing @ $.route.rates", id="rates-required"),
 ]  # fmt: skip
+
+
+GOOD_SHADOW = {"target": "PoolRoute|S", "keys_to_shadow": ["k"]}
+BROKEN_SHADOWS = [
+    pytest.param("x", 'expected a shadow object, got "x" @ shadows[0]', id="not-an-object"),
+    pytest.param({"index_range": [0, 1]}, "required field missing @ shadows[0].target",
+                 id="no-target"),
+    pytest.param({"target": "PoolRoute|S", "index_range": [2, 1]},
+                 "index_range start > end @ shadows[0].index_range", id="start-after-end"),
+    pytest.param({"target": "PoolRoute|S", "index_range": [0]},
+                 "index_range size is not 2 @ shadows[0].index_range", id="index-range-size"),
+    pytest.param({"target": "PoolRoute|S", "key_fraction_range": [-1, 15]},
+                 "invalid key_fraction_range [-1, 15] @ shadows[0].key_fraction_range",
+                 id="fraction-out-of-range"),
+    pytest.param({"target": "PoolRoute|S", "keys_to_shadow": ["k"], "key_fraction_range": [0, 1]},
+                 "Cannot mix nonempty keys_to_shadow array with index_range, key_fraction_range,"
+                 " or key_fraction_range_rv @ shadows[0]", id="keys-and-range"),
+    pytest.param({"target": "do_not_exist", "index_range": [0, 1]},
+                 "unknown route type 'do_not_exist' @ shadows[0].target", id="unknown-target"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("shadow", "message"), BROKEN_SHADOWS)
+def test_a_broken_shadow_is_skipped_with_a_warning_as_mcrouter_does(
+    shadow: object, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = _load({"type": "PoolRoute", "pool": "A", "shadows": [shadow, GOOD_SHADOW]})
+    assert isinstance(route, PoolRoute)
+    assert route.shadows == (_load({"type": "PoolRoute", "pool": "A",
+                                    "shadows": [GOOD_SHADOW]}).shadows)  # type: ignore[attr-defined]  # fmt: skip
+    assert f"ignoring a broken shadow, as mcrouter does: {message}" in caplog.messages
+    ctx = FakeContext()
+    route.route(request(b"get k\r\n"), ctx)
+    assert [port_of(sent) for sent in ctx.sent] == [1, 99]  # the good shadow still copies
+
+
+def test_shadows_that_are_no_array_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    route = _load({"type": "PoolRoute", "pool": "A", "shadows": 1})
+    assert route.shadows == ()  # type: ignore[attr-defined]
+    assert "ignoring 'shadows': expected an array, got 1" in caplog.messages
 
 
 @pytest.mark.parametrize(("route", "message"), BAD_SHADOWS)

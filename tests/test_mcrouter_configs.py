@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 from conftest import Memcached, Proxy, connect, direct_get, poll
+from handle_helpers import request
 
-from mcrouter_trio.config import load_config_file
+from mcrouter_trio.config import ConfigError, load_config_file
 from mcrouter_trio.routing.handles.simple import NullRoute
 
 MemcachedFactory = Callable[..., Memcached]
@@ -73,20 +74,399 @@ LOADS = [
     ("test_tko_reconfigure1", "/././", {}, ["/././"]),
     ("test_tko_reconfigure2", "/././", {}, ["/././"]),
     ("test_warmup2", "/././", {}, ["/././"]),
+    ("already_replied", "/././", {}, ["/././"]),
+    ("mcrouter_test_bucketized_poolroute_bucketized", "/././", {}, ["/././"]),
+    ("mcrouter_test_bucketized_poolroute_nonbucketized", "/././", {}, ["/././"]),
+    ("mcrouter_test_portoverride", "/././", {"PORT": "5000"}, ["/././"]),
+    ("test_basic_all_first", "/././", {}, ["/././"]),
+    ("test_basic_all_majority", "/././", {}, ["/././"]),
+    ("test_basic_failover", "/././", {}, ["/././"]),
+    ("test_basic_failover_least_failures", "/././", {}, ["/././"]),
+    ("test_basic_failover_override", "/././", {}, ["/././"]),
+    ("test_basic_l1_l2", "/././", {}, ["/././"]),
+    ("test_basic_l1_l2_ncache", "/././", {}, ["/././"]),
+    ("test_custom_failover", "/././", {}, ["/././"]),
+    ("test_custom_failover_override", "/././", {}, ["/././"]),
+    ("test_dev_null", "/././", {}, ["/././"]),
+    ("test_empty_pool", "/././", {}, ["/././"]),
+    ("test_failover_limit", "/././", {}, ["/././"]),
+    ("test_failover_limit_error", "/././", {}, ["/././"]),
+    ("test_get_failover", "/././", {}, ["/././"]),
+    ("test_largeobj", "/././", {}, ["/././"]),
+    ("test_max_shadow_requests", "/././", {}, ["/././"]),
+    ("test_mcrouter_processing_time", "/././", {}, ["/././"]),
+    ("test_migrated_failover", "/././", {}, ["/././"]),
+    ("test_migrated_pools", "/././", {}, ["/././"]),
+    ("test_migrated_pools_failover", "/././", {}, ["/././"]),
+    ("test_modify_exptime", "/././", {}, ["/././"]),
+    (
+        "test_modify_key",
+        "/a/a/",
+        {},
+        [
+            "/a/a/",
+            "/b/c/",
+            "/c/d/",
+            "/d/e/",
+            "/e/f/",
+            "/f/g/",
+            "/g/h/",
+            "/h/i/",
+            "/i/j/",
+            "/d/w/",
+            "/e/w/",
+            "/f/w/",
+            "/j/k/",
+            "/j/l/",
+        ],
+    ),
+    ("test_probe_timeout_reconfig", "/././", {}, ["/././"]),
+    ("test_server_stats_pending", "/././", {}, ["/././"]),
+    ("test_shadow", "/././", {}, ["/././"]),
+    ("test_shadow_route", "/././", {}, ["/././"]),
+    (
+        "test_shadow_with_file",
+        "/././",
+        {"PORT_1": "5001", "PORT_2": "5002", "PORT_SHADOW": "5003"},
+        ["/././"],
+    ),
+    ("test_warmup", "/././", {}, ["/././"]),
+    ("test_wch3", "/test/A/", {}, ["/test/A/", "/test/B/", "/test/C/"]),
 ]
+
+#: Strings mcrouter's harness replaces in a config before it starts mcrouter
+#: (`replace_map`): these files are templates, not configs, until then.
+HARNESS_REPLACES = {
+    "test_migrated_pools": {"START_TIME": "1700000000"},
+    "test_migrated_pools_failover": {"START_TIME": "1700000000"},
+}
+#: Files a config `@import`s: not configs themselves.
+IMPORTED = {"test_shadow_with_file_config"}
 
 
 def test_every_copied_config_is_in_the_table() -> None:
-    assert sorted(path.stem for path in CONFIGS.glob("*.json")) == sorted(row[0] for row in LOADS)
+    copied = sorted(path.stem for path in CONFIGS.glob("*.json") if path.stem not in IMPORTED)
+    assert copied == sorted(row[0] for row in LOADS)
+
+
+def config_path(name: str, tmp_path: Path) -> Path:
+    """The config's file, or a copy with the harness's replacements made."""
+    path = CONFIGS / f"{name}.json"
+    replaces = HARNESS_REPLACES.get(name)
+    if replaces is None:
+        return path
+    text = path.read_text()
+    for old, new in replaces.items():
+        text = text.replace(old, new)
+    copy = tmp_path / path.name
+    copy.write_text(text)
+    return copy
 
 
 @pytest.mark.parametrize(("name", "route", "params", "aliases"), LOADS)
 def test_mcrouter_config_loads(
-    name: str, route: str, params: dict[str, str], aliases: list[str]
+    name: str, route: str, params: dict[str, str], aliases: list[str], tmp_path: Path
 ) -> None:
-    config = load_config_file(CONFIGS / f"{name}.json", default_route=route, config_params=params)
+    path = config_path(name, tmp_path)
+    config = load_config_file(path, default_route=route, config_params=params)
     assert [alias.decode() for alias in config.roots] == aliases
     assert config.tree(route.encode()).default_prefix == route.encode()
+
+
+# mcrouter's test configs this proxy refuses (tests/data/mcrouter-configs/refused), why,
+# and the first error it reports.
+#: mcrouter's own wire protocols (caret) or Meta's (thrift) to the servers.
+PROTOCOL = "protocol"
+#: Meta-only features (AxonLog, McRefill).
+META_ONLY = "Meta-only"
+#: Invalid on purpose: mcrouter's tests expect mcrouter to refuse them.
+INVALID = "invalid"
+#: Open-source mcrouter refuses it too (and none of its tests loads it).
+MCROUTER_REFUSES = "refused by mcrouter"
+#: Open-source mcrouter features not implemented here (yet).
+MISSING = "not implemented"
+
+REFUSED = [
+    (
+        "invalid_config",
+        "/././",
+        INVALID,
+        "unknown pool 'A.pho' @ $.route",
+    ),
+    (
+        "libmcrouter_invalid_pools",
+        "/././",
+        INVALID,
+        "expected a server string, got an object @ $.pools.A.servers[1]",
+    ),
+    (
+        "routing_prefix_test_caret",
+        "/a/a/",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.wildcard.protocol",
+    ),
+    (
+        "test_ascii",
+        "/././",
+        MISSING,
+        "unknown hash function 'Latest' (known: Ch3, ConstShard, Crc32, Ketama, "
+        "Modula, Random, WeightedCh3) @ $.named_handles[4].children[0].hash",
+    ),
+    (
+        "test_axon_log",
+        "/././",
+        META_ONLY,
+        "AxonLogRoute (axonlog: true) exists only inside Meta and is not supported @ "
+        "$.route.axonlog",
+    ),
+    (
+        "test_axon_log_alldelete",
+        "/././",
+        META_ONLY,
+        "AxonLogRoute (axonlog: true) exists only inside Meta and is not supported @ "
+        "$.route.axonlog",
+    ),
+    (
+        "test_basic_caret",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.foo.protocol",
+    ),
+    (
+        "test_basic_l1_l2_sizesplit",
+        "/././",
+        PROTOCOL,
+        "invalid server 'localhost:12345:caret' (protocol 'caret' is not supported: "
+        "mcrouter's own binary protocol, not memcached's) @ $.pools.A.servers[0]",
+    ),
+    (
+        "test_basic_l1_l2_sizesplit_bothset",
+        "/././",
+        PROTOCOL,
+        "invalid server 'localhost:12345:caret' (protocol 'caret' is not supported: "
+        "mcrouter's own binary protocol, not memcached's) @ $.pools.A.servers[0]",
+    ),
+    (
+        "test_basic_l1_l2_sizesplit_retry_invalid",
+        "/././",
+        PROTOCOL,
+        "invalid server 'localhost:12345:caret' (protocol 'caret' is not supported: "
+        "mcrouter's own binary protocol, not memcached's) @ $.pools.A.servers[0]",
+    ),
+    (
+        "test_basic_l1_l2_sizesplit_retry_valid",
+        "/././",
+        PROTOCOL,
+        "invalid server 'localhost:12345:caret' (protocol 'caret' is not supported: "
+        "mcrouter's own binary protocol, not memcached's) @ $.pools.A.servers[0]",
+    ),
+    (
+        "test_basic_l1_multiple_l2_sizesplit",
+        "/././",
+        PROTOCOL,
+        "invalid server 'localhost:12345:caret' (protocol 'caret' is not supported: "
+        "mcrouter's own binary protocol, not memcached's) @ $.pools.A.servers[0]",
+    ),
+    (
+        "test_caret",
+        "/././",
+        PROTOCOL,
+        "invalid server '127.0.0.1:11511:caret' (protocol 'caret' is not supported: "
+        "mcrouter's own binary protocol, not memcached's) @ $.pools.A-bar.servers[0]",
+    ),
+    (
+        "test_caret_server",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.mc.protocol",
+    ),
+    (
+        "test_deterministic_failover",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.route.children[1].protocol",
+    ),
+    (
+        "test_deterministic_failover5",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.route.children[1].protocol",
+    ),
+    (
+        "test_deterministic_failover_big_retries",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.route.children[1].protocol",
+    ),
+    (
+        "test_dump_config_invalid",
+        "/././",
+        INVALID,
+        "unknown route type '-PoolRoute' @ $.route",
+    ),
+    (
+        "test_foreach_client",
+        "/././",
+        MISSING,
+        "extra fields found (shard_splits) @ $.route.policies.a",
+    ),
+    (
+        "test_get_failover_with_failover_tag",
+        "/././",
+        MISSING,
+        "extra fields found (failover_tag) @ $.route",
+    ),
+    (
+        "test_latency_injection_after",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.protocol",
+    ),
+    (
+        "test_latency_injection_before",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.protocol",
+    ),
+    (
+        "test_latency_injection_total",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.protocol",
+    ),
+    (
+        "test_loadbalancer_route",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.wildcard.protocol",
+    ),
+    (
+        "test_loadbalancer_route_thrift",
+        "/././",
+        PROTOCOL,
+        "protocol 'thrift' is not supported: Meta-only Thrift transport @ "
+        "$.pools.A.wildcard.protocol",
+    ),
+    (
+        "test_logging_route_server",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.mc.protocol",
+    ),
+    (
+        "test_mcrefill",
+        "/././",
+        META_ONLY,
+        "McRefillRoute exists only inside Meta and is not supported @ $.route",
+    ),
+    (
+        "test_mcrouter_to_mcrouter_tko",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.foo.protocol",
+    ),
+    (
+        "test_operation_selector_route",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.protocol",
+    ),
+    (
+        "test_pool_server_errors",
+        "/././",
+        MISSING,
+        "expected a server string, got an object @ $.pools.A.servers[0]",
+    ),
+    (
+        "test_regional_replicated_pools",
+        "/././",
+        MCROUTER_REFUSES,
+        "unknown pool 'mctest.CI0' @ $.route.policies.CI*.children[0]",
+    ),
+    (
+        "test_rendezvous_failover",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.route.children[1].protocol",
+    ),
+    (
+        "test_routing_group_route",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.protocol",
+    ),
+    (
+        "test_routing_group_route_incomplete",
+        "/././",
+        PROTOCOL,
+        "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
+        "memcached's @ $.pools.A.protocol",
+    ),
+    (
+        "test_same_pool_failover",
+        "/././",
+        MISSING,
+        "extra fields found (default) @ $.route",
+    ),
+    (
+        "test_shard_splits",
+        "/././",
+        MISSING,
+        "extra fields found (shard_splits) @ $.route.policies.a",
+    ),
+    (
+        "test_slow_warmup",
+        "/././",
+        MISSING,
+        "extra fields found (slow_warmup) @ $.route",
+    ),
+    (
+        "test_thrift",
+        "/././",
+        PROTOCOL,
+        "invalid server '127.0.0.1:11511:thrift' (protocol 'thrift' is not supported: "
+        "Meta-only Thrift transport) @ $.pools.A-bar.servers[0]",
+    ),
+    (
+        "test_thrift_gut",
+        "/././",
+        PROTOCOL,
+        "protocol 'thrift' is not supported: Meta-only Thrift transport @ $.pools.A.protocol",
+    ),
+]
+
+
+def test_every_refused_config_is_in_the_table() -> None:
+    copied = sorted(path.stem for path in (CONFIGS / "refused").glob("*.json"))
+    assert copied == sorted(row[0] for row in REFUSED)
+
+
+@pytest.mark.parametrize(("name", "route", "why", "error"), REFUSED)
+def test_mcrouter_config_refused_with_its_reason(
+    name: str, route: str, why: str, error: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_file(CONFIGS / "refused" / f"{name}.json", default_route=route)
+    assert info.value.errors[0] == error
+    if why == PROTOCOL:
+        assert "mcrouter's own binary protocol" in error or "Meta-only" in error
+    if why == META_ONLY:
+        assert "exists only inside Meta" in error
 
 
 def test_failure_domains_reach_the_deterministic_order_policy() -> None:
@@ -107,6 +487,60 @@ def test_named_handles_are_shared_by_identity() -> None:
     assert (a.pool.name, b.pool.name) == ("A", "B")
     assert c.children == (NullRoute(),)
     assert d.children[0] is c
+
+
+def test_broken_shadows_are_skipped_and_the_good_ones_kept() -> None:
+    """test_shadow.json's policy `f` lists three good shadows and six broken ones."""
+    config = load_config_file(CONFIGS / "test_shadow.json")
+    route: Any = config.route
+    shadows = route.policies["f"].shadows
+    assert [shadow.target.pool.name for shadow in shadows] == [
+        "foo-shadow", "foo-shadow-specific-keys", "bar-shadow",
+    ]  # fmt: skip
+
+
+def test_wch3_weights_beyond_the_servers_are_ignored() -> None:
+    """test_wch3.py: the three aliases pick the same server, never a weight-0 one."""
+    config = load_config_file(CONFIGS / "test_wch3.json", default_route="/test/A/")
+    routes: list[Any] = [
+        config.tree(b"/test/A/").root_for(prefix)
+        for prefix in (b"/test/A/", b"/test/B/", b"/test/C/")
+    ]
+    for index in range(2000):
+        key = b"someprefix:%d:|#|id=123" % index
+        picked = {route.selected_index(request(b"get " + key + b"\r\n")) for route in routes}
+        assert len(picked) == 1 and picked.isdisjoint({0, 3})
+
+
+def test_port_override_and_a_hostless_server(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    """mcrouter_test_portoverride: the pool's server is "localhost", the port comes from
+    `port_override`, filled by --config-params."""
+    text = (
+        (CONFIGS / "mcrouter_test_portoverride.json").read_text().replace("localhost", "127.0.0.1")
+    )
+    proxy = proxy_factory(text, "--config-params", f"PORT:{memcached.port}")
+    with connect(proxy.port) as client:
+        assert client.call(b"set key 0 0 5\r\nvalue\r\n") == b"STORED\r\n"
+        assert client.call(b"get key\r\n", b"END\r\n") == b"VALUE key 0 5\r\nvalue\r\nEND\r\n"
+    assert value_of(memcached, b"key") == b"value"
+
+
+def test_modify_exptime_with_a_one_server_pool_as_target(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    """test_modify_exptime.py: `"target": "Pool|A"` (one server) is that server's route."""
+    proxy = proxy_factory(mcrouter_config("test_modify_exptime", [memcached]))
+    with connect(proxy.port) as client, connect(memcached.port) as direct:
+        assert direct.call(b"set a 0 0 5\r\nvalue\r\n") == b"STORED\r\n"
+        assert client.call(b"get a\r\n", b"END\r\n") == b"VALUE a 0 5\r\nvalue\r\nEND\r\n"
+        # Policy a sets exptime -1: the value is gone at once.
+        assert client.call(b"set a 0 0 6\r\nvalue2\r\n") == b"STORED\r\n"
+        assert value_of(memcached, b"a") is None
+        # Policy b sets exptime 0: the client's -1 becomes "never expires".
+        assert client.call(b"set b 0 -1 5\r\nvalue\r\n") == b"STORED\r\n"
+        assert value_of(memcached, b"b") == b"value"
 
 
 def mcrouter_config(name: str, servers: Sequence[Memcached]) -> str:

@@ -80,6 +80,7 @@ from mcrouter_trio.routing._specs import DEFAULT_SERVER_TIMEOUT_MS, PoolSpec, Se
 from mcrouter_trio.routing._tree import RouteTree, reachable_servers
 from mcrouter_trio.routing.handles.bigvalue import BigValueRoute
 from mcrouter_trio.routing.handles.destination import pool_destinations
+from mcrouter_trio.routing.handles.shadow import ShadowSpec
 
 log = logging.getLogger("mcrouter_trio.config")
 
@@ -324,6 +325,7 @@ class _RouteBuilder:
             (tuple[Route, ...], self._route_list),
             (Mapping[str, Route], self._policies),
             (tuple[float, ...], _hook(check_weights)),
+            (tuple[ShadowSpec, ...], self._shadows),
         ):
             converter.register_structure_hook_func(partial(operator.eq, alias), hook)
         converter.register_structure_hook(PoolSpec, self._pool)
@@ -414,9 +416,12 @@ class _RouteBuilder:
             self._seen[value] = (route,)
             return route
         if isinstance(value, dict):
+            if value.get("type") == "Pool":
+                return _one(self._route_list(value))
             return self._route_from_object(value, top)
         if isinstance(value, list):
-            raise Invalid("expected a single route (object or string), got an array")
+            # mcrouter builds every route as a list and takes its only element.
+            return _one(self._route_list(value))
         raise Invalid(f"expected a route (object or string), got {describe(value)}")
 
     def _route_type(self, type_name: str, top: bool) -> RouteType:
@@ -432,10 +437,13 @@ class _RouteBuilder:
         if not text:
             raise Invalid("expected a route, got an empty string")
         if type_name == "Pool":
-            raise Invalid(
-                f"'{text}' is a list of routes: use it where children are expected,"
-                f" or 'PoolRoute|{argument}' for one route"
-            )
+            routes = self._route_list(text)
+            if len(routes) != 1:  # one server: that server's route, as in mcrouter
+                raise Invalid(
+                    f"{len(routes)} RouteHandles in list, expected 1: '{text}' is a list"
+                    f" of routes, use 'PoolRoute|{argument}' for one route"
+                )
+            return routes[0]
         entry = self._route_type(type_name, top)
         field = entry.shorthand
         if field == ROUTE_ARGUMENT and has_argument:
@@ -467,8 +475,6 @@ class _RouteBuilder:
         type_name = data.pop("type")
         if not isinstance(type_name, str):
             raise _problems_error([(("type",), f"expected a string, got {describe(type_name)}")])
-        if type_name == "Pool":
-            raise Invalid("a Pool is a list of routes: use it where children are expected")
         name = data.get("name")
         if isinstance(name, str):
             # mcrouter's named handles: the first object with a name defines it,
@@ -477,6 +483,7 @@ class _RouteBuilder:
             if named is not None:
                 return named if many else _one(named)
         cls = self._route_type(type_name, top).cls
+        _drop_axonlog_fields(data)
         if "name" in data and "name" not in attrs.fields_dict(cls):
             data.pop("name")
         route = self._structure(cls, data)
@@ -532,6 +539,26 @@ class _RouteBuilder:
         if isinstance(value, dict) and value.get("type") == "ShadowRoute":
             return cast(tuple[Route, ...], self._routes_from_object(value, False, many=True))
         return (self._route(value),)
+
+    def _shadows(self, value: object, _type: object = None) -> tuple[ShadowSpec, ...]:
+        """`shadows`: the entries that build; mcrouter logs each broken one and skips it.
+
+        Skipped, not refused, so that a config mcrouter runs runs here too; the
+        warning names the entry and its problem.
+        """
+        if not isinstance(value, list):
+            log.warning("ignoring 'shadows': expected an array, got %s", describe(value))
+            return ()
+        shadows: list[ShadowSpec] = []
+        for index, item in enumerate(value):
+            try:
+                if not isinstance(item, dict):
+                    raise Invalid(f"expected a shadow object, got {describe(item)}")
+                shadows.append(self._structure_fn(ShadowSpec)(item, ShadowSpec))
+            except Exception as exc:
+                for message in _messages(exc, f"shadows[{index}]"):
+                    log.warning("ignoring a broken shadow, as mcrouter does: %s", message)
+        return tuple(shadows)
 
     def _policies(
         self,
@@ -593,8 +620,19 @@ class _RouteBuilder:
         return pool
 
 
+def _drop_axonlog_fields(data: dict[str, object]) -> None:
+    """mcrouter's `axonlog` options: true wraps the route in AxonLogRoute (Meta-only,
+    which open-source mcrouter refuses too); otherwise the `axonlog_*` options do nothing."""
+    if "axonlog" in data and check_bool(data["axonlog"]):
+        message = "AxonLogRoute (axonlog: true) exists only inside Meta and is not supported"
+        raise _problems_error([(("axonlog",), message)])
+    for key in [key for key in data if key == "axonlog" or key.startswith("axonlog_")]:
+        del data[key]
+
+
 def _one(routes: tuple[Route, ...]) -> Route:
-    """A named list used where one route is expected (mcrouter's message)."""
+    """A list (an array, a Pool, a name) used where one route is expected, as mcrouter
+    allows when it holds exactly one; mcrouter's message otherwise."""
     if len(routes) != 1:
         raise Invalid(f"{len(routes)} RouteHandles in list, expected 1")
     return routes[0]

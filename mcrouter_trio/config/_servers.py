@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import attrs
 
@@ -45,7 +45,13 @@ log = logging.getLogger("mcrouter_trio.config")
 MECHS = frozenset({"plain", "ssl"})
 # mcrouter variants of TLS we do not implement; plain TLS ("ssl") serves their purpose.
 _OTHER_MECHS = frozenset({"tls_to_plain", "fizz", "ktls12"})
-_OTHER_PROTOCOLS = frozenset({"caret", "thrift", "xdp", "umbrella"})
+#: mcrouter's own wire protocols, and why we cannot speak them to a server.
+_OTHER_PROTOCOLS: Final = {
+    "caret": "mcrouter's own binary protocol, not memcached's",
+    "umbrella": "mcrouter's old binary protocol, not memcached's",
+    "thrift": "Meta-only Thrift transport",
+    "xdp": "Meta-only transport",
+}
 _COMPRESSIONS = frozenset({"compressed", "notcompressed"})
 #: mcrouter's timeout range (folly `parseTimeout`), in ms.
 TIMEOUT_RANGE = (1, 1_000_000)
@@ -69,8 +75,12 @@ def _check_protocol(value: object) -> str:
     if protocol.lower() == "ascii":
         return "ascii"
     if protocol.lower() in _OTHER_PROTOCOLS:
-        raise Invalid(f"protocol '{protocol}' is not supported")
+        raise Invalid(_unsupported_protocol(protocol, protocol.lower()))
     raise Invalid(f"unknown protocol '{protocol}'")
+
+
+def _unsupported_protocol(written: str, protocol: str) -> str:
+    return f"protocol '{written}' is not supported: {_OTHER_PROTOCOLS[protocol]}"
 
 
 def parse_server(
@@ -80,11 +90,14 @@ def parse_server(
     connect_timeout_ms: int,
     default_mech: str = "plain",
     server_name: str | None = None,
+    port_override: int = 0,
 ) -> ServerSpec:
-    """`HOST:PORT[:PROTOCOL[:MECH[:COMPRESSION]]]`, IPv6 hosts in brackets.
+    """`HOST:PORT[:PROTOCOL[:MECH[:COMPRESSION]]]`, hosts may be in brackets
+    (IPv6 addresses must be).
 
-    Omitted parts take the pool's defaults. Raises `ValueError` (`Invalid`)
-    reading `invalid server '<text>' (<reason>)`.
+    Omitted parts take the pool's defaults. A pool's `port_override` (not 0)
+    replaces the port, which may then be left out, as in mcrouter. Raises
+    `ValueError` (`Invalid`) reading `invalid server '<text>' (<reason>)`.
     """
 
     def bad(reason: str) -> Invalid:
@@ -97,10 +110,9 @@ def parse_server(
         if end < 0:
             raise bad("missing ']'")
         host, rest = text[1:end], text[end + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise bad(f"'{host}' is not an IPv6 address") from None
+        # mcrouter takes a bracketed host that is no IP address as a host name.
+        if not (_is_ipv6(host) or _HOSTNAME.fullmatch(host)):
+            raise bad("missing host" if not host else f"invalid host '{host}'")
         if rest and not rest.startswith(":"):
             raise bad("expected ':' after ']'")
         fields = rest[1:].split(":") if rest else []
@@ -111,16 +123,20 @@ def parse_server(
         if not _HOSTNAME.fullmatch(host):
             raise bad("missing host" if not host else f"invalid host '{host}'")
         fields = rest.split(":") if rest else []
-    if not fields or not fields[0]:
-        raise bad("missing port")
     if len(fields) > 4:
         raise bad("too many ':' fields")
-    if not _PORT.fullmatch(fields[0]) or not 1 <= int(fields[0]) <= 65535:
-        raise bad(f"port must be 1..65535, got '{fields[0]}'")
-    port = int(fields[0])
+    if port_override:
+        port = port_override
+    elif not fields or not fields[0]:
+        raise bad("missing port")
+    elif not _PORT.fullmatch(fields[0]) or int(fields[0]) > 65535:
+        raise bad(f"port must be 0..65535, got '{fields[0]}'")
+    else:
+        # Port 0 is accepted, as mcrouter does; connecting to it fails.
+        port = int(fields[0])
     if len(fields) > 1 and fields[1] != "ascii":
         if fields[1] in _OTHER_PROTOCOLS:
-            raise bad(f"protocol '{fields[1]}' is not supported")
+            raise bad(_unsupported_protocol(fields[1], fields[1]))
         raise bad(f"unknown protocol '{fields[1]}'")
     mech = default_mech
     if len(fields) > 2:
@@ -163,7 +179,7 @@ _POOL_KEYS = frozenset(
         "servers", "server_timeout", "connect_timeout", "keep_routing_prefix", "weights",
         "protocol", "use_ssl", "security_mech", "server_name", "inherit", "name",
         "tko_tracker", "auto_eject_hosts", "server_failure_limit", "server_retry_timeout",
-        "failure_domains",
+        "failure_domains", "port_override",
     }
 )  # fmt: skip
 #: Keys mcrouter knows that do not change where or how we send (FB-specific,
@@ -177,8 +193,6 @@ _IGNORED_POOL_KEYS = frozenset(
         "port_override_cross_dc", "use_typed", "hash", "hash_salt", "hash_weights",
     }
 )  # fmt: skip
-#: Keys we would route wrongly without, so they fail loudly instead.
-_UNSUPPORTED_POOL_KEYS = frozenset({"port_override"})
 
 T = TypeVar("T")
 
@@ -220,6 +234,7 @@ def parse_pool(
     # `security_mech` wins over the deprecated `use_ssl`, as in mcrouter.
     mech = reader.read("security_mech", check_mech, "ssl" if use_ssl else defaults.mech)
     server_name: str | None = reader.read("server_name", _check_server_name, None)
+    port_override: int = reader.read("port_override", _check_port_override, 0)
     ejection = _read_ejection(reader)
     servers: list[ServerSpec] = []
     if "servers" not in merged:
@@ -238,6 +253,7 @@ def parse_pool(
                     connect_timeout_ms=connect_timeout,
                     default_mech=mech,
                     server_name=server_name,
+                    port_override=port_override,
                 )
             except Invalid as exc:
                 reader.problems.append((("servers", index), str(exc)))
@@ -272,6 +288,10 @@ def _read_ejection(reader: _FieldReader) -> EjectionSpec | None:
     if not reader.read("auto_eject_hosts", check_bool, False):
         return None
     return EjectionSpec(limit, retry)
+
+
+def _check_port_override(value: object) -> int:
+    return check_int(value, 1, 65535)
 
 
 def _check_failure_limit(value: object) -> int:
@@ -366,11 +386,9 @@ def _check_server_name(value: object) -> str:
 
 def _check_keys(name: str, keys: set[str]) -> list[Problem]:
     problems: list[Problem] = []
-    unknown = keys - _POOL_KEYS - _IGNORED_POOL_KEYS - _UNSUPPORTED_POOL_KEYS
+    unknown = keys - _POOL_KEYS - _IGNORED_POOL_KEYS
     if unknown:
         problems.append(((), f"extra fields found ({', '.join(sorted(unknown))})"))
-    for key in sorted(keys & _UNSUPPORTED_POOL_KEYS):
-        problems.append(((key,), f"'{key}' is not supported yet"))
     ignored = keys & _IGNORED_POOL_KEYS
     if ignored:
         log.warning("pool %r: ignoring unsupported keys: %s", name, ", ".join(sorted(ignored)))

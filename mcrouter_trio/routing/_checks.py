@@ -10,6 +10,7 @@ its validation and the config builder needs no code for it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 
 class Invalid(ValueError):
@@ -62,12 +63,24 @@ def check_str(value: object) -> str:
 
 def check_weights(value: object) -> tuple[float, ...]:
     """WeightedCh3 weights: numbers in [0, 1], one per server or child."""
+    weights = check_weight_numbers(value)
+    check_weight_range(weights, len(weights))
+    return weights
+
+
+def check_weight_numbers(value: object) -> tuple[float, ...]:
+    """A route's WeightedCh3 weights, not yet checked against its children.
+
+    mcrouter reads only one weight per child and ignores the rest, whatever they
+    are: the route checks the first n with `check_weight_range`.
+    """
     if not isinstance(value, list):
         raise Invalid(f"expected an array of numbers, got {describe(value)}")
-    weights = []
-    for item in value:
-        weight = check_float(item)
+    return tuple(check_float(item) for item in value)
+
+
+def check_weight_range(weights: Sequence[float], n: int) -> None:
+    """The first `n` weights (one per child) are in [0, 1]; the rest do not count."""
+    for weight in weights[:n]:
         if not 0.0 <= weight <= 1.0:
-            raise Invalid(f"weight {item} is out of range [0, 1]")
-        weights.append(weight)
-    return tuple(weights)
+            raise Invalid(f"weight {weight:g} is out of range [0, 1]")

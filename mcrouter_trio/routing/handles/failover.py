@@ -26,7 +26,14 @@ from mcrouter_trio.routing._base import (
     SplitRouting,
     default_reply,
 )
-from mcrouter_trio.routing._checks import Invalid, check_bool, check_int, check_str, check_weights
+from mcrouter_trio.routing._checks import (
+    Invalid,
+    check_bool,
+    check_int,
+    check_str,
+    check_weight_numbers,
+    check_weight_range,
+)
 from mcrouter_trio.routing._combinators import first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
@@ -176,7 +183,7 @@ def _check_failover_count(value: object) -> int:
 
 
 def _check_latest_weights(value: object) -> tuple[float, ...] | None:
-    return None if value is None else check_weights(value)
+    return None if value is None else check_weight_numbers(value)
 
 
 @route_type("LatestRoute", shorthand="children")
@@ -221,6 +228,7 @@ class LatestRoute:
         count = len(self.children)
         weights: Sequence[float] = (1.0,) * count
         if self.weights is not None:
+            check_weight_range(self.weights, count)
             weights = [*self.weights[:count], *(DEFAULT_WEIGHT,) * (count - len(self.weights))]
         workers = range(self.num_proxies) if self.thread_local_failover else range(1)
         orders = [

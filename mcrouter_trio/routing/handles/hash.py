@@ -34,7 +34,14 @@ from mcrouter_trio.routing._base import (
     SplitRouting,
     default_reply,
 )
-from mcrouter_trio.routing._checks import Invalid, check_int, check_str, check_weights, describe
+from mcrouter_trio.routing._checks import (
+    Invalid,
+    check_int,
+    check_str,
+    check_weight_numbers,
+    check_weight_range,
+    describe,
+)
 from mcrouter_trio.routing._ejection import EjectionWatch, Ejector, PoolEjection, RingBuilder
 from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
@@ -77,7 +84,7 @@ def check_mcrouter_hash_func(value: object) -> str:
 
 
 def check_optional_weights(value: object) -> tuple[float, ...] | None:
-    return None if value is None else check_weights(value)
+    return None if value is None else check_weight_numbers(value)
 
 
 def check_key_hash(value: object) -> str:
@@ -269,6 +276,8 @@ class HashRoute(OverChildren):
 
     def __attrs_post_init__(self) -> None:
         select: Callable[[bytes], int] = _no_children
+        if self.weights is not None:
+            check_weight_range(self.weights, len(self.children))
         if self.children:
             select = _selector(self.hash_func, len(self.children), self.salt, self.weights)
         object.__setattr__(self, "select", select)
@@ -358,6 +367,8 @@ class PoolRoute:
             if weights is not None and hash_func == "Ch3" and self.hash.weights is None:
                 # A pool with `weights` defaults to WeightedCh3, as in mcrouter.
                 hash_func = "WeightedCh3"
+            if weights is not None:
+                check_weight_range(weights, len(children))
             if children:
                 select = _selector(hash_func, len(children), self.hash.salt, weights)
             key_of, keys_routing = hashed_key, routing_key
