@@ -11,11 +11,26 @@ Trio wake-up is spent per request.
 
 A session stops reading while `max_outstanding` requests are unanswered or while
 its client does not read its replies, which bounds what one client can have in
-flight, as memcached does. What it holds (unwritten output and buffered input) is
-bounded too: at `max_client_buffer` bytes it routes nothing more, and a client
-that does not bring it back under the limit within `client_timeout` is
-disconnected, which frees its replies (those still in flight are dropped as they
-arrive).
+flight, as memcached does. What the proxy holds for it (unwritten output, TLS
+records not yet sent and buffered input) is bounded by `max_client_buffer`, in two
+steps:
+
+- at half the limit nothing more is routed for it, and a client that does not
+  read it back under that mark within `client_timeout` is disconnected;
+- past the limit it is disconnected at once. Replies to requests already routed
+  keep coming after routing stops, and what they add up to is not known in
+  advance (a few kilobytes of `get`s can ask for gigabytes), so stopping the
+  routing alone bounds nothing. Closing is the only bound that holds: a reply
+  already asked of a shared server connection has to be read off it (other
+  clients' replies follow it there), and a reply that cannot be kept cannot be
+  delivered, so the connection it was for cannot go on either.
+
+The half in between is the slack of a client that reads, only slowly: the replies
+of what was routed before the mark was reached land there. A disconnected session
+drops its queue and output; replies still in flight for it are read off the server
+and dropped as they arrive (the destination keeps none: a `Pending` nobody holds
+any more is freed once resolved). Counting costs nothing while the client reads:
+what is held is only counted once its socket stops taking it.
 
 The end of a client's input (EOF after `shutdown(SHUT_WR)`, a TLS close_notify, or
 the proxy shutting down) ends reading only: every complete request already read is
@@ -168,8 +183,9 @@ class ClientSession:
         self._write_blocked = False
         #: `max_outstanding` requests are unanswered: stop reading until some are.
         self._full = False
-        #: Unwritten output and buffered input reached `max_client_buffer` bytes: route
+        #: Unwritten output and buffered input reached half `max_client_buffer`: route
         #: nothing more; `_drain_timer` disconnects the client unless it drains in time.
+        #: Past the whole limit it is disconnected at once (`_watch_backlog`).
         self._backlogged = False
         self._buffer_limit = proxy.settings.max_client_buffer or sys.maxsize
         self._client_timeout = proxy.settings.client_timeout
@@ -194,6 +210,10 @@ class ClientSession:
     def _unsent(self) -> int:
         unsent = len(self._out)
         return unsent + self._tls.raw_pending if self._tls is not None else unsent
+
+    def _held(self) -> int:
+        """Bytes held for this client: unsent output (TLS records too) and unparsed input."""
+        return self._unsent() + self.parser.buffered
 
     async def run(self) -> None:
         self._reactor.add(self)
@@ -220,15 +240,17 @@ class ClientSession:
 
     def _disconnect_backlogged(self) -> None:
         self._drain_timer = None
-        if self._finished:
-            return
+        if not self._finished:
+            self._abandon(
+                f"not read below half --max-client-buffer within {self._client_timeout:g} s "
+                "(--client-timeout)"
+            )
+
+    def _abandon(self, why: str) -> None:
+        """Disconnect a client for what it holds: count it, log it, drop its replies."""
         self._abandoned = True
-        log.info(
-            "client disconnected: %d bytes held for it and not read within %g s "
-            "(--max-client-buffer, --client-timeout)",
-            self._unsent() + self.parser.buffered,
-            self._client_timeout,
-        )
+        self.proxy.stats.client_buffer_disconnects += 1
+        log.info("client disconnected: %d bytes held for it, %s", self._held(), why)
         self._finish()
 
     def drain(self) -> None:
@@ -434,8 +456,12 @@ class ClientSession:
         self._update_interest()
 
     def _watch_backlog(self) -> None:
-        """Run the drain clock while what this client holds is over the limit."""
-        over = self._unsent() + self.parser.buffered >= self._buffer_limit
+        """Disconnect the client past the limit; run the drain clock past half of it."""
+        held = self._held()
+        if held > self._buffer_limit:
+            self._abandon("over --max-client-buffer")
+            return
+        over = 2 * held >= self._buffer_limit
         if over != self._backlogged:
             self._backlogged = over
             if over:
@@ -452,6 +478,7 @@ class ClientSession:
 
     def _finish(self) -> None:
         self._finished = True
+        self._full = False  # nothing more is routed for it (`_resume`)
         self._out.clear()
         self._waiting.clear()  # replies still in flight are dropped as they arrive
         self._update_interest()
