@@ -281,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_ms,
         default=1000,
         metavar="MS",
-        help="a client held at half --max-client-buffer that does not read its replies below "
-        "it for this long is disconnected (default 1000)",
+        help="a client held at half --max-client-buffer that reads none of its replies for "
+        "this long is disconnected (default 1000)",
     )
     add(
         "--max-conns",

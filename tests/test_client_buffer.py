@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _pki import make_pki
 from conftest import Client, Memcached, Proxy, connect, poll, pool_config, stats_on
 
 ProxyFactory = Callable[..., Proxy]
@@ -104,6 +105,52 @@ def test_client_over_the_limit_that_reads_in_time_gets_every_reply(
         assert received == expected
         sock.sendall(b"version\r\n")
         assert sock.recv(100).startswith(b"VERSION ")
+        assert "client disconnected" not in proxy.log()
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_slow_reader_over_the_mark_keeps_its_connection_and_gets_every_reply(
+    memcached: Memcached, proxy_factory: ProxyFactory, tmp_path: Path, tls: bool
+) -> None:
+    """--client-timeout measures a client that reads nothing, not one that reads slowly.
+
+    14.3 MB of replies asked for at once, of which the kernel's buffers take at most
+    4.1 MB, read at 1.6 MB/s at most for 2.5 s: the proxy holds over half the 16 MB
+    limit (routing stopped) for more than 1.4 s, past the 1 s timeout, while the
+    client reads something every 40 ms. Then it reads the rest at full speed.
+    """
+    store_big_value(memcached.port)
+    pki = make_pki(tmp_path / "pki") if tls else None
+    proxy = proxy_factory(
+        pool_config(memcached.address),
+        "--max-client-buffer", "16000000", "--client-timeout", "1000",
+        *(pki.server_flags() if pki is not None else ()),
+        plain=not tls, tls=tls,
+    )  # fmt: skip
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    raw.settimeout(30)
+    raw.connect(("127.0.0.1", proxy.port))
+    sock = raw
+    if pki is not None:
+        sock = pki.client_context().wrap_socket(raw, server_hostname="localhost")
+    gets = 28
+    expected = reply_of_get_big() * gets
+    try:
+        sock.sendall(b"get big\r\n" * gets)
+        received = bytearray()
+        slow_until = time.monotonic() + 2.5
+        while len(received) < len(expected):
+            tick = len(received) + 65536
+            while len(received) < min(tick, len(expected)):
+                chunk = sock.recv(65536)
+                assert chunk, f"closed after {len(received)} bytes; {proxy.log()}"
+                received += chunk
+            if time.monotonic() < slow_until:
+                time.sleep(0.04)
+        assert received == expected
         assert "client disconnected" not in proxy.log()
     finally:
         sock.close()
