@@ -269,16 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         default=64 * 1024 * 1024,
         metavar="BYTES",
-        help="replies not yet written plus requests not yet parsed that one client may hold; "
-        "at the limit nothing more is routed for it; 0 = no limit (default 67108864)",
+        help="most the proxy holds for one client (replies not yet written, requests not yet "
+        "parsed): at half of it nothing more is routed for the client, past it the client is "
+        "disconnected; 0 = no limit (default 67108864)",
     )
     add(
         "--client-timeout",
         type=_positive_ms,
         default=1000,
         metavar="MS",
-        help="a client held at --max-client-buffer that does not read its replies for this "
-        "long is disconnected (default 1000)",
+        help="a client held at half --max-client-buffer that reads none of its replies for "
+        "this long is disconnected (default 1000)",
     )
     add(
         "--max-conns",

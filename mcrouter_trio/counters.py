@@ -116,6 +116,10 @@ PROXY_STATS: Final = (
         reset_to="curr_connections",
     ),
     _connections("rejected_connections", "client connections refused by --max-conns"),
+    _connections(
+        "client_buffer_disconnects",
+        "clients disconnected for what the proxy held for them (--max-client-buffer)",
+    ),
     _connections("ssl_handshakes", "client TLS handshakes completed"),
     _connections("ssl_handshakes_resumed", "client TLS handshakes that resumed a session"),
     _connections("ssl_handshakes_refused", "client TLS handshakes refused or failed"),

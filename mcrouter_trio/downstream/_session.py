@@ -11,11 +11,35 @@ Trio wake-up is spent per request.
 
 A session stops reading while `max_outstanding` requests are unanswered or while
 its client does not read its replies, which bounds what one client can have in
-flight, as memcached does. What it holds (unwritten output and buffered input) is
-bounded too: at `max_client_buffer` bytes it routes nothing more, and a client
-that does not bring it back under the limit within `client_timeout` is
-disconnected, which frees its replies (those still in flight are dropped as they
-arrive).
+flight, as memcached does. What the proxy holds for it (unwritten output, TLS
+records not yet sent and buffered input) is bounded by `max_client_buffer`, in two
+steps:
+
+- at half the limit nothing more is routed for it, and a client that then reads
+  nothing for `client_timeout` is disconnected (mcrouter's write timeout: a slow
+  reader is not cut off for being slow);
+- past the limit it is disconnected at once. Replies to requests already routed
+  keep coming after routing stops, and what they add up to is not known in
+  advance (a few kilobytes of `get`s can ask for gigabytes), so stopping the
+  routing alone bounds nothing. Closing is the only bound that holds: a reply
+  already asked of a shared server connection has to be read off it (other
+  clients' replies follow it there), and a reply that cannot be kept cannot be
+  delivered, so the connection it was for cannot go on either.
+
+The half in between is the slack of a client that reads, only slowly: the replies
+of what was routed before the mark was reached land there. A disconnected session
+drops its queue and output; replies still in flight for it are read off the server
+and dropped as they arrive (the destination keeps none: a `Pending` nobody holds
+any more is freed once resolved). Counting costs nothing while the client reads:
+what is held is only counted once its socket stops taking it, after each batch of
+replies. Counted is what reached the output: a reply ready behind an earlier one
+still in flight from a slower server waits in the queue until that one arrives or
+times out, and a multi-get's reply is merged whole before it is one.
+
+Output the socket does not take stays in the buffer it was in (`_sending`) and new
+replies go to a new one, so neither a copy of the backlog per write nor, while it
+is made, twice the memory; a TLS client's backlog is encrypted `TLS_PIECE` at a
+time, as the socket takes it.
 
 The end of a client's input (EOF after `shutdown(SHUT_WR)`, a TLS close_notify, or
 the proxy shutting down) ends reading only: every complete request already read is
@@ -56,6 +80,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcrouter_trio.downstream")
 
 RECEIVE_SIZE: Final = 65536
+#: Output to a TLS client is encrypted this much at a time while the socket takes it:
+#: the encrypted copy of a backlog is never made whole.
+TLS_PIECE: Final = 256 * 1024
 _READ: Final = select.EPOLLIN
 
 Entry = tuple[Request | None, Pending]
@@ -135,7 +162,8 @@ class ClientSession:
     __slots__ = (
         "_abandoned", "_backlogged", "_buffer_limit", "_client_timeout", "_closing", "_done",
         "_drain_timer", "_finished", "_flush_requested", "_flusher", "_full", "_input_ended",
-        "_limit", "_out", "_reactor", "_route", "_route_get", "_timers", "_tls", "_waiting",
+        "_limit", "_out", "_reactor", "_route", "_route_get", "_sending", "_timers", "_tls",
+        "_waiting",
         "_watched", "_write_blocked",
         "fd", "interest", "parser", "proxy",
     )  # fmt: skip
@@ -163,13 +191,18 @@ class ClientSession:
         #: The head reply `_on_reply` is registered on (at most one registration).
         self._watched: Pending | None = None
         self._out = bytearray()
+        #: Output the socket did not take, written before `_out`: a view of the buffer it
+        #: was in (see `_write_plain`).
+        self._sending: memoryview | None = None
         self._flush_requested = False
         #: The client does not read its replies: stop reading its requests.
         self._write_blocked = False
         #: `max_outstanding` requests are unanswered: stop reading until some are.
         self._full = False
-        #: Unwritten output and buffered input reached `max_client_buffer` bytes: route
-        #: nothing more; `_drain_timer` disconnects the client unless it drains in time.
+        #: Unwritten output and buffered input reached half `max_client_buffer`: route
+        #: nothing more; `_drain_timer` disconnects the client if it reads nothing for
+        #: `client_timeout` (`on_writable` restarts it).
+        #: Past the whole limit it is disconnected at once (`_watch_backlog`).
         self._backlogged = False
         self._buffer_limit = proxy.settings.max_client_buffer or sys.maxsize
         self._client_timeout = proxy.settings.client_timeout
@@ -193,7 +226,21 @@ class ClientSession:
 
     def _unsent(self) -> int:
         unsent = len(self._out)
+        if self._sending is not None:
+            unsent += len(self._sending)
         return unsent + self._tls.raw_pending if self._tls is not None else unsent
+
+    def _held(self) -> int:
+        """Bytes held for this client: unsent output (TLS records too) and unparsed input.
+
+        `_sending` counts whole, its part already sent too: the buffer it is a view of
+        is freed only when the last of it is sent.
+        """
+        held = self._unsent() + self.parser.buffered
+        sending = self._sending
+        if sending is not None:
+            held += memoryview(sending.obj).nbytes - len(sending)
+        return held
 
     async def run(self) -> None:
         self._reactor.add(self)
@@ -220,15 +267,17 @@ class ClientSession:
 
     def _disconnect_backlogged(self) -> None:
         self._drain_timer = None
-        if self._finished:
-            return
+        if not self._finished:
+            self._abandon(
+                f"over half --max-client-buffer and none of it read for "
+                f"{self._client_timeout:g} s (--client-timeout)"
+            )
+
+    def _abandon(self, why: str) -> None:
+        """Disconnect a client for what it holds: count it, log it, drop its replies."""
         self._abandoned = True
-        log.info(
-            "client disconnected: %d bytes held for it and not read within %g s "
-            "(--max-client-buffer, --client-timeout)",
-            self._unsent() + self.parser.buffered,
-            self._client_timeout,
-        )
+        self.proxy.stats.client_buffer_disconnects += 1
+        log.info("client disconnected: %d bytes held for it, %s", self._held(), why)
         self._finish()
 
     def drain(self) -> None:
@@ -281,6 +330,13 @@ class ClientSession:
 
     def on_writable(self) -> None:
         self._write_blocked = False
+        if self._drain_timer is not None:
+            # The client read some of its replies: slow, not stuck. The clock measures
+            # a stall, as mcrouter's write timeout does.
+            self._drain_timer.cancel()
+            self._drain_timer = self._timers.call_later(
+                self._client_timeout, self._disconnect_backlogged
+            )
         self.flush()
         if not self._write_blocked:
             if self._backlogged:
@@ -391,9 +447,11 @@ class ClientSession:
             return
         if not self._write_blocked:
             if self._tls is None:
-                if out and not self._write_plain(out):
+                if (out or self._sending is not None) and not self._write_plain(out):
                     return
-            elif (out or self._tls.raw_pending) and not self._write_tls(self._tls, out):
+            elif (
+                out or self._tls.raw_pending or self._sending is not None
+            ) and not self._write_tls(self._tls, out):
                 return
         else:
             self._watch_backlog()  # replies pile up behind a client that does not read
@@ -401,6 +459,17 @@ class ClientSession:
             self._resume()
 
     def _write_plain(self, out: bytearray) -> bool:
+        """Write `_sending`, then `out`; False if the socket did not take it all.
+
+        What the socket leaves of `out` stays where it is, as `_sending`, and replies
+        go on into a new `_out`. Cutting the written part off `out` instead would
+        make the next reply's append copy the whole backlog: a copy per write to a
+        slow reader, and for the time of it twice the memory.
+        """
+        if self._sending is not None and not self._write_sending():
+            return False
+        if not out:
+            return True
         try:
             sent = os.write(self.fd, out)
         except BlockingIOError:
@@ -411,21 +480,55 @@ class ClientSession:
         if sent == len(out):
             out.clear()
             return True
-        del out[:sent]
+        self._sending = memoryview(out)[sent:]
+        self._out = bytearray()
         self._blocked()
         return False
 
+    def _write_sending(self) -> bool:
+        sending = self._sending
+        assert sending is not None
+        try:
+            sent = os.write(self.fd, sending)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._finish()
+            return False
+        if sent < len(sending):
+            self._sending = sending[sent:]
+            self._blocked()
+            return False
+        self._sending = None  # frees the buffer it was part of
+        return True
+
     def _write_tls(self, tls: TLSSocket, out: bytearray) -> bool:
         try:
-            if out:
-                tls.encrypt(out)
-                out.clear()
-            done = tls.write_some()
+            if self._sending is None and len(out) <= TLS_PIECE:
+                if out:
+                    tls.encrypt(out)
+                    out.clear()
+                done = tls.write_some()
+            else:
+                done = self._write_tls_pieces(tls, out)
         except (OSError, ssl.SSLError):
             self._finish()
             return False
         if not done:
             self._blocked()
+        return done
+
+    def _write_tls_pieces(self, tls: TLSSocket, out: bytearray) -> bool:
+        """Encrypt and write `_sending`, then `out`, a `TLS_PIECE` at a time while taken."""
+        done = tls.write_some()
+        while done and (out or self._sending is not None):
+            sending = self._sending
+            if sending is None:
+                sending = memoryview(out)  # left where it is, as in `_write_plain`
+                self._out = out = bytearray()
+            tls.encrypt(sending[:TLS_PIECE])
+            self._sending = sending[TLS_PIECE:] or None
+            done = tls.write_some()
         return done
 
     def _blocked(self) -> None:
@@ -434,8 +537,12 @@ class ClientSession:
         self._update_interest()
 
     def _watch_backlog(self) -> None:
-        """Run the drain clock while what this client holds is over the limit."""
-        over = self._unsent() + self.parser.buffered >= self._buffer_limit
+        """Disconnect the client past the limit; run the drain clock past half of it."""
+        held = self._held()
+        if held > self._buffer_limit:
+            self._abandon("over --max-client-buffer")
+            return
+        over = 2 * held >= self._buffer_limit
         if over != self._backlogged:
             self._backlogged = over
             if over:
@@ -452,7 +559,9 @@ class ClientSession:
 
     def _finish(self) -> None:
         self._finished = True
+        self._full = False  # nothing more is routed for it (`_resume`)
         self._out.clear()
+        self._sending = None
         self._waiting.clear()  # replies still in flight are dropped as they arrive
         self._update_interest()
         self._done.wake()

@@ -121,7 +121,7 @@ class TLSSocket(trio.abc.Stream):
             self._queue_outgoing()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def encrypt(self, data: bytes | bytearray) -> None:
+    def encrypt(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt `data` onto the raw output buffer (see `write_some`)."""
         view = memoryview(data)
         write = self.ssl_object.write
