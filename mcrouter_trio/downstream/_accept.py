@@ -13,7 +13,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -24,7 +24,9 @@ log = logging.getLogger("mcrouter_trio.downstream")
 CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 RETRY_SECONDS: Final = 0.1
 
-Handler = Callable[[trio.SocketStream], Awaitable[object]]
+#: Takes an accepted connection over at once, in the accept loop (it never raises):
+#: a plain one becomes a session of the reactor, a TLS one starts its handshake task.
+Handler = Callable[[trio.SocketStream], None]
 
 
 class AcceptShortage:
@@ -56,12 +58,9 @@ class AcceptShortage:
 
 
 async def serve_listener(
-    listener: trio.SocketListener,
-    handler: Handler,
-    handler_nursery: trio.Nursery,
-    shortage: AcceptShortage,
+    listener: trio.SocketListener, handler: Handler, shortage: AcceptShortage
 ) -> None:
-    """Accept connections until cancelled; each is served by `handler` in its own task."""
+    """Accept connections until cancelled, handing each to `handler`."""
     async with listener:
         while True:
             try:
@@ -73,11 +72,4 @@ async def serve_listener(
                 await trio.sleep(RETRY_SECONDS)
                 continue
             shortage.accepted()
-            handler_nursery.start_soon(_serve_then_close, handler, stream)
-
-
-async def _serve_then_close(handler: Handler, stream: trio.SocketStream) -> None:
-    try:
-        await handler(stream)
-    finally:
-        await trio.aclose_forcefully(stream)
+            handler(stream)

@@ -37,6 +37,10 @@ class ReactorClient(Protocol):
 
     def fail(self) -> None: ...
 
+    def drain(self) -> None: ...
+
+    def stop(self) -> None: ...
+
 
 class ClientReactor:
     """One task that does the reading and blocked writing of every client session.
@@ -49,27 +53,30 @@ class ClientReactor:
         self._epoll = select.epoll()
         #: Requests routed in one pass reach each server in one write, at its end.
         self._backend_writes = backend_writes or WriteBatch()
-        self._sessions: dict[int, ReactorClient] = {}
+        #: Every session being served, by descriptor (the `SessionKeeper` adds and
+        #: removes them; a finished session is removed before its descriptor closes).
+        self.clients: dict[int, ReactorClient] = {}
 
     def add(self, session: ReactorClient) -> None:
         self._epoll.register(session.fd, select.EPOLLIN)
         session.interest = select.EPOLLIN
-        self._sessions[session.fd] = session
+        self.clients[session.fd] = session
 
     def modify(self, session: ReactorClient, interest: int) -> None:
         self._epoll.modify(session.fd, interest)
         session.interest = interest
 
     def remove(self, session: ReactorClient) -> None:
-        if self._sessions.get(session.fd) is session:
-            del self._sessions[session.fd]
-            with contextlib.suppress(OSError):
+        if self.clients.get(session.fd) is session:
+            del self.clients[session.fd]
+            # ValueError: the epoll is closed already (the reactor stopped first).
+            with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(session.fd)
         session.interest = None
 
     async def run(self) -> None:
         epoll = self._epoll
-        sessions = self._sessions
+        sessions = self.clients
         backend_writes = self._backend_writes
         hangup = select.EPOLLHUP | select.EPOLLERR
         try:

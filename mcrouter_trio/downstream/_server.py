@@ -1,30 +1,25 @@
 """Listeners, connection limits and the serving nursery tree.
 
-Each accepted connection, plain or TLS, gets a session task (see session.py).
-
-A connection the proxy closes (after `quit`, at shutdown) is closed gracefully:
-FIN after the last reply, then the client's input is read and dropped until the
-replies are delivered. Closing a socket with unread input makes the kernel send
-RST, and RST discards whatever of our replies it has not yet delivered.
+Each accepted connection, plain or TLS, becomes a `ClientSession` (see _session.py)
+with no task of its own: the client reactor does its I/O and the session keeper
+(see _keeper.py) owns its lifetime and closes its connection gracefully.
 
 Ownership (the nursery tree in `serve`):
     serve
     ├── destination nursery: one task per backend server (see destination.py),
-    │                        and the client reactor (see reactor.py)
+    │                        and the client reactor (see _reactor.py)
     └── connection nursery (graceful deadline on shutdown)
         ├── accept loops, one per listener (cancelled first on shutdown)
-        └── one session task per accepted connection
+        ├── TLS handshakes, one task each until the connection is a session
+        └── the session keeper: every session; returns at shutdown once all are closed
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
+import os
 import socket
 import ssl
-import struct
-import termios
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -34,6 +29,7 @@ import trio
 from mcrouter_trio.config import ProxyConfig
 from mcrouter_trio.downstream._accept import AcceptShortage, serve_listener
 from mcrouter_trio.downstream._admin import AdminCommands
+from mcrouter_trio.downstream._keeper import SessionKeeper
 from mcrouter_trio.downstream._reactor import ClientReactor
 from mcrouter_trio.downstream._router import Router, RouterSettings
 from mcrouter_trio.downstream._session import ClientSession
@@ -47,9 +43,6 @@ from mcrouter_trio.upstream._health import HealthSettings
 log = logging.getLogger("mcrouter_trio.downstream")
 
 _TOO_MANY_CONNECTIONS: Final = b"ERROR Too many open connections\r\n"
-#: The longest a closed connection waits for its replies to be delivered.
-LINGER_SECONDS: Final = 2.0
-_LINGER_POLL_SECONDS: Final = 0.01
 
 
 @attrs.frozen
@@ -83,7 +76,7 @@ class ServerSettings:
 
 
 class Proxy:
-    """Shared state of one serving process: the router, stats and live sessions."""
+    """Shared state of one serving process: the router, stats, reactor and keeper."""
 
     def __init__(self, router: Router, settings: ServerSettings, stats: ProxyStats) -> None:
         self.router = router
@@ -92,80 +85,64 @@ class Proxy:
         #: Shutdown has begun: a connection accepted from now on is closed unread.
         self.terminating = False
         self.listeners: list[trio.SocketListener] = []
-        self._sessions: set[ClientSession] = set()
         #: Does the I/O of every client session; its task runs in `serve`.
         self.reactor = ClientReactor(router.ctx.backend_writes)
+        #: Owns every client session's lifetime; its task runs in `serve`.
+        self.keeper = SessionKeeper(self.reactor, stats)
         self.accept_shortage = AcceptShortage()
 
-    async def handle(self, stream: trio.SocketStream | TLSSocket) -> None:
+    def handle(self, stream: trio.SocketStream | TLSSocket) -> None:
         """Serve one accepted connection; never lets an exception reach the listener."""
+        try:
+            self._handle(stream)
+        except Exception:
+            log.exception("client session failed to start")
+            stream.socket.close()
+
+    def _handle(self, stream: trio.SocketStream | TLSSocket) -> None:
         stats = self.stats
         if self.terminating:
             # Accepted (a TLS handshake, say) as shutdown began: nothing was read.
-            await trio.aclose_forcefully(stream)
+            stream.socket.close()
             return
         if self.settings.max_conns and stats.curr_connections >= self.settings.max_conns:
             stats.rejected_connections += 1
-            await _reject(stream)
+            _reject(stream)
             return
-        stats.curr_connections += 1
-        stats.total_connections += 1
-        session = ClientSession(self, stream, self.reactor, self.router.ctx.client_writes)
-        self._sessions.add(session)
+        # A plain session keeps the bare descriptor: a socket object and Trio's
+        # wrappers around it would cost every idle connection a few hundred bytes.
+        if isinstance(stream, TLSSocket):
+            connection: int | TLSSocket = stream
+        else:
+            connection = stream.socket.detach()
         try:
-            await session.run()
-            if not session.abandoned:
-                await close_gracefully(stream.socket)
+            session = ClientSession(self, connection, self.reactor, self.router.ctx.client_writes)
         except Exception:
-            log.exception("client session failed")
-        finally:
-            self._sessions.discard(session)
-            stats.curr_connections -= 1
-            await trio.aclose_forcefully(stream)
+            if not isinstance(connection, TLSSocket):
+                os.close(connection)
+            raise
+        self.keeper.open(session)
 
     def drain_sessions(self) -> None:
         """Shutdown: read no more; answer the requests already read, then close."""
         self.terminating = True
-        for session in list(self._sessions):
-            session.drain()
+        self.keeper.drain()
 
 
-async def close_gracefully(sock: trio.socket.SocketType) -> None:
-    """Send FIN after the replies; read and drop input until they are delivered.
+def _reject(stream: trio.SocketStream | TLSSocket) -> None:
+    """Answer memcached's error line (it fits any socket buffer) and close at once.
 
-    Returns when the client has closed too, or has acknowledged every byte sent
-    and sent nothing more, or after `LINGER_SECONDS`. Does nothing on a socket
-    that is already broken.
+    No lingering: the connection is over the cap, its descriptor is wanted back.
     """
     try:
-        sock.shutdown(socket.SHUT_WR)
-        with trio.move_on_after(LINGER_SECONDS):
-            while _unread(sock) or _undelivered(sock):
-                with trio.move_on_after(_LINGER_POLL_SECONDS):
-                    if not await sock.recv(65536):
-                        return  # the client closed: nothing can be reset any more
-    except OSError:
-        return
-
-
-def _unread(sock: trio.socket.SocketType) -> int:
-    return _queue_size(sock, termios.FIONREAD)
-
-
-def _undelivered(sock: trio.socket.SocketType) -> int:
-    """Bytes sent (our FIN included) that the client has not acknowledged."""
-    return _queue_size(sock, termios.TIOCOUTQ)
-
-
-def _queue_size(sock: trio.socket.SocketType, request: int) -> int:
-    size: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
-    return size
-
-
-async def _reject(stream: trio.abc.Stream) -> None:
-    with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
-        await stream.send_all(_TOO_MANY_CONNECTIONS)
-    await trio.aclose_forcefully(stream)
+        if isinstance(stream, TLSSocket):
+            stream.encrypt(_TOO_MANY_CONNECTIONS)
+            stream.write_some()
+        else:
+            os.write(stream.socket.fileno(), _TOO_MANY_CONNECTIONS)
+    except (OSError, ssl.SSLError):
+        pass
+    stream.socket.close()
 
 
 async def open_listeners(
@@ -255,13 +232,10 @@ async def serve(
         proxy.listeners = [*plain, *secure]
         async with trio.open_nursery() as connection_nursery:
             async with trio.open_nursery() as accept_nursery:
+                connection_nursery.start_soon(proxy.keeper.run, name="client sessions")
                 for listener in plain:
                     accept_nursery.start_soon(
-                        serve_listener,
-                        listener,
-                        proxy.handle,
-                        connection_nursery,
-                        proxy.accept_shortage,
+                        serve_listener, listener, proxy.handle, proxy.accept_shortage
                     )
                 if secure:
                     from mcrouter_trio.downstream._tls_listener import serve_tls_listener

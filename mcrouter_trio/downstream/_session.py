@@ -4,7 +4,8 @@ A session parses everything a read delivered, routes all of it at once (routing 
 synchronous; replies arrive through `Pending`s) and answers in request order, so
 requests pipelined by one client are routed concurrently with no task or channel
 per request. The `ClientReactor` reads every ready client (plain TCP, or TLS over a
-`TLSSocket`) after one Trio wake-up. Whichever task resolves the reply at the head
+`TLSSocket`) after one Trio wake-up, and the `SessionKeeper` owns the sessions'
+lifetimes: a session has no task. Whichever task resolves the reply at the head
 of a session's queue appends the ready replies to the session's output, and the
 `WriteBatch` writes every touched session once per batch of backend replies. No
 Trio wake-up is spent per request.
@@ -59,8 +60,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-import trio
-
 from mcrouter_trio.downstream._reactor import ClientReactor
 from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import (
@@ -71,7 +70,7 @@ from mcrouter_trio.protocol import (
     TooLargeSet,
 )
 from mcrouter_trio.routing._base import Cancellable
-from mcrouter_trio.transport._socket import Parker, WriteBatch
+from mcrouter_trio.transport._socket import WriteBatch
 from mcrouter_trio.transport._tls import TLSSocket
 
 if TYPE_CHECKING:
@@ -152,42 +151,51 @@ class ClientSession:
 
     The reactor calls `on_readable`/`on_writable`; replies resolved by destination
     readers reach `_on_reply`, which moves the ready ones to the output and asks
-    the `WriteBatch` for a write. The session's own task only owns its lifetime:
-    it waits until the session is finished (or the shutdown grace period ends), then
-    unregisters from the reactor before the descriptor is closed.
+    the `WriteBatch` for a write. There is no task per session: once finished, the
+    session hands itself to the proxy's `SessionKeeper`, which unregisters it from
+    the reactor and closes its connection.
 
-    Slotted: thousands of idle connections each hold one.
+    Thousands of idle connections each hold one, so it is slotted and holds little
+    while idle: a plain connection is its descriptor (no socket object), and the
+    request queue exists only while requests are in flight.
     """
 
     __slots__ = (
-        "_abandoned", "_backlogged", "_buffer_limit", "_client_timeout", "_closing", "_done",
+        "_abandoned", "_backlogged", "_buffer_limit", "_client_timeout", "_closing",
         "_drain_timer", "_finished", "_flush_requested", "_flusher", "_full", "_input_ended",
-        "_limit", "_out", "_reactor", "_route", "_route_get", "_sending", "_timers", "_tls",
-        "_waiting",
-        "_watched", "_write_blocked",
+        "_keeper", "_limit", "_out", "_reactor", "_router", "_sending", "_timers", "_tls",
+        "_waiting", "_watched", "_write_blocked",
         "fd", "interest", "parser", "proxy",
     )  # fmt: skip
 
     def __init__(
         self,
         proxy: Proxy,
-        stream: trio.SocketStream | TLSSocket,
+        connection: int | TLSSocket,
         reactor: ClientReactor,
         flusher: WriteBatch,
     ) -> None:
+        """Serve `connection`: a plain socket's descriptor (the session closes it), or TLS."""
         self.proxy = proxy
+        self._keeper = proxy.keeper
         self.parser = _parser_for(proxy)
-        self.fd = stream.socket.fileno()
         #: TLS clients: replies are encrypted into the TLS socket's raw buffer.
-        self._tls = stream if isinstance(stream, TLSSocket) else None
-        self._route = proxy.router.route
+        if isinstance(connection, TLSSocket):
+            self.fd = connection.fd
+            self._tls: TLSSocket | None = connection
+        else:
+            self.fd = connection
+            self._tls = None
+        #: The router itself, not its bound methods: each would cost a session 64 bytes.
+        self._router = proxy.router
         self._reactor = reactor
         self._flusher = flusher
-        self._route_get = proxy.router.route_get
         self._timers = proxy.router.ctx
         # 0 means no limit, as in mcrouter.
         self._limit = proxy.settings.max_outstanding or sys.maxsize
-        self._waiting: deque[Entry] = deque()
+        #: Requests in order, with their replies; None while there are none (an idle
+        #: connection holds no queue: a deque is the largest part of a session).
+        self._waiting: deque[Entry] | None = None
         #: The head reply `_on_reply` is registered on (at most one registration).
         self._watched: Pending | None = None
         self._out = bytearray()
@@ -216,7 +224,6 @@ class ClientSession:
         #: already read are still routed and answered.
         self._input_ended = False
         self._finished = False
-        self._done = Parker()
         #: The epoll interest currently registered (None: not registered).
         self.interest: int | None = None
 
@@ -242,23 +249,20 @@ class ClientSession:
             held += memoryview(sending.obj).nbytes - len(sending)
         return held
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        """Register with the reactor: from now on it reads the client."""
         self._reactor.add(self)
         if self._tls is not None and self._tls.buffered:
             # Requests that came in one segment with the end of the handshake were
             # read with it: the socket will not signal them again.
             self._take_tls(self._tls, b"")
-        try:
-            while not self._finished:
-                await self._done.park()
-        finally:
-            # From now on nothing may be written: the descriptor is about to close
-            # and its number may be reused by another client.
-            self._finished = True
-            self._reactor.remove(self)
-            if self._drain_timer is not None:
-                self._drain_timer.cancel()
-                self._drain_timer = None
+
+    def close_socket(self) -> None:
+        """Close the connection (the keeper does, once the session is finished)."""
+        if self._tls is None:
+            os.close(self.fd)
+        else:
+            self._tls.socket.close()
 
     @property
     def abandoned(self) -> bool:
@@ -284,6 +288,11 @@ class ClientSession:
         """Shutdown: read nothing more; answer the requests already read, then finish."""
         if not self._finished:
             self._end_input()
+
+    def stop(self) -> None:
+        """The shutdown grace period is over: finish now, answered or not."""
+        if not self._finished:
+            self._finish()
 
     # -- called by the reactor -----------------------------------------------------
 
@@ -320,7 +329,8 @@ class ClientSession:
 
     def _take(self, data: bytes) -> None:
         """Parse and route what the client sent."""
-        if len(self._waiting) + 1 < self._limit:  # routing one more cannot fill the queue
+        waiting = self._waiting
+        if waiting is None or len(waiting) + 1 < self._limit:  # one more cannot fill it
             request = self.parser.take_plain_get(data)
             if request is not None:
                 self._route_one(request)
@@ -359,7 +369,14 @@ class ClientSession:
     # -- routing and answering -------------------------------------------------------
 
     def _route_input(self) -> None:
-        status = route_buffered(self.parser, self._route, self._waiting, self._limit)
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = deque()
+        status = route_buffered(self.parser, self._router.route, waiting, self._limit)
+        if not self._finished:
+            # A reply resolved while routing may have released the queue when it
+            # emptied, before the rest of the requests were appended to it.
+            self._waiting = waiting
         if status is Status.FULL:
             self._full = True
         elif status is Status.CLOSE or self._input_ended:
@@ -376,7 +393,11 @@ class ClientSession:
 
     def _route_one(self, request: Request) -> None:
         """`_route_input` for a read that held one plain `get`, the commonest by far."""
-        self._waiting.append((request, self._route_get(request)))
+        pending = self._router.route_get(request)
+        waiting = self._waiting  # read after routing: a reply may have released it
+        if waiting is None:
+            waiting = self._waiting = deque()
+        waiting.append((request, pending))
         self._advance()
         if self._out:
             self.flush()
@@ -388,7 +409,7 @@ class ClientSession:
         """Route input held back by `max_outstanding` once replies went out."""
         if (
             self._full
-            and len(self._waiting) < self._limit
+            and (self._waiting is None or len(self._waiting) < self._limit)
             and not self._closing
             and not self._backlogged
         ):
@@ -401,6 +422,8 @@ class ClientSession:
     def _advance(self) -> None:
         """Move the replies ready at the head of the queue to the output, in order."""
         waiting = self._waiting
+        if waiting is None:
+            return
         out = self._out
         while waiting:
             request, pending = waiting[0]
@@ -417,6 +440,7 @@ class ClientSession:
                 or (request.op in META and not _quiet_hides(request.op, reply.raw))
             ):
                 out += reply.raw
+        self._waiting = None  # every request answered: the connection may idle a while
 
     def _on_reply(self, _reply: Reply) -> None:
         self._watched = None
@@ -558,13 +582,19 @@ class ClientSession:
             self._finish()
 
     def _finish(self) -> None:
+        if self._finished:
+            return
+        # From now on nothing may be written: the descriptor is about to close and
+        # its number may be reused by another client.
         self._finished = True
         self._full = False  # nothing more is routed for it (`_resume`)
         self._out.clear()
         self._sending = None
-        self._waiting.clear()  # replies still in flight are dropped as they arrive
-        self._update_interest()
-        self._done.wake()
+        self._waiting = None  # replies still in flight are dropped as they arrive
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        self._keeper.finished(self)
 
     def _update_interest(self) -> None:
         if self._finished:

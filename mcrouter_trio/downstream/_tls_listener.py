@@ -1,18 +1,17 @@
 """TLS listeners: accept, handshake under a deadline, then serve like a plain client.
 
-The handshake runs in the connection's own task with a timeout, so a silent or
-slow client cannot hold anything but its own task; every refused handshake is
-logged with its reason (no certificate, unknown CA, plaintext on a TLS port).
-
-Connections are served in the proxy's connection nursery, like plain ones, so a
-shutdown stops accepting first and lets TLS clients finish their batch too.
+The handshake runs in a task of its own (in the proxy's connection nursery) with a
+timeout, so a silent or slow client cannot hold anything but that task; every
+refused handshake is logged with its reason (no certificate, unknown CA, plaintext
+on a TLS port). Once the handshake is done the task hands the connection to the
+proxy as a session, like a plain one, and ends: a shutdown stops accepting first
+and lets TLS clients finish their batch too.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from functools import partial
 from typing import Final
 
 import trio
@@ -33,34 +32,38 @@ _NOT_TLS: Final = frozenset(
 async def serve_tls_listener(
     proxy: Proxy, listener: trio.SocketListener, handler_nursery: trio.Nursery
 ) -> None:
-    await serve_listener(
-        listener, partial(_handshake_then_serve, proxy), handler_nursery, proxy.accept_shortage
-    )
+    def start_handshake(stream: trio.SocketStream) -> None:
+        handler_nursery.start_soon(_handshake_then_serve, proxy, stream)
+
+    await serve_listener(listener, start_handshake, proxy.accept_shortage)
 
 
 async def _handshake_then_serve(proxy: Proxy, stream: trio.SocketStream) -> None:
     context_source = proxy.settings.server_ssl_context
     assert context_source is not None
     peer = _peer(stream)
-    tls = TLSSocket(stream, context_source(), server_side=True)
     timeout = proxy.settings.handshake_timeout
     try:
+        tls = TLSSocket(stream, context_source(), server_side=True)
         with trio.fail_after(timeout):
             await tls.do_handshake()
     except trio.TooSlowError:
         proxy.stats.ssl_handshakes_refused += 1
         log.warning("TLS handshake from %s refused: not completed within %g s", peer, timeout)
-        await trio.aclose_forcefully(stream)
+        stream.socket.close()
         return
     except (ssl.SSLError, OSError) as exc:
         proxy.stats.ssl_handshakes_refused += 1
         log.warning("TLS handshake from %s refused: %s", peer, refusal_reason(exc))
-        await trio.aclose_forcefully(stream)
+        stream.socket.close()
         return
+    except BaseException:
+        stream.socket.close()  # cancelled: shutdown's grace period is over
+        raise
     proxy.stats.ssl_handshakes += 1
     if tls.session_reused:
         proxy.stats.ssl_handshakes_resumed += 1
-    await proxy.handle(tls)
+    proxy.handle(tls)
 
 
 def refusal_reason(cause: BaseException | None) -> str:

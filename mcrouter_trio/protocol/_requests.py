@@ -206,6 +206,11 @@ class RequestParser:
         buf = self._buf
         start = self._pos
         if start >= len(buf):
+            if start:
+                # Everything read is consumed: free the buffer now rather than at the
+                # next read, which an idle connection may not send for a long time.
+                buf.clear()
+                self._pos = self._scanned = 0
             return NEED_DATA
         if not self._first_byte_seen:
             self._first_byte_seen = True
