@@ -3,7 +3,7 @@
 The `ClientReactor` does every session's I/O; the `SessionKeeper` owns their
 lifetimes. An idle connection is therefore a slotted `ClientSession` (its
 descriptor, a few flags) and an epoll registration, not a Trio task, a coroutine
-frame and socket wrappers: about 1 KB instead of 4.5.
+frame and socket wrappers: about 0.6 KB of memory instead of 4.5 KB.
 
 A session that finishes (the client closed, `quit`, a broken socket, shutdown)
 tells the keeper, which closes its connection gracefully: FIN after the last reply,
