@@ -47,6 +47,7 @@ from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
+from mcrouter_trio.routing.handles._slow_warmup import SlowWarmUp
 from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
 from mcrouter_trio.routing.handles.rate_limit import RateLimits, check_rates
 from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy, shadowed
@@ -317,6 +318,8 @@ class PoolRoute:
     Deletes its server fails are spooled (`asynclog`, see `handles/_asynclog.py`),
     under `asynclog_name` (default: the pool's name). A pool with `auto_eject_hosts`
     takes failing servers out of its ring for a while (see `routing/_ejection.py`).
+    With `slow_warmup`, a server whose hit rate dropped gets only a share of the
+    gets until it is warm again (see `_slow_warmup.py`).
     """
 
     pool: PoolSpec
@@ -335,6 +338,7 @@ class PoolRoute:
         default=(), check=check_buckets_by_prefix
     )
     bucketization_keyspace: str | None = None
+    slow_warmup: SlowWarmUp | None = None
     #: The pool's servers, one route each, and the routes a slot sends to (shadowed).
     _destinations: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
     _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
@@ -347,7 +351,10 @@ class PoolRoute:
     def __attrs_post_init__(self) -> None:
         buckets = self._bucketizer()
         destinations = pool_destinations(self.pool)
-        children = shadowed(destinations, self.shadows, buckets)
+        servers: tuple[Route, ...] = destinations
+        if self.slow_warmup is not None:
+            servers = tuple(map(self.slow_warmup.around, destinations))
+        children = shadowed(servers, self.shadows, buckets)
         object.__setattr__(self, "_destinations", destinations)
         object.__setattr__(self, "_children", children)
         select: Callable[[bytes], int] = _no_children
