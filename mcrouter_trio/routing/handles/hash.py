@@ -47,6 +47,7 @@ from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
+from mcrouter_trio.routing.handles._shard_splits import ShardSplits, check_shard_splits
 from mcrouter_trio.routing.handles._slow_warmup import SlowWarmUp
 from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
 from mcrouter_trio.routing.handles.rate_limit import RateLimits, check_rates
@@ -319,7 +320,8 @@ class PoolRoute:
     under `asynclog_name` (default: the pool's name). A pool with `auto_eject_hosts`
     takes failing servers out of its ring for a while (see `routing/_ejection.py`).
     With `slow_warmup`, a server whose hit rate dropped gets only a share of the
-    gets until it is warm again (see `_slow_warmup.py`).
+    gets until it is warm again (see `_slow_warmup.py`). With `shard_splits`, a key
+    of a split shard goes to one of its copies, a delete to all (`_shard_splits.py`).
     """
 
     pool: PoolSpec
@@ -339,6 +341,10 @@ class PoolRoute:
     )
     bucketization_keyspace: str | None = None
     slow_warmup: SlowWarmUp | None = None
+    shard_splits: ShardSplits | None = config_field(default=None, check=check_shard_splits)
+    #: mcrouter spreads a split shard's requests by their fbid or id1, which
+    #: memcached requests do not have: read, and without effect.
+    split_shard_fanout: int = config_field(default=0, check=check_int)
     #: The pool's servers, one route each, and the routes a slot sends to (shadowed).
     _destinations: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
     _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
@@ -423,6 +429,11 @@ class PoolRoute:
         return self._select(self._key_of(request)) if self._children else -1
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
+        if self.shard_splits is not None:
+            return self.shard_splits.route(request, ctx, self._route_one)
+        return self._route_one(request, ctx)
+
+    def _route_one(self, request: Request, ctx: RouteContext) -> Pending:
         if self.rates is not None and not self.rates.allow(request, ctx):
             return Pending(default_reply(request))
         children = self._children
@@ -450,6 +461,8 @@ class PoolRoute:
     ) -> Pending | None:
         if self.rates is not None:
             return None  # each key takes a token
+        if self.shard_splits is not None and self.shard_splits.splits_any(request.keys or ()):
+            return None  # a split shard's keys go to their copies one by one
         return _route_whole_by(self._children, self._select, self._routing_key, request, ctx, split)
 
     def targets(self) -> Sequence[Route]:
