@@ -250,6 +250,8 @@ def test_foreach_client_config_keeps_its_shadow_and_splits() -> None:
     a, b = route.policies["a"], route.policies["b"]
     assert a.shard_splits.splits == {b"1": ShardSplit(3)}
     assert [shadow.target.pool.name for shadow in a.shadows] == ["C"]
+    again: Any = load_config_file(path).route
+    assert again.policies["a"] == a and hash(again.policies["a"]) == hash(a)  # values
     assert b.normal.shard_splits.splits == {b"2": ShardSplit(10)}
     ctx = FakeContext(host_id=4, answer=lambda server, _request: MISS)
     b.route(request(b"get b:2:k\r\n"), ctx)

@@ -6,8 +6,9 @@ that outgrew its server is *split* into N copies: copy 0 is the key itself, copy
 (1 <= i < N) is the key with two letters after the shard id, `a:1234aa:rest`,
 `a:1234ba:rest`, ... `a:1234zz:rest` (so at most 26 * 26 + 1 copies); each copy
 hashes to its own server. A delete goes to every copy (the client gets copy 0's
-reply, the others run in the background) unless the split says `fanout_deletes:
-false`; every other command goes to the one copy this host picks, `host id % N`.
+reply, the others run in the background) when the split is a plain number or says
+`"fanout_deletes": true`; every other command goes to the one copy this host
+picks, `host id % N`.
 A key whose shard id ends in letters (a copy's key, sent directly) is not split.
 
 A split is a number of copies, or an object that moves from `old_split_size` to
@@ -21,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import Final
 
 import attrs
@@ -133,13 +135,20 @@ def _parse_split(shard: str, value: object) -> ShardSplit:
     return ShardSplit(new, fanout, old, start, period)
 
 
+def _read_only(splits: Mapping[bytes, ShardSplit]) -> Mapping[bytes, ShardSplit]:
+    return MappingProxyType(dict(splits))
+
+
 @attrs.frozen
 class ShardSplits:
     """PoolRoute's `shard_splits`: shard id -> its split (shards of one copy left out)."""
 
-    splits: Mapping[bytes, ShardSplit]
+    splits: Mapping[bytes, ShardSplit] = attrs.field(converter=_read_only)
     #: Unix time, for migrations (not a config key; tests give their own clock).
     wall_clock: Callable[[], float] = attrs.field(default=time.time, eq=False, repr=False)
+
+    def __hash__(self) -> int:  # a route is a value: hashable like the others
+        return hash(tuple(self.splits.items()))
 
     @classmethod
     def parse(cls, value: object) -> ShardSplits:

@@ -74,8 +74,8 @@ def check_requests_fraction(value: object) -> float:
     return float(value)  # type: ignore[arg-type]  # checked above
 
 
-def _ignored(value: object) -> object:
-    return value
+def _ignored(value: object) -> None:
+    return None
 
 
 def check_shadow_policy(value: object) -> str:
@@ -104,8 +104,8 @@ class ShadowSpec:
     key_fraction_range_rv: str | None = None
     index_range_rv: str | None = None
     #: Read by Meta's builds only: open-source mcrouter ignores a shadow's
-    #: `shard_splits` (whatever its value), and so does this proxy.
-    shard_splits: object = config_field(default=None, check=_ignored)
+    #: `shard_splits` (whatever its value), and so does this proxy (always None).
+    shard_splits: None = config_field(default=None, check=_ignored)
     #: The hash bounds of `key_fraction_range`, truncated as mcrouter does.
     _low: int = attrs.field(init=False, repr=False, eq=False)
     _high: int = attrs.field(init=False, repr=False, eq=False)
