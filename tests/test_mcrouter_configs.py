@@ -132,6 +132,9 @@ LOADS = [
     ),
     ("test_warmup", "/././", {}, ["/././"]),
     ("test_wch3", "/test/A/", {}, ["/test/A/", "/test/B/", "/test/C/"]),
+    ("test_slow_warmup", "/././", {}, ["/././"]),
+    ("test_shard_splits", "/././", {}, ["/././"]),
+    ("test_foreach_client", "/././", {}, ["/././"]),
 ]
 
 #: Strings mcrouter's harness replaces in a config before it starts mcrouter
@@ -311,12 +314,6 @@ REFUSED = [
         "unknown route type '-PoolRoute' @ $.route",
     ),
     (
-        "test_foreach_client",
-        "/././",
-        MISSING,
-        "extra fields found (shard_splits) @ $.route.policies.a",
-    ),
-    (
         "test_get_failover_with_failover_tag",
         "/././",
         MISSING,
@@ -422,18 +419,6 @@ REFUSED = [
         "/././",
         MISSING,
         "extra fields found (default) @ $.route",
-    ),
-    (
-        "test_shard_splits",
-        "/././",
-        MISSING,
-        "extra fields found (shard_splits) @ $.route.policies.a",
-    ),
-    (
-        "test_slow_warmup",
-        "/././",
-        MISSING,
-        "extra fields found (slow_warmup) @ $.route",
     ),
     (
         "test_thrift",

@@ -47,6 +47,8 @@ from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
+from mcrouter_trio.routing.handles._shard_splits import ShardSplits, check_shard_splits
+from mcrouter_trio.routing.handles._slow_warmup import SlowWarmUp
 from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
 from mcrouter_trio.routing.handles.rate_limit import RateLimits, check_rates
 from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy, shadowed
@@ -317,6 +319,9 @@ class PoolRoute:
     Deletes its server fails are spooled (`asynclog`, see `handles/_asynclog.py`),
     under `asynclog_name` (default: the pool's name). A pool with `auto_eject_hosts`
     takes failing servers out of its ring for a while (see `routing/_ejection.py`).
+    With `slow_warmup`, a server whose hit rate dropped gets only a share of the
+    gets until it is warm again (see `_slow_warmup.py`). With `shard_splits`, a key
+    of a split shard goes to one of its copies, a delete to all (`_shard_splits.py`).
     """
 
     pool: PoolSpec
@@ -335,6 +340,11 @@ class PoolRoute:
         default=(), check=check_buckets_by_prefix
     )
     bucketization_keyspace: str | None = None
+    slow_warmup: SlowWarmUp | None = None
+    shard_splits: ShardSplits | None = config_field(default=None, check=check_shard_splits)
+    #: mcrouter spreads a split shard's requests by their fbid or id1, which
+    #: memcached requests do not have: read, and without effect.
+    split_shard_fanout: int = config_field(default=0, check=check_int)
     #: The pool's servers, one route each, and the routes a slot sends to (shadowed).
     _destinations: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
     _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
@@ -347,7 +357,10 @@ class PoolRoute:
     def __attrs_post_init__(self) -> None:
         buckets = self._bucketizer()
         destinations = pool_destinations(self.pool)
-        children = shadowed(destinations, self.shadows, buckets)
+        servers: tuple[Route, ...] = destinations
+        if self.slow_warmup is not None:
+            servers = tuple(map(self.slow_warmup.around, destinations))
+        children = shadowed(servers, self.shadows, buckets)
         object.__setattr__(self, "_destinations", destinations)
         object.__setattr__(self, "_children", children)
         select: Callable[[bytes], int] = _no_children
@@ -416,6 +429,11 @@ class PoolRoute:
         return self._select(self._key_of(request)) if self._children else -1
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
+        if self.shard_splits is not None:
+            return self.shard_splits.route(request, ctx, self._route_one)
+        return self._route_one(request, ctx)
+
+    def _route_one(self, request: Request, ctx: RouteContext) -> Pending:
         if self.rates is not None and not self.rates.allow(request, ctx):
             return Pending(default_reply(request))
         children = self._children
@@ -443,6 +461,8 @@ class PoolRoute:
     ) -> Pending | None:
         if self.rates is not None:
             return None  # each key takes a token
+        if self.shard_splits is not None and self.shard_splits.splits_any(request.keys or ()):
+            return None  # a split shard's keys go to their copies one by one
         return _route_whole_by(self._children, self._select, self._routing_key, request, ctx, split)
 
     def targets(self) -> Sequence[Route]:

@@ -74,6 +74,10 @@ def check_requests_fraction(value: object) -> float:
     return float(value)  # type: ignore[arg-type]  # checked above
 
 
+def _ignored(value: object) -> None:
+    return None
+
+
 def check_shadow_policy(value: object) -> str:
     name = check_str(value)
     if name not in SHADOW_POLICIES:
@@ -99,6 +103,9 @@ class ShadowSpec:
     requests_fraction: float = config_field(default=1.0, check=check_requests_fraction)
     key_fraction_range_rv: str | None = None
     index_range_rv: str | None = None
+    #: Read by Meta's builds only: open-source mcrouter ignores a shadow's
+    #: `shard_splits` (whatever its value), and so does this proxy (always None).
+    shard_splits: None = config_field(default=None, check=_ignored)
     #: The hash bounds of `key_fraction_range`, truncated as mcrouter does.
     _low: int = attrs.field(init=False, repr=False, eq=False)
     _high: int = attrs.field(init=False, repr=False, eq=False)
