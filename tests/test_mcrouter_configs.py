@@ -132,6 +132,8 @@ LOADS = [
     ),
     ("test_warmup", "/././", {}, ["/././"]),
     ("test_wch3", "/test/A/", {}, ["/test/A/", "/test/B/", "/test/C/"]),
+    ("test_same_pool_failover", "/././", {}, ["/././"]),
+    ("test_get_failover_with_failover_tag", "/././", {}, ["/././"]),
 ]
 
 #: Strings mcrouter's harness replaces in a config before it starts mcrouter
@@ -317,12 +319,6 @@ REFUSED = [
         "extra fields found (shard_splits) @ $.route.policies.a",
     ),
     (
-        "test_get_failover_with_failover_tag",
-        "/././",
-        MISSING,
-        "extra fields found (failover_tag) @ $.route",
-    ),
-    (
         "test_latency_injection_after",
         "/././",
         PROTOCOL,
@@ -416,12 +412,6 @@ REFUSED = [
         PROTOCOL,
         "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
         "memcached's @ $.pools.A.protocol",
-    ),
-    (
-        "test_same_pool_failover",
-        "/././",
-        MISSING,
-        "extra fields found (default) @ $.route",
     ),
     (
         "test_shard_splits",
@@ -541,6 +531,48 @@ def test_modify_exptime_with_a_one_server_pool_as_target(
         # Policy b sets exptime 0: the client's -1 becomes "never expires".
         assert client.call(b"set b 0 -1 5\r\nvalue\r\n") == b"STORED\r\n"
         assert value_of(memcached, b"b") == b"value"
+
+
+def test_same_pool_failover_ignores_the_unknown_default(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    """test_mcrouter_serialized.py TestSamePoolFailover: OperationSelectorRoute's
+    `default` is no key of it (mcrouter ignores it); gets, sets and deletes work."""
+    proxy = proxy_factory(mcrouter_config("test_same_pool_failover", [memcached]))
+    with connect(proxy.port) as client:
+        assert client.call(b"get foobar\r\n", b"END\r\n") == b"END\r\n"
+        assert client.call(b"set foobar 0 0 7\r\nbizbang\r\n") == b"STORED\r\n"
+        assert client.call(b"get foobar\r\n", b"END\r\n") == (
+            b"VALUE foobar 0 7\r\nbizbang\r\nEND\r\n"
+        )
+        assert value_of(memcached, b"foobar") == b"bizbang"
+        # AllSyncRoute|Pool|A.wildcard: the pool lists the server twice, so one of
+        # the two deletes finds nothing; as in mcrouter's test, the reply is not checked.
+        client.call(b"delete foobar\r\n")
+        assert value_of(memcached, b"foobar") is None
+        assert client.call(b"get foobar\r\n", b"END\r\n") == b"END\r\n"
+
+
+def test_failover_tag_marks_the_keys_written_to_the_failover_pool(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    """test_mcrouter_serialized.py TestGetFailoverWithFailoverTag: with the normal
+    pool down, a key with a hash stop reaches the gutter as `<key>:failover=1`."""
+    gut, wildcard = memcached_factory(), memcached_factory()
+    proxy = proxy_factory(mcrouter_config("test_get_failover_with_failover_tag", [gut, wildcard]))
+    key = b"testkey|#|extra=1"
+    with connect(proxy.port) as client:
+        assert client.call(b"get " + key + b"\r\n", b"END\r\n") == b"END\r\n"
+        assert client.call(b"set " + key + b" 0 0 7\r\nbizbang\r\n") == b"STORED\r\n"
+        assert value_of(wildcard, key) == b"bizbang"
+        wildcard.stop()
+        assert client.call(b"get " + key + b"\r\n", b"END\r\n") == b"END\r\n"
+        assert client.call(b"set " + key + b" 0 0 12\r\nbizbang-fail\r\n") == b"STORED\r\n"
+        assert client.call(b"get " + key + b"\r\n", b"END\r\n") == (
+            b"VALUE " + key + b" 0 12\r\nbizbang-fail\r\nEND\r\n"
+        )
+    assert value_of(gut, key + b":failover=1") == b"bizbang-fail"
+    assert value_of(gut, key) is None
 
 
 def mcrouter_config(name: str, servers: Sequence[Memcached]) -> str:

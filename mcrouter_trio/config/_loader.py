@@ -70,9 +70,11 @@ from mcrouter_trio.routing._registry import (
     FROM_BUILD,
     IGNORED_ARGUMENT,
     KEY_CHECK,
+    NOT_IMPLEMENTED_KEYS,
     ROUTE_ARGUMENT,
     BuildEnv,
     RouteType,
+    config_keys,
     load_handles,
     unknown_route_type,
 )
@@ -256,6 +258,7 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     roots, root_errors = read_roots(builder, document, default_route.encode())
     errors.extend(root_errors)
     errors.extend(builder.named_errors)
+    _warn_ignored_fields(document, builder.ignored_fields)
     if errors or not roots:
         raise ConfigError(errors, source)
     threshold, batch_size, hide_flag = env.big_values
@@ -316,6 +319,9 @@ class _RouteBuilder:
         self._registered: dict[str, object] = {}
         #: Problems found while building a registered named handle, at its own path.
         self.named_errors: list[str] = []
+        #: Route objects with keys their type does not read, which were ignored:
+        #: (the config's object, its type name, those keys).
+        self.ignored_fields: list[tuple[Mapping[str, object], str, tuple[str, ...]]] = []
 
         converter = cattrs.Converter(forbid_extra_keys=True)
         # First: the union hook, so the hooks generated below pick it up.
@@ -486,6 +492,16 @@ class _RouteBuilder:
         _drop_axonlog_fields(data)
         if "name" in data and "name" not in attrs.fields_dict(cls):
             data.pop("name")
+        ignored = tuple(sorted(set(data) - config_keys(cls)))
+        refused = [key for key in ignored if key in NOT_IMPLEMENTED_KEYS]
+        if refused:
+            raise Invalid(f"extra fields found ({', '.join(refused)})")
+        if ignored:
+            # mcrouter's factories read the keys they know and ignore the rest, so
+            # a config with a key this type does not read runs there: here too.
+            for key in ignored:
+                del data[key]
+            self.ignored_fields.append((value, type_name, ignored))
         route = self._structure(cls, data)
         as_list = getattr(route, "as_list", None)  # a type standing for a list (ShadowRoute)
         routes: tuple[Route, ...] = (route,) if as_list is None else as_list()
@@ -618,6 +634,31 @@ class _RouteBuilder:
             raise _problems_error(problems)
         self.inline_pools[name] = pool
         return pool
+
+
+def _warn_ignored_fields(
+    document: Mapping[str, object],
+    ignored: Sequence[tuple[Mapping[str, object], str, tuple[str, ...]]],
+) -> None:
+    """One warning per ignored route key, at its JSON path in the expanded config."""
+    if not ignored:
+        return
+    paths: dict[int, str] = {}
+    stack: list[tuple[object, str]] = [(document, "$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            paths.setdefault(id(node), path)
+            stack.extend((value, f"{path}.{key}") for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{index}]") for index, value in enumerate(node))
+    for node, type_name, keys in ignored:
+        where = paths.get(id(node), f"$...(a {type_name})")
+        for key in keys:
+            log.warning(
+                "ignoring '%s': %s does not read it (mcrouter ignores it too) @ %s.%s",
+                key, type_name, where, key,
+            )  # fmt: skip
 
 
 def _drop_axonlog_fields(data: dict[str, object]) -> None:
