@@ -34,8 +34,8 @@ from mcrouter_trio.routing.handles.failover import (
     FailoverRoute,
     FailoverWithExptimeRoute,
     MissFailoverRoute,
-    SaltedFailoverRoute,
 )
+from mcrouter_trio.routing.handles.salted_failover import SaltedFailoverRoute
 from mcrouter_trio.routing.testing import FakeContext
 
 GET = request(b"get k\r\n")

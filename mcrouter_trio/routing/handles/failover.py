@@ -1,4 +1,7 @@
-"""Sequential failover: FailoverRoute, LatestRoute, MissFailoverRoute, FailoverWithExptimeRoute."""
+"""Sequential failover: FailoverRoute, LatestRoute, MissFailoverRoute, FailoverWithExptimeRoute.
+
+SaltedFailoverRoute, a FailoverRoute over a PoolRoute, is in `salted_failover.py`.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,6 @@ from mcrouter_trio.routing._checks import (
 )
 from mcrouter_trio.routing._combinators import first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
-from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._failover_settings import (
     FailoverErrors,
     FailoverLimit,
@@ -46,10 +48,7 @@ from mcrouter_trio.routing.handles._failover_settings import (
     parse_failover_policy,
 )
 from mcrouter_trio.routing.handles._failover_tag import TaggedOrder, tag_failovers
-from mcrouter_trio.routing.handles.destination import pool_destinations
-from mcrouter_trio.routing.handles.hash import HashSpec, PoolRoute
 from mcrouter_trio.routing.handles.modify import ModifyExptimeRoute
-from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy
 
 
 def no_failover_error(reply: Reply) -> bool:
@@ -339,7 +338,7 @@ class MissFailoverRoute(OverChildren):
         return None  # each key misses on its own
 
 
-class _ThroughInner:
+class ThroughInner:
     """For handles that are a FailoverRoute put together at config time (`_inner`)."""
 
     __slots__ = ()
@@ -359,7 +358,7 @@ class _ThroughInner:
 
 @route_type("FailoverWithExptimeRoute")
 @attrs.frozen
-class FailoverWithExptimeRoute(_ThroughInner):
+class FailoverWithExptimeRoute(ThroughInner):
     """FailoverRoute over `normal` then `failover`, the failover children's exptimes capped.
 
     Each failover child is wrapped in ModifyExptimeRoute `min` with
@@ -390,35 +389,5 @@ class FailoverWithExptimeRoute(_ThroughInner):
             self.failover_limit,
             self.failover_policy,
             self.failover_tag,
-        )
-        object.__setattr__(self, "_inner", inner)
-
-
-@route_type("SaltedFailoverRoute")
-@attrs.frozen
-class SaltedFailoverRoute(_ThroughInner):
-    """FailoverRoute over `PoolRoute(pool, hash)` and then each server of the pool.
-
-    mcrouter's shortcut, usually with a DeterministicOrderPolicy: a failed request
-    goes on to servers picked by the key, skipping the one the pool picked.
-    """
-
-    pool: PoolSpec
-    hash: HashSpec = HashSpec()
-    failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
-    failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
-    failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
-    #: The PoolRoute's shadows (mcrouter passes them on to it).
-    shadows: tuple[ShadowSpec, ...] = ()
-    shadow_policy: str = config_field(default="default", check=check_shadow_policy)
-    _inner: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
-
-    def __attrs_post_init__(self) -> None:
-        children: tuple[Route, ...] = (
-            PoolRoute(self.pool, self.hash, shadows=self.shadows, shadow_policy=self.shadow_policy),
-            *pool_destinations(self.pool),
-        )
-        inner = FailoverRoute(
-            children, self.failover_errors, self.failover_limit, self.failover_policy
         )
         object.__setattr__(self, "_inner", inner)
