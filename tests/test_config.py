@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from handle_helpers import TIMEOUT as TIMEOUT_REPLY
+from handle_helpers import request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,12 +28,13 @@ from mcrouter_trio.config import (
 )
 from mcrouter_trio.routing import Route
 from mcrouter_trio.routing.handles.broadcast import AllSyncRoute
-from mcrouter_trio.routing.handles.destination import DestinationRoute
+from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
 from mcrouter_trio.routing.handles.failover import FailoverRoute, LatestRoute
 from mcrouter_trio.routing.handles.hash import HashRoute, HashSpec, PoolRoute
 from mcrouter_trio.routing.handles.selector import OperationSelectorRoute
 from mcrouter_trio.routing.handles.simple import ErrorRoute, NullRoute, RandomRoute
 from mcrouter_trio.routing.handles.warmup import WarmUpRoute
+from mcrouter_trio.routing.testing import FakeContext
 
 # The three configs of /work/shared/seeds/000_ae7eae68b57f8e58.txt, copied
 # verbatim (blank lines, `//` comments and trailing commas included).
@@ -722,6 +725,49 @@ def test_latest_route_uses_host_id() -> None:
     chosen = {tuple(load_config(text, host_id=host).servers) for host in range(20)}
     assert all(len(servers) == 3 for servers in chosen)
     assert len(chosen) > 1  # different hosts prefer different servers
+
+
+@pytest.mark.parametrize(
+    ("hash_", "options"),
+    [
+        pytest.param("Latest", {}, id="name"),
+        pytest.param(
+            {"hash_func": "Latest", "failover_count": 2, "salt": "s"},
+            {"failover_count": 2, "salt": "s"},
+            id="object-with-latest-options",
+        ),
+        pytest.param(
+            {"hash_func": "Latest", "weights": [1, 0, 0, 1, 1, 1, 0, 1, 1, 1]},
+            {"weights": (1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0)},
+            id="weights",
+        ),
+    ],
+)
+def test_pool_route_hash_latest_is_latest_route_over_the_pool(
+    hash_: object, options: dict[str, Any]
+) -> None:
+    """mcrouter's PoolRoute passes its hash object to createHashRoute, which builds
+    LatestRoute for `Latest` (test_ascii.json): same servers, same order per host."""
+    pools = {"A": {"servers": [f"h:{port}" for port in range(1, 11)]}}
+    text = config({"type": "PoolRoute", "pool": "A", "hash": hash_}, pools)
+    for host in (1, 2, 3):
+        loaded = load_config(text, host_id=host)
+        pool_route: Any = loaded.route
+        latest = LatestRoute(pool_destinations(loaded.pools["A"]), host_id=host, **options)
+        assert pool_route.targets()[0].targets() == latest.targets()
+        assert len(latest.targets()) == options.get("failover_count", 5)
+        ctx = FakeContext(answer=lambda server, request: TIMEOUT_REPLY)
+        pool_route.route(request(b"get k\r\n"), ctx)
+        tried: Any = latest.targets()
+        assert [sent.server for sent in ctx.sent] == [route.server for route in tried]
+
+
+def test_hash_route_refuses_latest_outside_pool_route() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(config({"type": "HashRoute", "children": "Pool|A", "hash_func": "Latest"}))
+    assert error.value.errors == [
+        "hash function 'Latest' is only available in PoolRoute's 'hash' @ $.route.hash_func"
+    ]
 
 
 def test_proxy_config_is_frozen() -> None:

@@ -390,7 +390,7 @@ class _RouteBuilder:
             for field in attrs.fields(cast(Any, cls)):
                 metadata = field.metadata
                 if FROM_BUILD in metadata:
-                    overrides[field.name] = override(omit=True)
+                    overrides[field.name] = override(struct_hook=_as_given)
                 elif CHECK in metadata:
                     overrides[field.name] = override(struct_hook=_hook(metadata[CHECK]))
                 elif KEY_CHECK in metadata:
@@ -510,14 +510,12 @@ class _RouteBuilder:
         return routes if many else _one(routes)
 
     def _structure(self, cls: type, data: dict[str, object]) -> Route:
+        for field in attrs.fields(cls):
+            if FROM_BUILD in field.metadata:
+                # Given to the class at once (not evolved in after): its checks and
+                # derived state run once, with the build's values.
+                data[field.name] = getattr(self._env, field.metadata[FROM_BUILD])
         route: Route = self._structure_fn(cls)(data, cls)
-        from_build = {
-            field.name: getattr(self._env, field.metadata[FROM_BUILD])
-            for field in attrs.fields(cls)
-            if FROM_BUILD in field.metadata
-        }
-        if from_build:
-            route = attrs.evolve(cast(Any, route), **from_build)
         return route
 
     # -- field types ---------------------------------------------------------
@@ -677,6 +675,11 @@ def _one(routes: tuple[Route, ...]) -> Route:
     if len(routes) != 1:
         raise Invalid(f"{len(routes)} RouteHandles in list, expected 1")
     return routes[0]
+
+
+def _as_given(value: T, _type: object) -> T:
+    """The structure hook of a field the builder fills in itself (`FROM_BUILD`)."""
+    return value
 
 
 def _hook(check: Callable[[object], T]) -> Callable[[object, object], T]:
