@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from handle_helpers import TIMEOUT as TIMEOUT_REPLY
+from handle_helpers import request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,12 +28,13 @@ from mcrouter_trio.config import (
 )
 from mcrouter_trio.routing import Route
 from mcrouter_trio.routing.handles.broadcast import AllSyncRoute
-from mcrouter_trio.routing.handles.destination import DestinationRoute
+from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
 from mcrouter_trio.routing.handles.failover import FailoverRoute, LatestRoute
 from mcrouter_trio.routing.handles.hash import HashRoute, HashSpec, PoolRoute
 from mcrouter_trio.routing.handles.selector import OperationSelectorRoute
 from mcrouter_trio.routing.handles.simple import ErrorRoute, NullRoute, RandomRoute
 from mcrouter_trio.routing.handles.warmup import WarmUpRoute
+from mcrouter_trio.routing.testing import FakeContext
 
 # The three configs of /work/shared/seeds/000_ae7eae68b57f8e58.txt, copied
 # verbatim (blank lines, `//` comments and trailing commas included).
@@ -724,6 +727,49 @@ def test_latest_route_uses_host_id() -> None:
     assert len(chosen) > 1  # different hosts prefer different servers
 
 
+@pytest.mark.parametrize(
+    ("hash_", "options"),
+    [
+        pytest.param("Latest", {}, id="name"),
+        pytest.param(
+            {"hash_func": "Latest", "failover_count": 2, "salt": "s"},
+            {"failover_count": 2, "salt": "s"},
+            id="object-with-latest-options",
+        ),
+        pytest.param(
+            {"hash_func": "Latest", "weights": [1, 0, 0, 1, 1, 1, 0, 1, 1, 1]},
+            {"weights": (1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0)},
+            id="weights",
+        ),
+    ],
+)
+def test_pool_route_hash_latest_is_latest_route_over_the_pool(
+    hash_: object, options: dict[str, Any]
+) -> None:
+    """mcrouter's PoolRoute passes its hash object to createHashRoute, which builds
+    LatestRoute for `Latest` (test_ascii.json): same servers, same order per host."""
+    pools = {"A": {"servers": [f"h:{port}" for port in range(1, 11)]}}
+    text = config({"type": "PoolRoute", "pool": "A", "hash": hash_}, pools)
+    for host in (1, 2, 3):
+        loaded = load_config(text, host_id=host)
+        pool_route: Any = loaded.route
+        latest = LatestRoute(pool_destinations(loaded.pools["A"]), host_id=host, **options)
+        assert pool_route.targets()[0].targets() == latest.targets()
+        assert len(latest.targets()) == options.get("failover_count", 5)
+        ctx = FakeContext(answer=lambda server, request: TIMEOUT_REPLY)
+        pool_route.route(request(b"get k\r\n"), ctx)
+        tried: Any = latest.targets()
+        assert [sent.server for sent in ctx.sent] == [route.server for route in tried]
+
+
+def test_hash_route_refuses_latest_outside_pool_route() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(config({"type": "HashRoute", "children": "Pool|A", "hash_func": "Latest"}))
+    assert error.value.errors == [
+        "hash function 'Latest' is only available in PoolRoute's 'hash' @ $.route.hash_func"
+    ]
+
+
 def test_proxy_config_is_frozen() -> None:
     loaded = load_config(config("PoolRoute|A"))
     assert isinstance(loaded, ProxyConfig)
@@ -733,6 +779,44 @@ def test_proxy_config_is_frozen() -> None:
 
 # ---------------------------------------------------------------------------
 # Errors
+
+
+@pytest.mark.parametrize(
+    ("route", "warnings"),
+    [
+        pytest.param(
+            {"type": "PoolRoute", "pool": "A", "hsh": "Ch3"},
+            ["ignoring 'hsh': PoolRoute does not read it (mcrouter ignores it too) @ $.route.hsh"],
+            id="unknown-route-key",
+        ),
+        pytest.param(
+            {"type": "FailoverRoute", "children": [{"type": "NullRoute", "x": 1, "y": 2}]},
+            [
+                "ignoring 'x': NullRoute does not read it (mcrouter ignores it too)"
+                " @ $.route.children[0].x",
+                "ignoring 'y': NullRoute does not read it (mcrouter ignores it too)"
+                " @ $.route.children[0].y",
+            ],
+            id="unknown-nested-route-keys",
+        ),
+        pytest.param(
+            {"type": "LatestRoute", "children": "Pool|A", "host_id": 1},
+            [
+                "ignoring 'host_id': LatestRoute does not read it (mcrouter ignores it too)"
+                " @ $.route.host_id"
+            ],
+            id="build-environment-field-not-from-the-config",
+        ),
+    ],
+)
+def test_unknown_route_keys_are_ignored_with_a_warning(
+    route: object, warnings: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """mcrouter's route factories read the keys they know: a config with others runs."""
+    with caplog.at_level(logging.WARNING, logger="mcrouter_trio.config"):
+        loaded = load_config(config(route, {"A": {"servers": ["h:1", "h:2"]}}))
+    assert [message for message in caplog.messages if "ignoring '" in message] == warnings
+    assert loaded.route is not None
 
 
 BAD_CONFIGS = [
@@ -780,16 +864,6 @@ BAD_CONFIGS = [
         config("PoolRoute|A", {"A": {"servers": ["h:1"], "weigths": [1], "timeout": 5}}),
         ["extra fields found (timeout, weigths) @ $.pools.A"],
         id="unknown-pool-keys-all-at-once",
-    ),
-    pytest.param(
-        config({"type": "PoolRoute", "pool": "A", "hsh": "Ch3"}),
-        ["extra fields found (hsh) @ $.route"],
-        id="unknown-route-property",
-    ),
-    pytest.param(
-        config({"type": "FailoverRoute", "children": [{"type": "NullRoute", "x": 1}]}),
-        ["extra fields found (x) @ $.route.children[0]"],
-        id="unknown-nested-route-property",
     ),
     pytest.param(
         config({"type": "OperationSelectorRoute", "operation_policies": {"gett": "NullRoute"}}),
@@ -891,11 +965,8 @@ BAD_CONFIGS = [
         id="warm-up-fields",
     ),
     pytest.param(
-        config({"type": "LatestRoute", "children": "Pool|A", "failover_count": -1, "host_id": 1}),
-        [
-            "expected an integer >= 0, got -1 @ $.route.failover_count",
-            "extra fields found (host_id) @ $.route",
-        ],
+        config({"type": "LatestRoute", "children": "Pool|A", "failover_count": -1}),
+        ["expected an integer >= 0, got -1 @ $.route.failover_count"],
         id="latest-route-fields",
     ),
     pytest.param(

@@ -34,8 +34,8 @@ from mcrouter_trio.routing.handles.failover import (
     FailoverRoute,
     FailoverWithExptimeRoute,
     MissFailoverRoute,
-    SaltedFailoverRoute,
 )
+from mcrouter_trio.routing.handles.salted_failover import SaltedFailoverRoute
 from mcrouter_trio.routing.testing import FakeContext
 
 GET = request(b"get k\r\n")
@@ -405,3 +405,75 @@ def test_enable_failure_domains_must_be_a_bool() -> None:
              "enable_failure_domains": 1}
         )  # fmt: skip
     assert str(raised.value) == "enable_failure_domains: expected true or false, got 1"
+
+
+# failover_tag: the keys each child got, by row (mcrouter's setRequestFailover).
+LONG = b"k" * 236 + b"|#|x"  # 240 bytes: with the 11-byte tag, 251
+TAG_ROWS = [
+    # (failover_tag, key sent, replies, keys the children got)
+    pytest.param(True, b"a|#|b", [TIMEOUT, HIT], [b"a|#|b", b"a|#|b:failover=1"], id="tagged"),
+    pytest.param(True, b"a|#|b", [HIT], [b"a|#|b"], id="no-failover-no-tag"),
+    pytest.param(True, b"ab", [TIMEOUT, HIT], [b"ab", b"ab"], id="no-hash-stop-no-tag"),
+    pytest.param(False, b"a|#|b", [TIMEOUT, HIT], [b"a|#|b", b"a|#|b"], id="off"),
+    pytest.param(
+        True, b"a|#|b", [TIMEOUT, TKO, HIT],
+        [b"a|#|b", b"a|#|b:failover=1", b"a|#|b:failover=1"], id="every-failover-child",
+    ),
+    pytest.param(True, LONG, [TIMEOUT, HIT], [LONG, LONG], id="over-250-bytes-no-tag"),
+    pytest.param(
+        True, LONG[1:], [TIMEOUT, HIT], [LONG[1:], LONG[1:] + b":failover=1"], id="250-bytes"
+    ),
+    pytest.param(
+        True, b"/a/b/x|#|y", [TIMEOUT, HIT], [b"x|#|y", b"x|#|y:failover=1"],
+        id="routing-prefix-stripped-first",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tag", "key", "replies", "keys"), TAG_ROWS)
+def test_failover_tag_marks_keys_sent_to_failover_children(
+    tag: bool, key: bytes, replies: list[Reply], keys: list[bytes]
+) -> None:
+    route = FailoverRoute(destinations(3), failover_tag=tag)
+    ctx = FakeContext()
+    pending = route.route(request(b"get " + key + b"\r\n"), ctx)
+    for sent, reply in zip(ctx.sent, replies, strict=False):
+        sent.answer(reply)
+    assert [sent.request.key for sent in ctx.sent] == keys
+    assert pending.reply is not None and pending.reply.result is replies[len(keys) - 1].result
+
+
+def test_failover_tag_is_not_seen_by_the_client() -> None:
+    route = FailoverRoute(destinations(2), failover_tag=True)
+    ctx = FakeContext()
+    pending = route.route(request(b"get a|#|b\r\n"), ctx)
+    ctx.sent[0].answer(TIMEOUT)
+    ctx.sent[1].answer(Reply(Result.FOUND, b"VALUE a|#|b:failover=1 5 1\r\nv\r\nEND\r\n"))
+    assert pending.reply is not None
+    assert pending.reply.raw == b"VALUE a|#|b 5 1\r\nv\r\nEND\r\n"
+    meta = route.route(request(b"mg a|#|b k v\r\n"), ctx)
+    ctx.sent[2].answer(TIMEOUT)
+    ctx.sent[3].answer(Reply(Result.FOUND, b"VA 1 ka|#|b:failover=1\r\nv\r\n"))
+    assert ctx.sent[3].request.key == b"a|#|b:failover=1"
+    assert meta.reply is not None and meta.reply.raw == b"VA 1 ka|#|b\r\nv\r\n"
+
+
+def test_failover_tag_follows_the_failover_policy_order() -> None:
+    policy = parse_failover_policy({"type": "LeastFailuresPolicy", "max_tries": 3})
+    route = FailoverRoute(destinations(3), failover_policy=policy, failover_tag=True)
+    ctx = FakeContext()
+    route.route(request(b"get a|#|b\r\n"), ctx)
+    ctx.sent[0].answer(TIMEOUT)
+    assert [sent.request.key for sent in ctx.sent] == [b"a|#|b", b"a|#|b:failover=1"]
+
+
+def test_failover_with_exptime_route_tags_its_failover() -> None:
+    """test_get_failover_with_failover_tag.json: FailoverWithExptimeRoute reads the
+    tag as mcrouter's makeFailoverWithExptimeRoute does (the FailoverRoute options)."""
+    normal, gut = destinations(2)
+    route = FailoverWithExptimeRoute(normal, (gut,), 3, failover_tag=True)
+    ctx = FakeContext()
+    route.route(request(b"set a|#|b 0 0 1\r\nv\r\n"), ctx)
+    ctx.sent[0].answer(CONNECT_ERROR)
+    assert ctx.sent[1].request.key == b"a|#|b:failover=1"
+    assert ctx.sent[1].request.args[1] == b"3"  # the failover exptime still applies

@@ -135,6 +135,9 @@ LOADS = [
     ("test_slow_warmup", "/././", {}, ["/././"]),
     ("test_shard_splits", "/././", {}, ["/././"]),
     ("test_foreach_client", "/././", {}, ["/././"]),
+    ("test_same_pool_failover", "/././", {}, ["/././"]),
+    ("test_get_failover_with_failover_tag", "/././", {}, ["/././"]),
+    ("test_ascii", "/././", {}, ["/././"]),
 ]
 
 #: Strings mcrouter's harness replaces in a config before it starts mcrouter
@@ -208,13 +211,6 @@ REFUSED = [
         PROTOCOL,
         "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
         "memcached's @ $.pools.A.wildcard.protocol",
-    ),
-    (
-        "test_ascii",
-        "/././",
-        MISSING,
-        "unknown hash function 'Latest' (known: Ch3, ConstShard, Crc32, Ketama, "
-        "Modula, Random, WeightedCh3) @ $.named_handles[4].children[0].hash",
     ),
     (
         "test_axon_log",
@@ -314,12 +310,6 @@ REFUSED = [
         "unknown route type '-PoolRoute' @ $.route",
     ),
     (
-        "test_get_failover_with_failover_tag",
-        "/././",
-        MISSING,
-        "extra fields found (failover_tag) @ $.route",
-    ),
-    (
         "test_latency_injection_after",
         "/././",
         PROTOCOL,
@@ -413,12 +403,6 @@ REFUSED = [
         PROTOCOL,
         "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
         "memcached's @ $.pools.A.protocol",
-    ),
-    (
-        "test_same_pool_failover",
-        "/././",
-        MISSING,
-        "extra fields found (default) @ $.route",
     ),
     (
         "test_thrift",
@@ -526,6 +510,79 @@ def test_modify_exptime_with_a_one_server_pool_as_target(
         # Policy b sets exptime 0: the client's -1 becomes "never expires".
         assert client.call(b"set b 0 -1 5\r\nvalue\r\n") == b"STORED\r\n"
         assert value_of(memcached, b"b") == b"value"
+
+
+def test_same_pool_failover_ignores_the_unknown_default(
+    memcached: Memcached, proxy_factory: ProxyFactory
+) -> None:
+    """test_mcrouter_serialized.py TestSamePoolFailover: OperationSelectorRoute's
+    `default` is no key of it (mcrouter ignores it); gets, sets and deletes work."""
+    proxy = proxy_factory(mcrouter_config("test_same_pool_failover", [memcached]))
+    with connect(proxy.port) as client:
+        assert client.call(b"get foobar\r\n", b"END\r\n") == b"END\r\n"
+        assert client.call(b"set foobar 0 0 7\r\nbizbang\r\n") == b"STORED\r\n"
+        assert client.call(b"get foobar\r\n", b"END\r\n") == (
+            b"VALUE foobar 0 7\r\nbizbang\r\nEND\r\n"
+        )
+        assert value_of(memcached, b"foobar") == b"bizbang"
+        # AllSyncRoute|Pool|A.wildcard: the pool lists the server twice, so one of
+        # the two deletes finds nothing; as in mcrouter's test, the reply is not checked.
+        client.call(b"delete foobar\r\n")
+        assert value_of(memcached, b"foobar") is None
+        assert client.call(b"get foobar\r\n", b"END\r\n") == b"END\r\n"
+
+
+def test_failover_tag_marks_the_keys_written_to_the_failover_pool(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    """test_mcrouter_serialized.py TestGetFailoverWithFailoverTag: with the normal
+    pool down, a key with a hash stop reaches the gutter as `<key>:failover=1`."""
+    gut, wildcard = memcached_factory(), memcached_factory()
+    proxy = proxy_factory(mcrouter_config("test_get_failover_with_failover_tag", [gut, wildcard]))
+    key = b"testkey|#|extra=1"
+    with connect(proxy.port) as client:
+        assert client.call(b"get " + key + b"\r\n", b"END\r\n") == b"END\r\n"
+        assert client.call(b"set " + key + b" 0 0 7\r\nbizbang\r\n") == b"STORED\r\n"
+        assert value_of(wildcard, key) == b"bizbang"
+        wildcard.stop()
+        assert client.call(b"get " + key + b"\r\n", b"END\r\n") == b"END\r\n"
+        assert client.call(b"set " + key + b" 0 0 12\r\nbizbang-fail\r\n") == b"STORED\r\n"
+        assert client.call(b"get " + key + b"\r\n", b"END\r\n") == (
+            b"VALUE " + key + b" 0 12\r\nbizbang-fail\r\nEND\r\n"
+        )
+    assert value_of(gut, key + b":failover=1") == b"bizbang-fail"
+    assert value_of(gut, key) is None
+
+
+def test_ascii_latest_pools_and_the_reject_policy(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    """test_mcrouter_sanity_mock.py on test_ascii.json: `rej:` keys are refused by
+    ErrorRoute|reject; `lat:` keys go to PoolRoutes whose hash is `Latest`."""
+    a_lat, b_lat, c_lat, other = (memcached_factory() for _ in range(4))
+    lat_ports = {"11513": a_lat.port, "11523": b_lat.port, "11533": c_lat.port}
+    text = re.sub(
+        r"\b(?:115[0-9][0-9]|6553[0-9]|6552[0-9])\b",
+        lambda match: str(lat_ports.get(match.group(0), other.port)),
+        (CONFIGS / "test_ascii.json").read_text(),
+    )
+    proxy = proxy_factory(text)
+    with connect(proxy.port) as client:
+        assert client.call(b"set rej:foo 0 0 3\r\nrej\r\n") == b"SERVER_ERROR reject\r\n"
+        assert client.call(b"set lat:k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        assert value_of(a_lat, b"lat:k") == b"v"
+        assert client.call(b"get lat:k\r\n", b"END\r\n") == b"VALUE lat:k 0 1\r\nv\r\nEND\r\n"
+        with connect(b_lat.port) as direct:
+            assert direct.call(b"set lat:k 0 0 1\r\nw\r\n") == b"STORED\r\n"
+        # Deletes take policy-lat: AllInitialRoute over the three Latest pools.
+        assert client.call(b"delete lat:k\r\n") == b"DELETED\r\n"
+        assert value_of(a_lat, b"lat:k") is None
+        assert poll(lambda: value_of(b_lat, b"lat:k") is None)
+        # rej: deletes go to B-rej through a Latest PoolRoute: B-rej is b_lat's port.
+        with connect(b_lat.port) as direct:
+            assert direct.call(b"set rej:x 0 0 1\r\nr\r\n") == b"STORED\r\n"
+        assert client.call(b"delete rej:x\r\n") == b"DELETED\r\n"
+        assert value_of(b_lat, b"rej:x") is None
 
 
 def mcrouter_config(name: str, servers: Sequence[Memcached]) -> str:

@@ -81,11 +81,6 @@ def test_a_handle_registered_in_its_own_module_loads_in_every_form() -> None:
             id="class-validation",
         ),
         pytest.param(
-            {"type": "RegistryTestEchoRoute", "children": [], "colour": "red"},
-            "extra fields found (colour) @ $.route",
-            id="unknown-key",
-        ),
-        pytest.param(
             "RegistryTestEchoRoute",
             "RegistryTestEchoRoute needs an argument: 'RegistryTestEchoRoute|<children>' @ $.route",
             id="shorthand-without-argument",

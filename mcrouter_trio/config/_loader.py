@@ -73,6 +73,7 @@ from mcrouter_trio.routing._registry import (
     ROUTE_ARGUMENT,
     BuildEnv,
     RouteType,
+    config_keys,
     load_handles,
     unknown_route_type,
 )
@@ -256,6 +257,7 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
     roots, root_errors = read_roots(builder, document, default_route.encode())
     errors.extend(root_errors)
     errors.extend(builder.named_errors)
+    _warn_ignored_fields(document, builder.ignored_fields)
     if errors or not roots:
         raise ConfigError(errors, source)
     threshold, batch_size, hide_flag = env.big_values
@@ -316,6 +318,9 @@ class _RouteBuilder:
         self._registered: dict[str, object] = {}
         #: Problems found while building a registered named handle, at its own path.
         self.named_errors: list[str] = []
+        #: Route objects with keys their type does not read, which were ignored:
+        #: (the config's object, its type name, those keys).
+        self.ignored_fields: list[tuple[Mapping[str, object], str, tuple[str, ...]]] = []
 
         converter = cattrs.Converter(forbid_extra_keys=True)
         # First: the union hook, so the hooks generated below pick it up.
@@ -384,7 +389,7 @@ class _RouteBuilder:
             for field in attrs.fields(cast(Any, cls)):
                 metadata = field.metadata
                 if FROM_BUILD in metadata:
-                    overrides[field.name] = override(omit=True)
+                    overrides[field.name] = override(struct_hook=_as_given)
                 elif CHECK in metadata:
                     overrides[field.name] = override(struct_hook=_hook(metadata[CHECK]))
                 elif KEY_CHECK in metadata:
@@ -486,6 +491,13 @@ class _RouteBuilder:
         _drop_axonlog_fields(data)
         if "name" in data and "name" not in attrs.fields_dict(cls):
             data.pop("name")
+        ignored = tuple(sorted(set(data) - config_keys(cls)))
+        if ignored:
+            # mcrouter's factories read the keys they know and ignore the rest, so
+            # a config with a key this type does not read runs there: here too.
+            for key in ignored:
+                del data[key]
+            self.ignored_fields.append((value, type_name, ignored))
         route = self._structure(cls, data)
         as_list = getattr(route, "as_list", None)  # a type standing for a list (ShadowRoute)
         routes: tuple[Route, ...] = (route,) if as_list is None else as_list()
@@ -494,14 +506,12 @@ class _RouteBuilder:
         return routes if many else _one(routes)
 
     def _structure(self, cls: type, data: dict[str, object]) -> Route:
+        for field in attrs.fields(cls):
+            if FROM_BUILD in field.metadata:
+                # Given to the class at once (not evolved in after): its checks and
+                # derived state run once, with the build's values.
+                data[field.name] = getattr(self._env, field.metadata[FROM_BUILD])
         route: Route = self._structure_fn(cls)(data, cls)
-        from_build = {
-            field.name: getattr(self._env, field.metadata[FROM_BUILD])
-            for field in attrs.fields(cls)
-            if FROM_BUILD in field.metadata
-        }
-        if from_build:
-            route = attrs.evolve(cast(Any, route), **from_build)
         return route
 
     # -- field types ---------------------------------------------------------
@@ -620,6 +630,31 @@ class _RouteBuilder:
         return pool
 
 
+def _warn_ignored_fields(
+    document: Mapping[str, object],
+    ignored: Sequence[tuple[Mapping[str, object], str, tuple[str, ...]]],
+) -> None:
+    """One warning per ignored route key, at its JSON path in the expanded config."""
+    if not ignored:
+        return
+    paths: dict[int, str] = {}
+    stack: list[tuple[object, str]] = [(document, "$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            paths.setdefault(id(node), path)
+            stack.extend((value, f"{path}.{key}") for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{index}]") for index, value in enumerate(node))
+    for node, type_name, keys in ignored:
+        where = paths.get(id(node), f"$...(a {type_name})")
+        for key in keys:
+            log.warning(
+                "ignoring '%s': %s does not read it (mcrouter ignores it too) @ %s.%s",
+                key, type_name, where, key,
+            )  # fmt: skip
+
+
 def _drop_axonlog_fields(data: dict[str, object]) -> None:
     """mcrouter's `axonlog` options: true wraps the route in AxonLogRoute (Meta-only,
     which open-source mcrouter refuses too); otherwise the `axonlog_*` options do nothing."""
@@ -636,6 +671,11 @@ def _one(routes: tuple[Route, ...]) -> Route:
     if len(routes) != 1:
         raise Invalid(f"{len(routes)} RouteHandles in list, expected 1")
     return routes[0]
+
+
+def _as_given(value: T, _type: object) -> T:
+    """The structure hook of a field the builder fills in itself (`FROM_BUILD`)."""
+    return value
 
 
 def _hook(check: Callable[[object], T]) -> Callable[[object, object], T]:

@@ -11,7 +11,9 @@ there is imported by `load_handles`) plus its tests and docs.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import keyword
 import pkgutil
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -121,6 +123,22 @@ def config_field(
     if factory is not None:
         return attrs.field(factory=factory, metadata=metadata)
     return attrs.field(default=default, metadata=metadata)
+
+
+@functools.cache
+def config_keys(cls: type) -> frozenset[str]:
+    """The keys a handle class reads from a config object (besides `type`).
+
+    Its init fields, less those taken from the build environment; a field named
+    after a Python keyword plus `_` is read from the keyword (`from_`: "from").
+    """
+    keys = set()
+    for field in attrs.fields(cls):
+        if not field.init or FROM_BUILD in field.metadata:
+            continue
+        name = field.name
+        keys.add(name[:-1] if keyword.iskeyword(name[:-1]) else name)
+    return frozenset(keys)
 
 
 def load_handles() -> Mapping[str, RouteType]:

@@ -1,4 +1,7 @@
-"""Sequential failover: FailoverRoute, LatestRoute, MissFailoverRoute, FailoverWithExptimeRoute."""
+"""Sequential failover: FailoverRoute, LatestRoute, MissFailoverRoute, FailoverWithExptimeRoute.
+
+SaltedFailoverRoute, a FailoverRoute over a PoolRoute, is in `salted_failover.py`.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,6 @@ from mcrouter_trio.routing._checks import (
 )
 from mcrouter_trio.routing._combinators import first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
-from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._failover_settings import (
     FailoverErrors,
     FailoverLimit,
@@ -45,10 +47,8 @@ from mcrouter_trio.routing.handles._failover_settings import (
     parse_failover_limit,
     parse_failover_policy,
 )
-from mcrouter_trio.routing.handles.destination import pool_destinations
-from mcrouter_trio.routing.handles.hash import HashSpec, PoolRoute
+from mcrouter_trio.routing.handles._failover_tag import TaggedOrder, tag_failovers
 from mcrouter_trio.routing.handles.modify import ModifyExptimeRoute
-from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy
 
 
 def no_failover_error(reply: Reply) -> bool:
@@ -129,14 +129,15 @@ class FailoverRoute(OverChildren):
     `failover_limit` caps failovers as a share of requests, `failover_policy`
     orders and bounds the tries (LeastFailuresPolicy, DeterministicOrderPolicy).
     Without them a request takes the plain path (no per-request state).
+    With `failover_tag`, keys with a hash stop reach the failover children with
+    `:failover=1` appended (see `_failover_tag.py`).
     """
 
     children: tuple[Route, ...]
     failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
     failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
     failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
-    #: Accepted for mcrouter configs; failover tagging has no effect here.
-    failover_tag: bool = False
+    failover_tag: bool = config_field(default=False, check=check_bool)
     #: mcrouter pairs a lease-set with the child whose lease-get issued the token.
     #: Only mcrouter's own lease-get/lease-set carry such tokens, and no memcached
     #: command does (meta `mg N` wins are not remapped by mcrouter either): checked
@@ -144,16 +145,20 @@ class FailoverRoute(OverChildren):
     enable_lease_pairing: bool = config_field(default=False, check=check_bool)
     name: str = config_field(default="", check=check_str)
     _plain: bool = attrs.field(init=False, repr=False, eq=False)
+    #: The children as tried in config order (the failover ones tagging, if asked).
+    _attempts: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.enable_lease_pairing and not self.name:
             raise Invalid("name is required when lease pairing is enabled")
         plain = (self.failover_errors, self.failover_limit, self.failover_policy) == (None,) * 3
         object.__setattr__(self, "_plain", plain)
+        attempts = tag_failovers(self.children) if self.failover_tag else self.children
+        object.__setattr__(self, "_attempts", attempts)
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         if self._plain:
-            return failover(self.children, request, ctx, "FailoverRoute")
+            return failover(self._attempts, request, ctx, "FailoverRoute")
         children = self.children
         if not children:
             return Pending(default_reply(request))
@@ -165,9 +170,11 @@ class FailoverRoute(OverChildren):
         )
         if self.failover_limit is not None:
             self.failover_limit.count_request()
-        order: Sequence[Route] = children
+        order: Sequence[Route] = self._attempts
         if self.failover_policy is not None:
             order = self.failover_policy.order(children, request)
+            if self.failover_tag:
+                order = TaggedOrder(order)
         return first_acceptable(order, request, ctx, tries.final, name="FailoverRoute")
 
     def route_whole(
@@ -175,7 +182,7 @@ class FailoverRoute(OverChildren):
     ) -> Pending | None:
         if not self._plain:
             return None  # per-request settings apply key by key
-        return failover_whole(self.children, request, ctx, split, "FailoverRoute")
+        return failover_whole(self._attempts, request, ctx, split, "FailoverRoute")
 
 
 def _check_failover_count(value: object) -> int:
@@ -211,7 +218,7 @@ class LatestRoute:
     failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
     failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
     failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
-    failover_tag: bool = False
+    failover_tag: bool = config_field(default=False, check=check_bool)
     enable_lease_pairing: bool = config_field(default=False, check=check_bool)
     name: str = config_field(default="", check=check_str)
     #: This proxy host's id: the config cannot set it.
@@ -331,7 +338,7 @@ class MissFailoverRoute(OverChildren):
         return None  # each key misses on its own
 
 
-class _ThroughInner:
+class ThroughInner:
     """For handles that are a FailoverRoute put together at config time (`_inner`)."""
 
     __slots__ = ()
@@ -351,14 +358,14 @@ class _ThroughInner:
 
 @route_type("FailoverWithExptimeRoute")
 @attrs.frozen
-class FailoverWithExptimeRoute(_ThroughInner):
+class FailoverWithExptimeRoute(ThroughInner):
     """FailoverRoute over `normal` then `failover`, the failover children's exptimes capped.
 
     Each failover child is wrapped in ModifyExptimeRoute `min` with
     `failover_exptime` (default 60 s; 0 or less: not wrapped), so a value written
     while the normal route is down expires soon from the failover pool. Deletes are
-    not modified. `failover_errors`, `failover_limit` and `failover_policy` are
-    FailoverRoute's.
+    not modified. `failover_errors`, `failover_limit`, `failover_policy` and
+    `failover_tag` are FailoverRoute's.
     """
 
     normal: Route
@@ -367,6 +374,7 @@ class FailoverWithExptimeRoute(_ThroughInner):
     failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
     failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
     failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
+    failover_tag: bool = config_field(default=False, check=check_bool)
     _inner: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -380,35 +388,6 @@ class FailoverWithExptimeRoute(_ThroughInner):
             self.failover_errors,
             self.failover_limit,
             self.failover_policy,
-        )
-        object.__setattr__(self, "_inner", inner)
-
-
-@route_type("SaltedFailoverRoute")
-@attrs.frozen
-class SaltedFailoverRoute(_ThroughInner):
-    """FailoverRoute over `PoolRoute(pool, hash)` and then each server of the pool.
-
-    mcrouter's shortcut, usually with a DeterministicOrderPolicy: a failed request
-    goes on to servers picked by the key, skipping the one the pool picked.
-    """
-
-    pool: PoolSpec
-    hash: HashSpec = HashSpec()
-    failover_errors: FailoverErrors | None = config_field(default=None, check=parse_failover_errors)
-    failover_limit: FailoverLimit | None = config_field(default=None, check=parse_failover_limit)
-    failover_policy: FailoverOrder | None = config_field(default=None, check=parse_failover_policy)
-    #: The PoolRoute's shadows (mcrouter passes them on to it).
-    shadows: tuple[ShadowSpec, ...] = ()
-    shadow_policy: str = config_field(default="default", check=check_shadow_policy)
-    _inner: FailoverRoute = attrs.field(init=False, repr=False, eq=False)
-
-    def __attrs_post_init__(self) -> None:
-        children: tuple[Route, ...] = (
-            PoolRoute(self.pool, self.hash, shadows=self.shadows, shadow_policy=self.shadow_policy),
-            *pool_destinations(self.pool),
-        )
-        inner = FailoverRoute(
-            children, self.failover_errors, self.failover_limit, self.failover_policy
+            self.failover_tag,
         )
         object.__setattr__(self, "_inner", inner)

@@ -50,6 +50,7 @@ from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
 from mcrouter_trio.routing.handles._shard_splits import ShardSplits, check_shard_splits
 from mcrouter_trio.routing.handles._slow_warmup import SlowWarmUp
 from mcrouter_trio.routing.handles.destination import DestinationRoute, pool_destinations
+from mcrouter_trio.routing.handles.failover import LatestRoute
 from mcrouter_trio.routing.handles.rate_limit import RateLimits, check_rates
 from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy, shadowed
 
@@ -57,8 +58,10 @@ from mcrouter_trio.routing.handles.shadow import ShadowSpec, check_shadow_policy
 MCROUTER_HASH_FUNCS: Final = frozenset({"Ch3", "Crc32", "WeightedCh3", "ConstShard"})
 #: PoolRoute's twemproxy hash functions -> nutcracker's `distribution`.
 TWEMPROXY_HASH_FUNCS: Final = {name.capitalize(): name for name in sorted(DISTRIBUTIONS)}
+#: mcrouter's `Latest`: not a hash but LatestRoute over the pool's servers.
+LATEST: Final = "Latest"
 #: Every PoolRoute hash function name.
-HASH_FUNCS: Final = MCROUTER_HASH_FUNCS | TWEMPROXY_HASH_FUNCS.keys()
+HASH_FUNCS: Final = MCROUTER_HASH_FUNCS | TWEMPROXY_HASH_FUNCS.keys() | {LATEST}
 #: nutcracker's default `hash`.
 DEFAULT_KEY_HASH: Final = "fnv1a_64"
 #: The one command PoolRoute spools on failure (bound once: checked per request).
@@ -80,9 +83,13 @@ def check_hash_func(value: object) -> str:
 
 def check_mcrouter_hash_func(value: object) -> str:
     name = check_str(value)
-    if name in TWEMPROXY_HASH_FUNCS:
+    if name in TWEMPROXY_HASH_FUNCS or name == LATEST:
         raise Invalid(f"hash function '{name}' is only available in PoolRoute's 'hash'")
     return _check_name_in(name, MCROUTER_HASH_FUNCS, "hash function")
+
+
+def check_failover_count(value: object) -> int:
+    return check_int(value, 0)
 
 
 def check_optional_weights(value: object) -> tuple[float, ...] | None:
@@ -121,7 +128,8 @@ class HashSpec:
 
     mcrouter's functions take `salt` and `weights`; twemproxy's (`Ketama`,
     `Modula`, `Random`) take `key_hash`, `hash_tag`, `server_weights` and
-    `server_names` instead.
+    `server_names` instead. `Latest` (mcrouter's LatestRoute over the pool's
+    servers) also takes `failover_count` and `thread_local_failover`.
     """
 
     hash_func: str = config_field(default="Ch3", check=check_hash_func)
@@ -136,6 +144,9 @@ class HashSpec:
     server_names: tuple[str | None, ...] | None = config_field(
         default=None, check=check_server_names
     )
+    #: LatestRoute's options, for `Latest`.
+    failover_count: int = config_field(default=5, check=check_failover_count)
+    thread_local_failover: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.is_twemproxy:
@@ -260,6 +271,10 @@ def _as_is(key: bytes) -> bytes:
     return key
 
 
+def _first(key: bytes) -> int:
+    return 0
+
+
 def _no_children(key: bytes) -> int:
     raise AssertionError("a route without children never selects")
 
@@ -316,6 +331,9 @@ class PoolRoute:
     with the pool's hash, as mcrouter's BucketHashSelector does;
     `total_buckets_by_prefix` keeps the keys under a prefix in that prefix's few
     buckets (`hashing/_buckets.py`).
+    The hash function `Latest` makes it mcrouter's LatestRoute over the pool's
+    servers (`salt`, `weights`, `failover_count`, `thread_local_failover` from
+    `hash`; the pool's `weights` otherwise), as mcrouter's PoolRoute builds it.
     Deletes its server fails are spooled (`asynclog`, see `handles/_asynclog.py`),
     under `asynclog_name` (default: the pool's name). A pool with `auto_eject_hosts`
     takes failing servers out of its ring for a while (see `routing/_ejection.py`).
@@ -345,17 +363,25 @@ class PoolRoute:
     #: mcrouter spreads a split shard's requests by their fbid or id1, which
     #: memcached requests do not have: read, and without effect.
     split_shard_fanout: int = config_field(default=0, check=check_int)
+    #: This proxy host's id and the number of workers (for `Latest`): the config
+    #: cannot set them.
+    host_id: int = config_field(default=0, from_build="host_id")
+    num_proxies: int = config_field(default=1, from_build="num_proxies")
     #: The pool's servers, one route each, and the routes a slot sends to (shadowed).
     _destinations: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
     _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
     _routing_key: Callable[[bytes], bytes] = attrs.field(init=False, repr=False, eq=False)
+    #: Whether failed deletes are spooled (`asynclog`, not with `Latest`: whose
+    #: server failed is LatestRoute's to know).
+    _spools: bool = attrs.field(init=False, repr=False, eq=False)
     #: Its hold on the pool's ejection state (None: the pool never ejects).
     ejector: Ejector | None = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         buckets = self._bucketizer()
+        object.__setattr__(self, "_spools", self.asynclog)
         destinations = pool_destinations(self.pool)
         servers: tuple[Route, ...] = destinations
         if self.slow_warmup is not None:
@@ -374,6 +400,9 @@ class PoolRoute:
                 )
             select = self.hash.selector_for(self.pool)
             key_of, keys_routing = whole_key, _as_is
+        elif self.hash.hash_func == LATEST:
+            self._become_latest(children)
+            return
         else:
             weights = self.hash.weights if self.hash.weights is not None else self.pool.weights
             hash_func = self.hash.hash_func
@@ -408,6 +437,27 @@ class PoolRoute:
         object.__setattr__(self, "_select", select)
         object.__setattr__(self, "_key_of", key_of)
         object.__setattr__(self, "_routing_key", keys_routing)
+
+    def _become_latest(self, children: tuple[Route, ...]) -> None:
+        """One child, LatestRoute over the servers: every request takes it."""
+        if self.bucketize:
+            raise Invalid("'bucketize' does not apply to Latest")
+        weights = self.hash.weights if self.hash.weights is not None else self.pool.weights
+        latest = LatestRoute(
+            children,
+            self.hash.failover_count,
+            weights,
+            self.hash.salt,
+            self.hash.thread_local_failover,
+            host_id=self.host_id,
+            num_proxies=self.num_proxies,
+        )
+        object.__setattr__(self, "_children", (latest,))
+        object.__setattr__(self, "_spools", False)
+        object.__setattr__(self, "ejector", None)
+        object.__setattr__(self, "_select", _first)
+        object.__setattr__(self, "_key_of", hashed_key)
+        object.__setattr__(self, "_routing_key", routing_key)
 
     def _bucketizer(self) -> Bucketizer | None:
         """The pool's buckets if it is bucketized."""
@@ -448,7 +498,7 @@ class PoolRoute:
                 )
             )
         child = children[index]
-        if request.op is _DELETE and self.asynclog:
+        if request.op is _DELETE and self._spools:
             spool = ctx.asynclog
             if spool is not None:
                 name = self.asynclog_name or self.pool.name
