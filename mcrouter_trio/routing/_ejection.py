@@ -19,8 +19,9 @@ nutcracker's rules (`nc_server.c` `server_failure`, `server_ok`; `nc_ketama.c`
   servers and get those servers' own errors (nutcracker answers `Connection refused`).
 
 Mutable state lives in one `PoolEjection` per pool identity (name, servers, settings
-and hash); the ring is an immutable selector swapped in by one assignment, built in a
-timer callback, never while a request is routed. Each PoolRoute holds it through its
+and hash); the ring is an immutable selector swapped in by one assignment, rebuilt
+at once when a server leaves or rejoins (in the callback of the reply or probe that
+decided it, so the next request already takes the new ring). Each PoolRoute holds it through its
 `Ejector`. The routing context's `EjectionStore` keeps the states across config
 reloads: a pool that did not change keeps its ejected servers and its one prober per
 server; a pool that changed starts with every server in, and its old state stops
@@ -89,9 +90,8 @@ class PoolEjection:
         self._specs = tuple(specs)
         self._build = build
         self._failures = [0] * len(servers)
-        #: Servers out of the ring (or about to be, once the rebuild runs).
+        #: Servers out of the ring.
         self.ejected: frozenset[int] = frozenset()
-        self._rebuild_due = False
         #: The current ring: replaced whole, in one assignment.
         self.ring = ring
         #: Each ejected server's timer: its next probe.
@@ -107,7 +107,7 @@ class PoolEjection:
             self._failures[index] = 0
             return
         if index in self.ejected or self.closed:
-            return  # requests routed before the rebuild, or by a replaced config
+            return  # requests routed before the ejection, or by a replaced config
         self._failures[index] += 1
         if self._failures[index] >= self.spec.failure_limit:
             self._eject(index, ctx)
@@ -138,7 +138,7 @@ class PoolEjection:
             len(self._servers),
             self.spec.retry_timeout_ms,
         )
-        self._rebuild_soon(ctx)
+        self._rebuild()
         self._retry_later(index, ctx)
 
     def _retry_later(self, index: int, ctx: RouteContext) -> None:
@@ -166,16 +166,9 @@ class PoolEjection:
             len(self.ejected),
             len(self._servers),
         )
-        self._rebuild_soon(ctx)
-
-    def _rebuild_soon(self, ctx: RouteContext) -> None:
-        """Rebuild in a timer callback (one rebuild for every change made meanwhile)."""
-        if not self._rebuild_due:
-            self._rebuild_due = True
-            ctx.call_later(0.0, self._rebuild)
+        self._rebuild()
 
     def _rebuild(self) -> None:
-        self._rebuild_due = False
         ejected = self.ejected if len(self.ejected) < len(self._servers) else ()
         self.ring = self._build(ejected)
 
