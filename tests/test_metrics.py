@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -19,8 +20,18 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[str, str]:
+    """GET `path`; the metrics listener starts just after the proxy's, so wait for it."""
+    assert poll(lambda: _accepts(port), 10), f"nothing listens on metrics port {port}"
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return response.headers["Content-Type"], response.read().decode()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return False
+    return True
 
 
 def samples(port: int) -> Samples:
