@@ -234,7 +234,7 @@ def test_meta_only_names_are_refused_not_registered() -> None:
 def test_every_config_example_in_the_routes_doc_loads() -> None:
     text = (Path(__file__).parent.parent / "docs" / "routes.md").read_text()
     examples = re.findall(r"```json\n(.*?)```", text, re.DOTALL)
-    assert len(examples) == 16
+    assert len(examples) == 17
     for example in examples:
         assert load_config(example).route is not None
 

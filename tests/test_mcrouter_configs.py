@@ -138,6 +138,7 @@ LOADS = [
     ("test_same_pool_failover", "/././", {}, ["/././"]),
     ("test_get_failover_with_failover_tag", "/././", {}, ["/././"]),
     ("test_ascii", "/././", {}, ["/././"]),
+    ("test_pool_server_errors", "/a/a/", {}, ["/a/a/", "/b/b/"]),
 ]
 
 #: Strings mcrouter's harness replaces in a config before it starts mcrouter
@@ -189,8 +190,6 @@ META_ONLY = "Meta-only"
 INVALID = "invalid"
 #: Open-source mcrouter refuses it too (and none of its tests loads it).
 MCROUTER_REFUSES = "refused by mcrouter"
-#: Open-source mcrouter features not implemented here (yet).
-MISSING = "not implemented"
 
 REFUSED = [
     (
@@ -203,7 +202,8 @@ REFUSED = [
         "libmcrouter_invalid_pools",
         "/././",
         INVALID,
-        "expected a server string, got an object @ $.pools.A.servers[1]",
+        # An object in `servers` is a route slot, and this one has no type.
+        "required field missing @ $.pools.A.servers[1].type",
     ),
     (
         "routing_prefix_test_caret",
@@ -370,12 +370,6 @@ REFUSED = [
         PROTOCOL,
         "protocol 'caret' is not supported: mcrouter's own binary protocol, not "
         "memcached's @ $.pools.A.protocol",
-    ),
-    (
-        "test_pool_server_errors",
-        "/././",
-        MISSING,
-        "expected a server string, got an object @ $.pools.A.servers[0]",
     ),
     (
         "test_regional_replicated_pools",
@@ -794,3 +788,30 @@ def test_the_multi_cluster_example_routes_as_its_readme_says(
         assert len(holders(b"x")) == 5
         assert client.call(b"delete /*/*/x\r\n") == b"DELETED\r\n"
         assert poll(lambda: holders(b"x") == set())
+
+
+def test_pool_server_errors_route_slots_hold_their_place(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    """test_mcrouter.py TestPoolServerErrors: an ErrorRoute in a pool's `servers` keeps
+    its slot, so the keys hashing to it get its error and the others reach their servers.
+    """
+    mc1, mc3 = memcached_factory(), memcached_factory()  # the ErrorRoute is "mc2"
+    proxy = proxy_factory(mcrouter_config("test_pool_server_errors", [mc1, mc3]), "-R", "/a/a/")
+    with connect(proxy.port) as client:
+        # Pool|A is its one slot, the ErrorRoute.
+        assert client.call(b"get test\r\n", b"\r\n").startswith(b"SERVER_ERROR")
+        # One destination per server; the route slot has none.
+        servers = [
+            line for line in client.call(b"stats servers\r\n", b"END\r\n").split(b"\r\n")
+            if line.startswith(b"STAT ")
+        ]  # fmt: skip
+        assert len(servers) == 2
+        # HashRoute|Pool|B: Ch3 over three slots, the ErrorRoute in the middle one.
+        assert client.call(b"set /b/b/abc 0 0 6\r\nvalueA\r\n") == b"STORED\r\n"
+        assert value_of(mc1, b"abc") == b"valueA"
+        assert client.call(b"set /b/b/a 0 0 6\r\nvalueB\r\n").startswith(b"SERVER_ERROR")
+        assert value_of(mc1, b"a") is None
+        assert value_of(mc3, b"a") is None
+        assert client.call(b"set /b/b/ab 0 0 6\r\nvalueC\r\n") == b"STORED\r\n"
+        assert value_of(mc3, b"ab") == b"valueC"

@@ -44,7 +44,6 @@ from cattrs.gen import make_dict_structure_fn, override
 from mcrouter_trio.config._jsonc import (
     ConfigError,
     Invalid,
-    Problem,
     check_bool,
     check_float,
     check_int,
@@ -52,8 +51,10 @@ from mcrouter_trio.config._jsonc import (
     check_weights,
     describe,
     loads_jsonc,
+    render_path,
     render_problems,
 )
+from mcrouter_trio.config._jsonc import Path as JsonPath
 from mcrouter_trio.config._jsonm import JsonmError, Preprocessor
 from mcrouter_trio.config._prefixes import BadPrefix, global_params, normalise_prefix
 from mcrouter_trio.config._routes import read_named_handles, read_roots
@@ -62,7 +63,6 @@ from mcrouter_trio.config._servers import (
     TIMEOUT_RANGE,
     PoolDefaults,
     parse_pool,
-    parse_pools,
 )
 from mcrouter_trio.routing._base import Route
 from mcrouter_trio.routing._registry import (
@@ -247,12 +247,13 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
 
     errors: list[str] = []
     raw_pools = document.get("pools", {})
-    pools, problems = parse_pools(raw_pools, defaults)
-    errors.extend(render_problems("$.pools", problems))
     library = raw_pools if isinstance(raw_pools, dict) else {}
+    if not isinstance(raw_pools, dict):
+        errors.append(f"expected an object, got {describe(raw_pools)} @ $.pools")
     builder = _RouteBuilder(
-        pools, library, defaults, BuildEnv(host_id=host_id, num_proxies=env.num_proxies)
+        library, defaults, BuildEnv(host_id=host_id, num_proxies=env.num_proxies)
     )
+    errors.extend(builder.parse_pools())
     errors.extend(read_named_handles(builder, document))
     roots, root_errors = read_roots(builder, document, default_route.encode())
     errors.extend(root_errors)
@@ -266,6 +267,7 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
             prefix: BigValueRoute(root, threshold, batch_size, hide_flag)
             for prefix, root in roots.items()
         }
+    pools = {name: builder.pools[name] for name in library}  # in config order
     all_pools = MappingProxyType({**pools, **builder.inline_pools})
     return ProxyConfig(
         all_pools,
@@ -290,21 +292,25 @@ def _has_string_form(cls: object) -> bool:
 
 
 class _RouteBuilder:
-    """Builds one config's route tree; holds the pools routes may name.
+    """Builds one config's pools and route trees.
 
     One converter per load keeps the per-config state (pools, host id) out of
     module globals; generating the hooks costs a few milliseconds per load.
+    A pool's route slots are routes, so pools are built here too: a top-level pool
+    when first named (a route slot may name one further down, as in mcrouter,
+    which builds pools as routes reach them), then the rest in config order.
     """
 
     def __init__(
-        self,
-        pools: Mapping[str, PoolSpec],
-        raw_pools: Mapping[str, object],
-        defaults: PoolDefaults,
-        env: BuildEnv,
+        self, raw_pools: Mapping[str, object], defaults: PoolDefaults, env: BuildEnv
     ) -> None:
-        self._pools = pools
         self._raw_pools = raw_pools
+        #: The top-level pools built so far.
+        self.pools: dict[str, PoolSpec] = {}
+        #: Top-level pools being built: a route slot naming one of them is a cycle.
+        self._building_pools: set[str] = set()
+        #: Problems of the top-level pools, at their paths.
+        self._pool_errors: list[str] = []
         self._defaults = defaults
         self._env = env
         self._types = load_handles()
@@ -342,6 +348,12 @@ class _RouteBuilder:
         converter.register_structure_hook(str, _hook(check_str))
         self._converter = converter
         self._generated: dict[type, Callable[[Any, Any], Any]] = {}
+
+    def parse_pools(self) -> list[str]:
+        """Build every top-level pool; their problems."""
+        for name in self._raw_pools:
+            self._top_pool(name)
+        return self._pool_errors
 
     def build(self, value: object, path: str = "$.route") -> tuple[Route | None, list[str]]:
         """A root route (`route`, one of `routes`), or its `message @ path...` errors."""
@@ -604,10 +616,56 @@ class _RouteBuilder:
     # -- pools ---------------------------------------------------------------
 
     def _named_pool(self, name: str) -> PoolSpec:
-        pool = self._pools.get(name) or self.inline_pools.get(name)
+        pool = self._top_pool(name) or self.inline_pools.get(name)
         if pool is None:
             raise Invalid(f"unknown pool '{name}'")
         return pool
+
+    def _top_pool(self, name: str) -> PoolSpec | None:
+        """The top-level pool `name` (built now if it was not yet), None if there is none."""
+        pool = self.pools.get(name)
+        if pool is not None or name not in self._raw_pools:
+            return pool
+        if name in self._building_pools:
+            raise Invalid(f"pool '{name}' has a route slot that routes to the pool itself")
+        self._building_pools.add(name)
+        try:
+            slot_builder = partial(self._top_pool_slot, name)
+            body = self._raw_pools[name]
+            pool, problems = parse_pool(name, body, self._defaults, self._raw_pools, slot_builder)
+        finally:
+            self._building_pools.discard(name)
+        self.pools[name] = pool
+        placed = (((name, *path), message) for path, message in problems)
+        self._pool_errors.extend(render_problems("$.pools", placed))
+        return pool
+
+    def _top_pool_slot(
+        self, pool: str, value: dict[str, object], at: JsonPath | None
+    ) -> Route | None:
+        """A route slot of a top-level pool; its problems are the pool's, at their paths."""
+        try:
+            return self._route(value)
+        except Exception as exc:
+            if at is not None:
+                self._pool_errors.extend(_messages(exc, render_path("$.pools", (pool, *at))))
+            return None
+
+    @staticmethod
+    def _inline_pool_slot(
+        build: Callable[[object], Route],
+        failures: list[tuple[JsonPath, Exception]],
+        value: dict[str, object],
+        at: JsonPath | None,
+    ) -> Route | None:
+        """A route slot of a pool defined inside a route: its failure is kept in
+        `failures`, raised with the pool's other problems."""
+        try:
+            return build(value)
+        except Exception as exc:
+            if at is not None:
+                failures.append((at, exc))
+            return None
 
     def _inline_pool(self, body: dict[str, object]) -> PoolSpec:
         name = body.get("name")
@@ -616,16 +674,18 @@ class _RouteBuilder:
             if name is not None:
                 problem = f"expected a string, got {describe(name)}"
             raise _problems_error([(("name",), problem)])
-        existing = self._pools.get(name) or self.inline_pools.get(name)
+        existing = self._top_pool(name) or self.inline_pools.get(name)
         if existing is not None:
             # mcrouter: the first definition of a pool name wins; `{"name": ...}`
             # alone is just a reference.
             if set(body) - {"name"}:
                 log.warning("pool %r is defined more than once; using the first definition", name)
             return existing
-        pool, problems = parse_pool(name, body, self._defaults, self._raw_pools)
-        if problems:
-            raise _problems_error(problems)
+        failures: list[tuple[JsonPath, Exception]] = []
+        slot_builder = partial(self._inline_pool_slot, self._route, failures)
+        pool, problems = parse_pool(name, body, self._defaults, self._raw_pools, slot_builder)
+        if problems or failures:
+            raise _problems_error([*problems, *failures])
         self.inline_pools[name] = pool
         return pool
 
@@ -713,16 +773,22 @@ def _group(errors: Sequence[Exception]) -> Exception:
     return ClassValidationError("invalid route", list(errors), Route)
 
 
-def _problems_error(problems: Sequence[Problem]) -> Exception:
+def _problems_error(problems: Sequence[tuple[JsonPath, str | Exception]]) -> Exception:
     """cattrs' annotated exception groups for `(path, message)` problems.
+
+    A problem may also be an exception raised at its path (a route slot's).
 
     So problems found by hand (pools defined inside routes) render through
     `transform_error` with the same paths as everything else. A JSON node is
     either an object (str keys) or an array (int indexes), so each level is one
     kind of group.
     """
-    here: list[Exception] = [Invalid(message) for path, message in problems if not path]
-    below: dict[str | int, list[Problem]] = {}
+    here: list[Exception] = [
+        Invalid(message) if isinstance(message, str) else message
+        for path, message in problems
+        if not path
+    ]
+    below: dict[str | int, list[tuple[JsonPath, str | Exception]]] = {}
     for path, message in problems:
         if path:
             below.setdefault(path[0], []).append((path[1:], message))

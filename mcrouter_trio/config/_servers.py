@@ -6,6 +6,9 @@ record: `inherit` merges in another pool first, defaults depend on other fields
 mech) and the keys mcrouter accepts but we do not implement are let through with
 a warning instead of failing a config that works with mcrouter.
 
+An object in a pool's `servers` is a route slot: the config loader builds it as
+a route (`RouteSlotBuilder`) and the pool keeps it at its position.
+
 Problems are returned, not raised, as `(path relative to the pool, message)`,
 so one pass reports all of them and the caller can place them in the document.
 """
@@ -23,6 +26,7 @@ import attrs
 
 from mcrouter_trio.config._jsonc import (
     Invalid,
+    Path,
     Problem,
     check_bool,
     check_int,
@@ -31,6 +35,7 @@ from mcrouter_trio.config._jsonc import (
     describe,
 )
 from mcrouter_trio.hashing._spooky import spooky_hash32
+from mcrouter_trio.routing._base import Route
 from mcrouter_trio.routing._specs import (
     DEFAULT_SERVER_TIMEOUT_MS,
     EjectionSpec,
@@ -197,24 +202,23 @@ _IGNORED_POOL_KEYS = frozenset(
 T = TypeVar("T")
 
 
-def parse_pools(value: object, defaults: PoolDefaults) -> tuple[dict[str, PoolSpec], list[Problem]]:
-    """The top-level `pools` object; problem paths are relative to it."""
-    if not isinstance(value, dict):
-        return {}, [((), f"expected an object, got {describe(value)}")]
-    pools: dict[str, PoolSpec] = {}
-    problems: list[Problem] = []
-    for name, body in value.items():
-        pool, found = parse_pool(name, body, defaults, value)
-        pools[name] = pool
-        problems.extend(((name, *path), message) for path, message in found)
-    return pools, problems
+#: Builds a route object of a pool's `servers` list, given the object and its path
+#: in the pool (None when the list is inherited: the pool it is written in reports
+#: its problems). Returns None when it does not build, having reported why.
+RouteSlotBuilder = Callable[[dict[str, object], Path | None], Route | None]
 
 
 def parse_pool(
-    name: str, body: object, defaults: PoolDefaults, library: Mapping[str, object]
+    name: str,
+    body: object,
+    defaults: PoolDefaults,
+    library: Mapping[str, object],
+    build_route: RouteSlotBuilder | None = None,
 ) -> tuple[PoolSpec, list[Problem]]:
     """One pool object; `library` holds the raw top-level pools for `inherit`.
 
+    An object in `servers` is a route slot, built by `build_route` (mcrouter builds
+    it as a route, in its place); without a builder it is a problem.
     Always returns a PoolSpec (with the servers that did parse) so that routes
     naming a broken pool do not add "unknown pool" noise to its real problems.
     """
@@ -236,7 +240,8 @@ def parse_pool(
     server_name: str | None = reader.read("server_name", _check_server_name, None)
     port_override: int = reader.read("port_override", _check_port_override, 0)
     ejection = _read_ejection(reader)
-    servers: list[ServerSpec] = []
+    servers: list[tuple[int, ServerSpec]] = []
+    route_slots: list[tuple[int, Route]] = []
     if "servers" not in merged:
         reader.problems.append((("servers",), "required field missing"))
     elif not isinstance(merged["servers"], list):
@@ -244,6 +249,13 @@ def parse_pool(
         reader.problems.append((("servers",), f"expected an array of servers, got {found}"))
     else:
         for index, entry in enumerate(merged["servers"]):
+            if isinstance(entry, dict) and build_route is not None:
+                # An inherited list's routes report their problems at their own pool.
+                at = ("servers", index) if "servers" in own else None
+                route = build_route(entry, at)
+                if route is not None:
+                    route_slots.append((index, route))
+                continue
             try:
                 if not isinstance(entry, str):
                     raise Invalid(f"expected a server string, got {describe(entry)}")
@@ -258,7 +270,7 @@ def parse_pool(
             except Invalid as exc:
                 reader.problems.append((("servers", index), str(exc)))
             else:
-                servers.append(server)
+                servers.append((index, server))
     if "failure_domains" in merged:
         servers = _with_failure_domains(servers, merged, reader.problems)
     # Percentages count the servers listed, parsed or not, as mcrouter does.
@@ -272,7 +284,15 @@ def parse_pool(
         for path, message in reader.problems
         if path[0] in own or path[0] not in merged
     )
-    spec = PoolSpec(name, tuple(servers), keep_routing_prefix, weights, ejection, tko_limit)
+    spec = PoolSpec(
+        name,
+        tuple(server for _index, server in servers),
+        keep_routing_prefix,
+        weights,
+        ejection,
+        tko_limit,
+        route_slots=tuple(route_slots) if len(route_slots) + len(servers) == count else (),
+    )
     return spec, problems
 
 
@@ -340,9 +360,10 @@ def _check_threshold(value: object, key: str, high: int | None) -> int:
 
 
 def _with_failure_domains(
-    servers: list[ServerSpec], pool: Mapping[str, object], problems: list[Problem]
-) -> list[ServerSpec]:
-    """Each server with its entry of `failure_domains`, as mcrouter reads them.
+    servers: list[tuple[int, ServerSpec]], pool: Mapping[str, object], problems: list[Problem]
+) -> list[tuple[int, ServerSpec]]:
+    """Each server with its entry of `failure_domains` (the one at its position in the
+    list, as mcrouter reads them; a route slot's entry is unused).
 
     An integer is the domain (as a uint32), a string its SpookyHashV2 32-bit hash;
     anything else means no domain (0).
@@ -360,8 +381,8 @@ def _with_failure_domains(
         problems.append((("failure_domains",), message))
         return servers
     return [
-        attrs.evolve(server, failure_domain=_failure_domain(domain))
-        for server, domain in zip(servers, domains, strict=False)
+        (index, attrs.evolve(server, failure_domain=_failure_domain(domains[index])))
+        for index, server in servers
     ]
 
 

@@ -335,7 +335,7 @@ def key_buckets(tree: RouteTree, key: bytes) -> list[tuple[bytes, int, str]]:
     for server, sent in ctx.sends:
         for pool_route in bucketized:
             index = pool_route.selected_index(sent)
-            if index >= 0 and pool_route.pool.servers[index] == server:
+            if index >= 0 and pool_route.pool.slots[index] == server:
                 buckets = pool_route.total_buckets or 1
                 _prefix, bare_key = split_routing_prefix(sent.key)
                 bucket = ch3(routing_key(sent.key), buckets)
@@ -405,19 +405,25 @@ def _pool_places(pools: Mapping[str, PoolSpec]) -> dict[ServerSpec, tuple[str, i
     """Each server's first pool and place in it (a destination's name shows them)."""
     places: dict[ServerSpec, tuple[str, int]] = {}
     for name, pool in pools.items():
-        for index, server in enumerate(pool.servers):
+        for index, server in _server_slots(pool):
             places.setdefault(server, (name, index))
     return places
 
 
 def _pool_names(pools: Mapping[str, PoolSpec]) -> dict[str, list[str]]:
+    """Each pool's destinations by name; a route slot has none, its place is kept in `id`."""
     return {
         name: [
             _destination_name(server, name, index, pool.keep_routing_prefix)
-            for index, server in enumerate(pool.servers)
+            for index, server in _server_slots(pool)
         ]
         for name, pool in pools.items()
     }
+
+
+def _server_slots(pool: PoolSpec) -> list[tuple[int, ServerSpec]]:
+    """The pool's servers with their places in its list (as mcrouter numbers them)."""
+    return [(index, slot) for index, slot in enumerate(pool.slots) if isinstance(slot, ServerSpec)]
 
 
 def _pretty(value: object) -> str:

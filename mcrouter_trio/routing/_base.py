@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mcrouter_trio.messages import GET_LIKE, UPDATE_LIKE, Op, Pending, Reply, Request, Result
-from mcrouter_trio.routing._specs import ServerSpec
+
+if TYPE_CHECKING:
+    # Only annotations here: specs import Route (a pool's route slots).
+    from mcrouter_trio.routing._specs import ServerSpec
 
 
 class Cancellable(Protocol):

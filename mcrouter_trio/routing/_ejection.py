@@ -33,7 +33,7 @@ left, the rest stay in place.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -41,6 +41,7 @@ import attrs
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
 from mcrouter_trio.routing._base import Cancellable, Route, RouteContext, SplitRouting
 from mcrouter_trio.routing._specs import EjectionSpec, ServerSpec
+from mcrouter_trio.routing.handles.destination import DestinationRoute
 
 log = logging.getLogger("mcrouter_trio.routing")
 
@@ -76,20 +77,20 @@ class PoolEjection:
     def __init__(
         self,
         pool: str,
-        servers: Sequence[Route],
-        specs: Sequence[ServerSpec],
+        servers: Mapping[int, DestinationRoute],
         spec: EjectionSpec,
         build: RingBuilder,
         ring: Callable[[bytes], int],
     ) -> None:
-        """`ring` is the full ring, `build(())` (given, as the pool built it already)."""
+        """`servers` are the pool's server slots by position (a route slot is never
+        ejected); `ring` is the full ring, `build(())` (given, as the pool built it
+        already)."""
         self.pool = pool
         self.spec = spec
         #: What probes go through: each server's own route, unobserved.
-        self._servers = tuple(servers)
-        self._specs = tuple(specs)
+        self._servers = dict(servers)
         self._build = build
-        self._failures = [0] * len(servers)
+        self._failures = dict.fromkeys(servers, 0)
         #: Servers out of the ring.
         self.ejected: frozenset[int] = frozenset()
         #: The current ring: replaced whole, in one assignment.
@@ -120,19 +121,19 @@ class PoolEjection:
         self._retries.clear()
         if self.report is not None:
             for index in sorted(self.ejected):
-                self.report(self._specs[index], False)
+                self.report(self._servers[index].server, False)
 
     def _eject(self, index: int, ctx: RouteContext) -> None:
         failures = self._failures[index]
         self._failures[index] = 0
         self.ejected |= {index}
         if self.report is not None:
-            self.report(self._specs[index], True)
+            self.report(self._servers[index].server, True)
         log.warning(
             "pool %s: server %s ejected after %d failures in a row (%d of %d servers out);"
             " probed again in %d ms",
             self.pool,
-            self._specs[index].address,
+            self._servers[index].server.address,
             failures,
             len(self.ejected),
             len(self._servers),
@@ -158,11 +159,11 @@ class PoolEjection:
         self.ejected -= {index}
         self._failures[index] = 0
         if self.report is not None:
-            self.report(self._specs[index], False)
+            self.report(self._servers[index].server, False)
         log.warning(
             "pool %s: server %s answered its probe and is back in the ring (%d of %d servers out)",
             self.pool,
-            self._specs[index].address,
+            self._servers[index].server.address,
             len(self.ejected),
             len(self._servers),
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from mcrouter_trio.routing._base import Route
+
 DEFAULT_SERVER_TIMEOUT_MS = 1000
 
 #: (host, port, protocol, mech, server name): one destination per distinct key.
@@ -84,7 +86,15 @@ class TkoLimitSpec:
 
 @attrs.frozen
 class PoolSpec:
+    """A pool: its slots, in the order of its `servers` list, and its settings.
+
+    A slot is a server or, where the list holds an object, the route mcrouter builds
+    from it (an ErrorRoute holding a dead host's place, so no key moves). Hashes and
+    `weights` count every slot; connections, stats, TKO and ejection only servers.
+    """
+
     name: str
+    #: The pool's servers, in list order, without its route slots.
     servers: tuple[ServerSpec, ...]
     keep_routing_prefix: bool = False
     weights: tuple[float, ...] | None = None
@@ -92,3 +102,16 @@ class PoolSpec:
     ejection: EjectionSpec | None = None
     #: `tko_tracker` (None: no limit on the servers marked TKO).
     tko_limit: TkoLimitSpec | None = None
+    #: The list's route objects as (position in the list, route), in list order.
+    route_slots: tuple[tuple[int, Route], ...] = ()
+    #: Every slot in list order: `servers` with `route_slots` at their positions.
+    slots: tuple[ServerSpec | Route, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        routes = dict(self.route_slots)
+        count = len(self.servers) + len(routes)
+        if len(routes) != len(self.route_slots) or not all(0 <= at < count for at in routes):
+            raise ValueError(f"route slot positions {sorted(routes)} do not fit {count} slots")
+        servers = iter(self.servers)
+        slots = tuple(routes[at] if at in routes else next(servers) for at in range(count))
+        object.__setattr__(self, "slots", slots)

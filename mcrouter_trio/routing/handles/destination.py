@@ -64,9 +64,13 @@ class DestinationRoute:
         return ()
 
 
-def pool_destinations(pool: PoolSpec) -> tuple[DestinationRoute, ...]:
-    """`Pool|A`: one destination route per server of the pool, in order."""
-    return tuple(DestinationRoute(server, pool.keep_routing_prefix) for server in pool.servers)
+def pool_destinations(pool: PoolSpec) -> tuple[Route, ...]:
+    """`Pool|A`: one route per slot of the pool, in order: a destination route per
+    server, a route slot's own route."""
+    return tuple(
+        DestinationRoute(slot, pool.keep_routing_prefix) if isinstance(slot, ServerSpec) else slot
+        for slot in pool.slots
+    )
 
 
 def _restore_prefix(reply: Reply, prefix: bytes) -> Reply:

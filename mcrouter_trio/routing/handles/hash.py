@@ -45,7 +45,7 @@ from mcrouter_trio.routing._checks import (
 from mcrouter_trio.routing._ejection import EjectionWatch, Ejector, PoolEjection, RingBuilder
 from mcrouter_trio.routing._multiget import route_partitioned
 from mcrouter_trio.routing._registry import config_field, route_type
-from mcrouter_trio.routing._specs import PoolSpec
+from mcrouter_trio.routing._specs import PoolSpec, ServerSpec
 from mcrouter_trio.routing.handles._asynclog import route_spooling_failures
 from mcrouter_trio.routing.handles._shard_splits import ShardSplits, check_shard_splits
 from mcrouter_trio.routing.handles._slow_warmup import SlowWarmUp
@@ -174,7 +174,17 @@ class HashSpec:
 
     def selector_for(self, pool: PoolSpec, ejected: Collection[int] = ()) -> Callable[[bytes], int]:
         """This hash's twemproxy selector over `pool`'s servers (`Invalid` if they disagree),
-        without the `ejected` ones (indexes)."""
+        without the `ejected` ones (indexes).
+
+        Every slot must be a server: nutcracker's distributions know only servers
+        (ketama places each by its name), and mcrouter has none of them.
+        """
+        for index, slot in enumerate(pool.slots):
+            if not isinstance(slot, ServerSpec):
+                raise Invalid(
+                    f"{self.hash_func} hashes over servers only, but pool '{pool.name}' has"
+                    f" a route at servers[{index}]"
+                )
         servers = pool.servers
         count = len(servers)
         for option in ("server_weights", "server_names"):
@@ -367,8 +377,11 @@ class PoolRoute:
     #: cannot set them.
     host_id: int = config_field(default=0, from_build="host_id")
     num_proxies: int = config_field(default=1, from_build="num_proxies")
-    #: The pool's servers, one route each, and the routes a slot sends to (shadowed).
-    _destinations: tuple[DestinationRoute, ...] = attrs.field(init=False, repr=False, eq=False)
+    #: Each slot's server route (None: a route slot, whose deletes are never spooled),
+    #: and the routes a slot sends to (shadowed).
+    _destinations: tuple[DestinationRoute | None, ...] = attrs.field(
+        init=False, repr=False, eq=False
+    )
     _children: tuple[Route, ...] = attrs.field(init=False, repr=False, eq=False)
     _select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
     _key_of: Callable[[Request], bytes] = attrs.field(init=False, repr=False, eq=False)
@@ -382,11 +395,11 @@ class PoolRoute:
     def __attrs_post_init__(self) -> None:
         buckets = self._bucketizer()
         object.__setattr__(self, "_spools", self.asynclog)
-        destinations = pool_destinations(self.pool)
-        servers: tuple[Route, ...] = destinations
+        slots = pool_destinations(self.pool)
+        destinations = tuple(slot if isinstance(slot, DestinationRoute) else None for slot in slots)
         if self.slow_warmup is not None:
-            servers = tuple(map(self.slow_warmup.around, destinations))
-        children = shadowed(servers, self.shadows, buckets)
+            slots = tuple(map(self.slow_warmup.around, slots))  # route slots too, as mcrouter
+        children = shadowed(slots, self.shadows, buckets)
         object.__setattr__(self, "_destinations", destinations)
         object.__setattr__(self, "_children", children)
         select: Callable[[bytes], int] = _no_children
@@ -424,12 +437,17 @@ class PoolRoute:
                 build = partial(self.hash.selector_for, self.pool)
             else:
                 build = partial(avoiding, select, len(children))
-            state = PoolEjection(
-                self.pool.name, destinations, self.pool.servers, self.pool.ejection, build, select
-            )
+            servers = {
+                index: destination
+                for index, destination in enumerate(destinations)
+                if destination is not None
+            }
+            state = PoolEjection(self.pool.name, servers, self.pool.ejection, build, select)
             ejector = Ejector((self.pool, self.hash), state)
+            # A route slot is never ejected: only servers are watched.
             children = tuple(
-                EjectionWatch(child, index, ejector) for index, child in enumerate(children)
+                child if destinations[index] is None else EjectionWatch(child, index, ejector)
+                for index, child in enumerate(children)
             )
             object.__setattr__(self, "_children", children)
             select = ejector.select
@@ -503,7 +521,8 @@ class PoolRoute:
             if spool is not None:
                 name = self.asynclog_name or self.pool.name
                 destination = self._destinations[index]
-                return route_spooling_failures(child, destination, request, ctx, spool, name)
+                if destination is not None:
+                    return route_spooling_failures(child, destination, request, ctx, spool, name)
         return child.route(request, ctx)
 
     def route_whole(
