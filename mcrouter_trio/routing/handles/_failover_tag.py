@@ -19,12 +19,11 @@ from typing import Final
 
 import attrs
 
-from mcrouter_trio.messages import GET_LIKE, META, Pending, Request
+from mcrouter_trio.messages import META, Pending, Request
 from mcrouter_trio.protocol._requests import KEY_MAX_LENGTH
 from mcrouter_trio.routing._base import Route, RouteContext, SplitRouting
-from mcrouter_trio.routing._combinators import sequence
 from mcrouter_trio.routing.handles.destination import split_routing_prefix
-from mcrouter_trio.routing.handles.modify import own_meta_key, own_value_key
+from mcrouter_trio.routing.handles.modify import route_under_key
 
 FAILOVER_TAG: Final = b":failover=1"
 _HASH_STOP: Final = b"|#|"
@@ -47,22 +46,10 @@ class FailoverTagRoute:
     target: Route
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        key = request.key
-        new_key = tagged_key(key)
+        new_key = tagged_key(request.key)
         if new_key is None or (request.op in META and b"b" in request.args):
             return self.target.route(request, ctx)  # base64 keys are passed on as they are
-        if request.keys is not None:
-            tagged = request.with_keys([new_key])
-        else:
-            tagged = request.with_key(new_key)
-        pending = self.target.route(tagged, ctx)
-        if request.op in GET_LIKE:
-            return sequence(pending, lambda reply: own_value_key(reply, key), name="FailoverRoute")
-        if request.op in META and b"k" in request.args:
-            return sequence(
-                pending, lambda reply: own_meta_key(reply, new_key, key), name="FailoverRoute"
-            )
-        return pending
+        return route_under_key(self.target, request, new_key, ctx, "FailoverRoute")
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting

@@ -125,18 +125,7 @@ class ModifyKeyRoute:
             return Pending(
                 error_reply(Result.LOCAL_ERROR, f"ModifyKeyRoute: invalid key: {problem}")
             )
-        if request.keys is not None:
-            rewritten = request.with_keys([new_key])
-        else:
-            rewritten = request.with_key(new_key)
-        pending = self.target.route(rewritten, ctx)
-        if request.op in GET_LIKE:
-            return sequence(pending, lambda reply: own_value_key(reply, key), name="ModifyKeyRoute")
-        if request.op in META and b"k" in request.args:
-            return sequence(
-                pending, lambda reply: own_meta_key(reply, new_key, key), name="ModifyKeyRoute"
-            )
-        return pending
+        return route_under_key(self.target, request, new_key, ctx, "ModifyKeyRoute")
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting
@@ -145,6 +134,26 @@ class ModifyKeyRoute:
 
     def targets(self) -> Sequence[Route]:
         return (self.target,)
+
+
+def route_under_key(
+    target: Route, request: Request, new_key: bytes, ctx: RouteContext, name: str
+) -> Pending:
+    """Send `request` (one key) to `target` as `new_key`; the client sees its own key.
+
+    The key comes back in the VALUE lines of a retrieval and in meta `k` echoes.
+    """
+    key = request.key
+    if request.keys is not None:
+        rewritten = request.with_keys([new_key])
+    else:
+        rewritten = request.with_key(new_key)
+    pending = target.route(rewritten, ctx)
+    if request.op in GET_LIKE:
+        return sequence(pending, lambda reply: own_value_key(reply, key), name=name)
+    if request.op in META and b"k" in request.args:
+        return sequence(pending, lambda reply: own_meta_key(reply, new_key, key), name=name)
+    return pending
 
 
 def own_value_key(reply: Reply, key: bytes) -> Reply:
