@@ -97,15 +97,6 @@ def guarded(name: str, out: Pending, callback: Callable[[Reply], None]) -> Calla
     return run
 
 
-def call_guarded(name: str, route: Callable[[], Pending]) -> Pending:
-    """`route()`, or an error reply if it raises (for routing done outside a callback)."""
-    try:
-        return route()
-    except Exception as exc:
-        FAILURES.record(name, exc)
-        return Pending(ROUTING_FAILED)
-
-
 def _deliver(out: Pending, produced: Reply | Pending) -> None:
     if isinstance(produced, Pending):
         produced.then(out.resolve)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import attrs
@@ -17,6 +17,20 @@ from mcrouter_trio.routing._base import (
 )
 from mcrouter_trio.routing._combinators import gather, quorum
 from mcrouter_trio.routing._registry import route_type
+
+
+def _to_every_child(
+    children: Sequence[Route],
+    request: Request,
+    ctx: RouteContext,
+    combine: Callable[[list[Pending]], Pending],
+) -> Pending:
+    """`combine` of every child's reply; no child: the default reply; one: its own."""
+    if not children:
+        return Pending(default_reply(request))
+    if len(children) == 1:
+        return children[0].route(request, ctx)
+    return combine([child.route(request, ctx) for child in children])
 
 
 def worst_reply(replies: list[Reply], arrival: list[int]) -> Reply:
@@ -40,13 +54,7 @@ class AllSyncRoute(KeyByKey, OverChildren):
     children: tuple[Route, ...]
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        children = self.children
-        if not children:
-            return Pending(default_reply(request))
-        if len(children) == 1:
-            return children[0].route(request, ctx)
-        pendings = [child.route(request, ctx) for child in children]
-        return gather(pendings, worst_reply, name="AllSyncRoute")
+        return _to_every_child(self.children, request, ctx, _worst_of)
 
 
 @route_type("AllAsyncRoute", shorthand="children")
@@ -85,6 +93,10 @@ class AllInitialRoute(KeyByKey, OverChildren):
         return children[0].route(request, ctx)
 
 
+def _worst_of(pendings: Sequence[Pending]) -> Pending:
+    return gather(pendings, worst_reply, name="AllSyncRoute")
+
+
 def _fastest(pendings: Sequence[Pending]) -> Pending:
     """The first reply that is not a failover-type error; if all are, the last one."""
     return quorum(
@@ -108,12 +120,7 @@ class AllFastestRoute(KeyByKey, OverChildren):
     children: tuple[Route, ...]
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        children = self.children
-        if not children:
-            return Pending(default_reply(request))
-        if len(children) == 1:
-            return children[0].route(request, ctx)
-        return _fastest([child.route(request, ctx) for child in children])
+        return _to_every_child(self.children, request, ctx, _fastest)
 
 
 class _Ballot:
@@ -156,17 +163,17 @@ class AllMajorityRoute(KeyByKey, OverChildren):
     children: tuple[Route, ...]
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
-        children = self.children
-        if not children:
-            return Pending(default_reply(request))
-        if len(children) == 1:
-            return children[0].route(request, ctx)
-        majority = len(children) // 2 + 1
-        ballot = _Ballot(request)
-        return quorum(
-            [child.route(request, ctx) for child in children],
-            1,
-            lambda reply: ballot.cast(reply) >= majority,
-            lambda _seen: ballot.lead,
-            name="AllMajorityRoute",
-        )
+        return _to_every_child(self.children, request, ctx, partial(_majority, request))
+
+
+def _majority(request: Request, pendings: Sequence[Pending]) -> Pending:
+    """The first result with a majority of the votes; without one, `_Ballot.lead`."""
+    majority = len(pendings) // 2 + 1
+    ballot = _Ballot(request)
+    return quorum(
+        pendings,
+        1,
+        lambda reply: ballot.cast(reply) >= majority,
+        lambda _seen: ballot.lead,
+        name="AllMajorityRoute",
+    )
