@@ -211,3 +211,58 @@ def test_meta_only_route_type_is_refused_at_startup(memcached: Memcached, tmp_pa
     output = (result.stdout + result.stderr).decode()
     assert result.returncode == 3
     assert "SRRoute exists only inside Meta and is not supported @ $.route.children[1]" in output
+
+
+def _landed(servers: dict[str, Memcached], keys: list[bytes]) -> dict[str, int]:
+    """How many of `keys` each server holds."""
+    return {
+        name: sum(direct_get(server, key) != b"END\r\n" for key in keys)
+        for name, server in servers.items()
+    }
+
+
+def test_failure_domains_keep_failover_out_of_a_tko_servers_rack(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    # Child 0 is down and in rack-a; a2 shares its rack, b1 and b2 are in rack-b. Once
+    # the dead server is TKO its reply fails the rack, and failover skips a2.
+    servers = {name: memcached_factory() for name in ("a2", "b1", "b2")}
+    racks = {"dead": "rack-a", "a2": "rack-a", "b1": "rack-b", "b2": "rack-b"}
+    addresses = {name: f"127.0.0.1:{server.port}" for name, server in servers.items()}
+    addresses["dead"] = down()
+    keys = [b"fd-key-%d" % i for i in range(40)]
+
+    def run(enabled: bool) -> dict[str, int]:
+        config = {
+            "pools": {
+                name: {"servers": [addresses[name]], "failure_domains": [racks[name]]}
+                for name in ("dead", "a2", "b1", "b2")
+            },
+            "route": {
+                "type": "FailoverRoute",
+                "children": ["PoolRoute|dead", "PoolRoute|a2", "PoolRoute|b1", "PoolRoute|b2"],
+                "failover_policy": {
+                    "type": "DeterministicOrderPolicy",
+                    "max_tries": 3,
+                    "max_error_tries": 3,
+                    "ignore_normal_reply_index": True,
+                    "enable_failure_domains": enabled,
+                },
+            },
+        }
+        proxy = proxy_factory(config)
+        with connect(proxy.port) as client:
+            # The first request finds the dead server refusing: hard TKO from then on.
+            assert client.call(b"set prime 0 0 1\r\nv\r\n") == b"STORED\r\n"
+            for key in keys:
+                assert client.call(b"set %s 0 0 1\r\nv\r\n" % key) == b"STORED\r\n"
+        landed = _landed(servers, keys)
+        for server in servers.values():  # empty again for the next run
+            assert direct(server, b"flush_all\r\n") == b"OK\r\n"
+        return landed
+
+    without = run(enabled=False)
+    assert without["a2"] > 0  # the control: the plain order does pick a2 for some keys
+    with_domains = run(enabled=True)
+    assert with_domains["a2"] == 0
+    assert with_domains["b1"] + with_domains["b2"] == len(keys)
