@@ -241,6 +241,13 @@ class Client:
         self.send(data)
         return self.read_until(terminator)
 
+    def meta_call(self, line: bytes) -> bytes:
+        """A meta command's whole reply: the line, and the value block after a VA."""
+        head = self.call(line)
+        if not head.startswith(b"VA "):
+            return head
+        return head + self.read_exactly(int(head.split(b" ")[1]) + 2)
+
 
 @contextmanager
 def connect(port: int, timeout: float = 5.0) -> Iterator[Client]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from conftest import Client, Memcached, Proxy, connect, direct_get
+from conftest import Memcached, Proxy, connect, direct_get
 
 from mcrouter_trio.hashing._spooky import spooky_hash64
 
@@ -12,11 +13,9 @@ MemcachedFactory = Callable[..., Memcached]
 ProxyFactory = Callable[..., Proxy]
 
 
-def test_big_values_are_chunked_as_mcrouter_chunks_them(
-    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
-) -> None:
-    server = memcached_factory()
-    config = {
+def _big_value_config(server: Memcached) -> dict[str, Any]:
+    """Values over 5000 bytes split into chunks, written two at a time."""
+    return {
         "pools": {"A": {"servers": [server.address]}},
         "route": {
             "type": "BigValueRoute",
@@ -25,7 +24,13 @@ def test_big_values_are_chunked_as_mcrouter_chunks_them(
             "batch_size": 2,
         },
     }
-    proxy = proxy_factory(config)
+
+
+def test_big_values_are_chunked_as_mcrouter_chunks_them(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    server = memcached_factory()
+    proxy = proxy_factory(_big_value_config(server))
     value = bytes(range(256)) * 80  # 20480 bytes: five chunks
     suffix = spooky_hash64(value) & 0xFFFF_FFFF
     with connect(proxy.port) as client:
@@ -81,28 +86,11 @@ def test_the_big_value_flags_put_every_route_behind_big_value_route(
         assert direct_get(server, b"small") == b"VALUE small 0 2\r\nhi\r\nEND\r\n"
 
 
-def _meta_call(client: Client, line: bytes) -> bytes:
-    """A meta command's whole reply: the line, and the value block after a VA."""
-    head = client.call(line)
-    if not head.startswith(b"VA "):
-        return head
-    return head + client.read_exactly(int(head.split(b" ")[1]) + 2)
-
-
 def test_meta_commands_split_and_join_as_set_and_get_do(
     memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
 ) -> None:
     server = memcached_factory()
-    config = {
-        "pools": {"A": {"servers": [server.address]}},
-        "route": {
-            "type": "BigValueRoute",
-            "target": "PoolRoute|A",
-            "split_threshold": 5000,
-            "batch_size": 2,
-        },
-    }
-    proxy = proxy_factory(config)
+    proxy = proxy_factory(_big_value_config(server))
     value = bytes(range(256)) * 80  # 20480 bytes: five chunks
     suffix = spooky_hash64(value) & 0xFFFF_FFFF
     index = b"1-5-%d" % suffix
@@ -122,15 +110,15 @@ def test_meta_commands_split_and_join_as_set_and_get_do(
         assert client.call(b"get viams\r\n", b"\r\nEND\r\n") == whole
         line = b"set viaset 9 0 %d\r\n%s\r\n" % (len(value), value)
         assert client.call(line) == b"STORED\r\n"
-        assert _meta_call(client, b"mg viaset s v f t k O5\r\n") == (
+        assert client.meta_call(b"mg viaset s v f t k O5\r\n") == (
             b"VA %d s%d v f%d t-1 kviaset O5\r\n%s\r\n" % (
                 len(value), len(value), 9 | 0x8000, value)
         ).replace(b" v f", b" f")  # fmt: skip
-        assert _meta_call(client, b"mg viams s\r\n") == b"HD s%d\r\n" % len(value)
+        assert client.meta_call(b"mg viams s\r\n") == b"HD s%d\r\n" % len(value)
         # A plain item reads as memcached answers it; a miss too.
         assert client.call(b"set small 3 0 2\r\nhi\r\n") == b"STORED\r\n"
         for command in (b"mg small v f s k\r\n", b"mg small t\r\n", b"mg nothing v O2 k\r\n"):
-            assert _meta_call(client, command) == _meta_call(direct, command)
+            assert client.meta_call(command) == direct.meta_call(command)
         # A key sent base64-encoded ("YjY0" is "b64"): chunk keys are derived from
         # the decoded key, so get finds the value too.
         line = b"ms YjY0 %d b F1\r\n%s\r\n" % (len(value), value)
@@ -138,11 +126,11 @@ def test_meta_commands_split_and_join_as_set_and_get_do(
         assert direct_get(server, b"b64:4:%d" % suffix).startswith(b"VALUE b64:4:")
         assert client.call(b"get b64\r\n", b"\r\nEND\r\n") == (
             b"VALUE b64 %d %d\r\n%s\r\nEND\r\n" % (1 | 0x8000, len(value), value))  # fmt: skip
-        assert _meta_call(client, b"mg YjY0 b v k\r\n") == (
+        assert client.meta_call(b"mg YjY0 b v k\r\n") == (
             b"VA %d kYjY0 b\r\n%s\r\n" % (len(value), value))  # fmt: skip
         # md deletes the index, as delete does: the value is gone.
         assert client.call(b"md viams q\r\nmn\r\n") == b"MN\r\n"
-        assert _meta_call(client, b"mg viams v\r\n") == b"EN\r\n"
+        assert client.meta_call(b"mg viams v\r\n") == b"EN\r\n"
         # A chunk lost: a miss, with the flags memcached echoes on one.
         assert direct.call(b"delete viaset:2:%d\r\n" % suffix) == b"DELETED\r\n"
-        assert _meta_call(client, b"mg viaset v O3 k\r\n") == b"EN O3 kviaset\r\n"
+        assert client.meta_call(b"mg viaset v O3 k\r\n") == b"EN O3 kviaset\r\n"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from conftest import Client, Memcached, Proxy, connect, direct_get, poll
+from conftest import Memcached, Proxy, connect, direct_get, poll
 
 MemcachedFactory = Callable[..., Memcached]
 ProxyFactory = Callable[..., Proxy]
@@ -53,11 +54,9 @@ def test_l1_is_filled_from_l2_and_caches_l2s_misses(
         assert direct_get(l2, b"w") == b"END\r\n"
 
 
-def test_size_split_keeps_big_values_in_l2_behind_a_sentinel(
-    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
-) -> None:
-    l1, l2 = memcached_factory(), memcached_factory()
-    config = {
+def _size_split_config(l1: Memcached, l2: Memcached) -> dict[str, Any]:
+    """Values of 100 bytes or more in L2, behind a sentinel in L1."""
+    return {
         "pools": {"L1": {"servers": [l1.address]}, "L2": {"servers": [l2.address]}},
         "route": {
             "type": "L1L2SizeSplitRoute",
@@ -66,7 +65,13 @@ def test_size_split_keeps_big_values_in_l2_behind_a_sentinel(
             "threshold": 100,
         },
     }
-    proxy = proxy_factory(config)
+
+
+def test_size_split_keeps_big_values_in_l2_behind_a_sentinel(
+    memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
+) -> None:
+    l1, l2 = memcached_factory(), memcached_factory()
+    proxy = proxy_factory(_size_split_config(l1, l2))
     big = b"x" * 500
     with connect(proxy.port) as client:
         assert client.call(b"set small 3 0 2\r\nhi\r\n") == b"STORED\r\n"
@@ -87,28 +92,11 @@ def test_size_split_keeps_big_values_in_l2_behind_a_sentinel(
         assert direct_get(l1, b"big") == b"END\r\n"
 
 
-def _meta_call(client: Client, line: bytes) -> bytes:
-    """A meta command's whole reply: the line, and the value block after a VA."""
-    head = client.call(line)
-    if not head.startswith(b"VA "):
-        return head
-    return head + client.read_exactly(int(head.split(b" ")[1]) + 2)
-
-
 def test_size_split_takes_ms_as_set_and_mg_as_get(
     memcached_factory: MemcachedFactory, proxy_factory: ProxyFactory
 ) -> None:
     l1, l2 = memcached_factory(), memcached_factory()
-    config = {
-        "pools": {"L1": {"servers": [l1.address]}, "L2": {"servers": [l2.address]}},
-        "route": {
-            "type": "L1L2SizeSplitRoute",
-            "l1": "PoolRoute|L1",
-            "l2": "PoolRoute|L2",
-            "threshold": 100,
-        },
-    }
-    proxy = proxy_factory(config)
+    proxy = proxy_factory(_size_split_config(l1, l2))
     big = b"y" * 500
     with connect(proxy.port) as client:
         # ms writes what set writes: the value in L2, the sentinel (flags | 0x20) in L1.
@@ -119,19 +107,19 @@ def test_size_split_takes_ms_as_set_and_mg_as_get(
             b"VALUE viams 3 500\r\n" + big + b"\r\nEND\r\n")  # fmt: skip
         # mg reads what set wrote, with the flags asked for (the CAS unique is L1's).
         assert client.call(b"set viaset 4 0 500\r\n" + big + b"\r\n") == b"STORED\r\n"
-        assert _meta_call(client, b"mg viaset v f s k O1\r\n") == (
+        assert client.meta_call(b"mg viaset v f s k O1\r\n") == (
             b"VA 500 f4 s500 kviaset O1\r\n" + big + b"\r\n")  # fmt: skip
-        l1_cas = _meta_call(client, b"mg viaset c\r\n")
+        l1_cas = client.meta_call(b"mg viaset c\r\n")
         with connect(l1.port) as direct:
-            assert _meta_call(direct, b"mg viaset c\r\n") == l1_cas
+            assert direct.meta_call(b"mg viaset c\r\n") == l1_cas
         # Small values stay in L1 and read as memcached answers them.
         assert client.call(b"ms small 2 F1 T0\r\nhi\r\n") == b"HD\r\n"
         assert direct_get(l1, b"small") == b"VALUE small 1 2\r\nhi\r\nEND\r\n"
         with connect(l1.port) as direct:
             for line in (b"mg small v f s t\r\n", b"mg small k O3\r\n", b"mg none v k\r\n"):
-                assert _meta_call(client, line) == _meta_call(direct, line)
+                assert client.meta_call(line) == direct.meta_call(line)
         # L2 loses the value: mg with c expires the stale sentinel and misses.
         with connect(l2.port) as direct:
             assert direct.call(b"delete viams\r\n") == b"DELETED\r\n"
-        assert _meta_call(client, b"mg viams v c\r\n") == b"EN\r\n"
+        assert client.meta_call(b"mg viams v c\r\n") == b"EN\r\n"
         assert direct_get(l1, b"viams") == b"END\r\n"
