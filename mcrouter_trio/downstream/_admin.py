@@ -48,6 +48,7 @@ from mcrouter_trio.routing._registry import REGISTRY, load_handles
 from mcrouter_trio.routing._specs import PoolSpec, ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
 from mcrouter_trio.routing._tree import RouteTree
+from mcrouter_trio.routing.handles.bigvalue import BigValueRoute
 from mcrouter_trio.routing.handles.destination import DestinationRoute, split_routing_prefix
 from mcrouter_trio.routing.handles.hash import PoolRoute
 
@@ -385,6 +386,12 @@ def _route_name(node: Route, places: Mapping[ServerSpec, tuple[str, int]]) -> st
     if isinstance(node, DestinationRoute):
         pool, index = places.get(node.server, ("", 0))
         return _destination_name(node.server, pool, index, node.keep_routing_prefix)
+    if isinstance(node, BigValueRoute):
+        # The node --big-value-split-threshold adds: tools look for mcrouter's name.
+        return (
+            f"big-value|split_threshold={node.split_threshold}|batch_size={node.batch_size}"
+            f"|hide_reply_flag={str(node.hide_reply_flag).lower()}"
+        )
     load_handles()
     for name, entry in REGISTRY.items():
         if entry.cls is type(node):
