@@ -759,3 +759,20 @@ def test_custom_failover_no_failover_on_a_down_server(
     assert set_on(mc2, "key", "value1")
     reply = mcr.get("key")
     assert isinstance(reply, str) and "SERVER_ERROR" in reply, reply
+
+
+def test_dev_null(
+    memcached_factory: MemcachedFactory, start_mcrouter: Callable[..., McClient]
+) -> None:
+    """test_mcrouter.py TestDevNull.test_dev_null, but for its stat"""
+    good, wild = memcached_factory(), memcached_factory()
+    mcr = start_mcrouter("test_dev_null", [good, wild])
+    mcr.set("good:key", "should_be_set")
+    mcr.set("key", "should_be_set_wild")
+    mcr.set("null:key", "should_not_be_set")
+    assert get_on(good, "good:key") == "should_be_set"
+    assert get_on(wild, "null:key") is None
+    assert get_on(wild, "key") == "should_be_set_wild"
+    assert not mcr.delete("null:key2")
+    # mcrouter also counts the two in `dev_null_requests`, a stat this proxy does not
+    # keep (docs/routes.md).
