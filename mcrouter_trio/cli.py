@@ -22,7 +22,7 @@ from mcrouter_trio.config._prefixes import parse_config_params
 from mcrouter_trio.downstream._admin import AdminCommands, AdminInfo, key_buckets, route_addresses
 from mcrouter_trio.downstream._admin_request import ROUTABLE_OPS, AdminError
 from mcrouter_trio.downstream._router import RouterSettings
-from mcrouter_trio.downstream._server import Proxy, ServerSettings, serve
+from mcrouter_trio.downstream._server import Proxy, ServerSettings, inherited_port, serve
 from mcrouter_trio.ops._asynclog import WriterNames
 from mcrouter_trio.ops._board import SharedStats, StatsBoard
 from mcrouter_trio.ops._delete_stream import DeleteStreamSettings
@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="ADDR[,ADDR]",
         help="addresses to listen on (default: every IPv4 and IPv6 interface)",
+    )
+    add(
+        "--listen-sock-fd",
+        type=int,
+        default=-1,
+        metavar="FD",
+        help="also serve plain-text clients on this inherited TCP socket (bound, or "
+        "bound by listen() to a free port), as mcrouter does; -1: none",
     )
     add("-f", "--config-file", metavar="FILE", help="mcrouter JSON config file")
     add("--config-str", metavar="JSON", help="the config as a JSON string")
@@ -550,8 +558,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("config is valid")
         return 0
     ports = tuple(port for group in args.port for port in group)
-    if not ports and not ssl_ports(args):
-        parser.error("at least one -p PORT or --ssl-port PORT is required")
+    listen_fds = (args.listen_sock_fd,) if args.listen_sock_fd >= 0 else ()
+    try:
+        inherited_ports = tuple(inherited_port(fd) for fd in listen_fds)
+    except OSError as exc:
+        parser.error(f"--listen-sock-fd {args.listen_sock_fd}: not a TCP socket: {exc}")
+    if not ports and not ssl_ports(args) and not listen_fds:
+        parser.error("at least one -p PORT, --ssl-port PORT or --listen-sock-fd FD is required")
+    # The ports that name this proxy (stats files, spool directory).
+    named_ports = ports or inherited_ports or ssl_ports(args)
     for warning in tls_warnings(args):
         log.warning("%s", warning)
     try:
@@ -563,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers = {*config.servers, *(s for pool in config.pools.values() for s in pool.servers)}
     open_files = raise_open_files_limit()
     # Without addresses every port is bound twice: IPv4 and IPv6.
-    listeners = (len(ports) + len(ssl_ports(args))) * (len(addresses) or 2)
+    listeners = (len(ports) + len(ssl_ports(args))) * (len(addresses) or 2) + len(listen_fds)
     max_conns = args.max_conns or default_max_conns(
         open_files, servers=len(servers), listeners=listeners
     )
@@ -571,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ServerSettings(
         ports=ports,
         listen_addresses=addresses,
+        listen_fds=listen_fds,
         max_value_size=args.max_value_size,
         max_line_length=args.max_line_length,
         max_outstanding=args.max_client_outstanding_reqs,
@@ -583,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_ports=ssl_ports(args),
         server_ssl_context=tls.server_context(),
         handshake_timeout=args.ssl_handshake_timeout,
-        asynclog=_delete_stream(args, ports or ssl_ports(args), default_route),
+        asynclog=_delete_stream(args, named_ports, default_route),
         health=HealthSettings(
             tko_tracking=not args.disable_tko_tracking,
             timeouts_until_tko=args.timeouts_until_tko,
@@ -606,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_reload_interval=args.tls_reload_interval,
         host_id=host_id,
         reload=reload,
-        stats_files=_stats_files(args, ports or ssl_ports(args)),
+        stats_files=_stats_files(args, named_ports),
         stats_interval=args.stats_logging_interval / 1000,
         metrics=(args.metrics_address, args.metrics_port) if args.metrics_port else None,
     )

@@ -275,7 +275,9 @@ def test_out_of_range_limits_are_refused_by_name(args: list[str], message: str) 
 def test_ports_or_ssl_ports_are_required() -> None:
     result = run("--listen-addresses", "127.0.0.1", "--config-str", NULL_ROUTE)
     assert result.returncode == 2
-    assert "at least one -p PORT or --ssl-port PORT is required" in result.stderr
+    assert "at least one -p PORT, --ssl-port PORT or --listen-sock-fd FD is required" in (
+        result.stderr
+    )
 
 
 @pytest.mark.parametrize(

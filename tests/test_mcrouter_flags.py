@@ -81,7 +81,6 @@ def test_a_flag_mcrouter_never_had_fails() -> None:
     ("args", "message"),
     [
         (["--unix-domain-sock", "/tmp/mc.sock"], "--unix-domain-sock: Unix sockets"),
-        (["--listen-sock-fd", "3"], "--listen-sock-fd: inherited sockets"),
         (["--group-remote-errors"], "--group-remote-errors: not implemented"),
         (["--acl-checker-enforce=1"], "access checks are not implemented"),
         (["--cross-region-timeout-ms", "50"], "set server_timeout on pools"),

@@ -13,6 +13,7 @@ servers' tricks, Meta-only routes or exact timing are not replayed here.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import Client, Memcached, Proxy, poll
+from conftest import Client, Memcached, Proxy, connect, poll
 
 MemcachedFactory = Callable[..., Memcached]
 ProxyFactory = Callable[..., Proxy]
@@ -776,3 +777,47 @@ def test_dev_null(
     assert not mcr.delete("null:key2")
     # mcrouter also counts the two in `dev_null_requests`, a stat this proxy does not
     # keep (docs/routes.md).
+
+
+# -- how mcrouter's harness starts mcrouter (MCProcess.McrouterBase) -------------------
+
+
+def harness_listen_socket() -> socket.socket:
+    """MCProcess.create_listen_socket: an IPv6 socket put to listen() unbound, so the
+    kernel binds it to a free port on every address."""
+    sock = socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET)
+    sock.listen(100)
+    return sock
+
+
+def test_listen_sock_fd_serves_the_inherited_socket(memcached: Memcached, tmp_path: Path) -> None:
+    """MCProcess.McrouterBase: the proxy gets `--listen-sock-fd` and no port."""
+    config = tmp_path / "config.json"
+    config.write_text(mcrouter_config("mcrouter_test_basic_1_1_1", [memcached]))
+    listen_sock = harness_listen_socket()
+    port = listen_sock.getsockname()[1]
+    fd = str(listen_sock.fileno())
+    command = [sys.executable, "-m", "mcrouter_trio", "--config", f"file:{config}",
+               "-L", str(tmp_path / "log"), "--listen-sock-fd", fd]  # fmt: skip
+    process = subprocess.Popen(command, pass_fds=[listen_sock.fileno()], stderr=subprocess.PIPE)
+    listen_sock.close()
+    try:
+        with connect(port) as client:  # backlogged until the proxy accepts
+            assert client.call(b"set key 0 0 5\r\nvalue\r\n") == b"STORED\r\n"
+            assert client.call(b"get key\r\n", b"END\r\n") == b"VALUE key 0 5\r\nvalue\r\nEND\r\n"
+        assert get_on(memcached, "key") == "value"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_listen_sock_fd_that_is_no_socket_is_refused() -> None:
+    with open(CONFIGS / "test_nullroute.json") as config:
+        fd = config.fileno()
+        result = subprocess.run(
+            [sys.executable, "-m", "mcrouter_trio", "-f", config.name, "--listen-sock-fd",
+             str(fd)],
+            pass_fds=[fd], capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"--listen-sock-fd {fd}: not a TCP socket" in result.stderr

@@ -49,6 +49,8 @@ _TOO_MANY_CONNECTIONS: Final = b"ERROR Too many open connections\r\n"
 class ServerSettings:
     ports: tuple[int, ...] = (5000,)
     listen_addresses: tuple[str, ...] = ()
+    #: Inherited listening sockets for plain-text clients (mcrouter's --listen-sock-fd).
+    listen_fds: tuple[int, ...] = ()
     max_value_size: int = 1024 * 1024
     max_line_length: int = 1024 * 1024
     max_outstanding: int = 34133
@@ -159,6 +161,25 @@ async def open_listeners(
     return listeners
 
 
+def inherited_port(fd: int) -> int:
+    """The TCP port of the socket `fd` (OSError if it is no TCP socket)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        if sock.type != socket.SOCK_STREAM or sock.family not in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            raise OSError(f"socket family {sock.family.name}, type {sock.type.name}")
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def inherited_listener(fd: int) -> trio.SocketListener:
+    """A listener on the inherited socket `fd` (listen() again: harmless if it was)."""
+    sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))
+    sock.listen(socket.SOMAXCONN)
+    return trio.SocketListener(sock)
+
+
 async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.SocketListener]:
     """Like `trio.open_tcp_listeners`, with SO_REUSEPORT: every worker binds the port."""
     addresses = await trio.socket.getaddrinfo(
@@ -226,6 +247,7 @@ async def serve(
         destination_nursery.start_soon(proxy.reactor.run, name="client reactor")
         reuse = settings.reuse_port
         plain = await open_listeners(settings.ports, settings.listen_addresses, reuse_port=reuse)
+        plain += [inherited_listener(fd) for fd in settings.listen_fds]
         secure = await open_listeners(
             settings.ssl_ports, settings.listen_addresses, reuse_port=reuse
         )

@@ -185,11 +185,10 @@ def _unsupported(name: str, default: str, reason: str) -> Unsupported:
     return Unsupported(McrouterFlag(name, toggle=toggle), frozenset(defaults), reason)
 
 
-_LISTEN = "listen with -p or --ssl-port"
+_LISTEN = "listen with -p, --ssl-port or --listen-sock-fd"
 _ENFORCED = "access checks are not implemented: the proxy would serve every client"
 UNSUPPORTED: Final = (
     _unsupported("unix-domain-sock", "", f"Unix sockets are not implemented; {_LISTEN}"),
-    _unsupported("listen-sock-fd", "-1", f"inherited sockets are not implemented; {_LISTEN}"),
     _unsupported("use-thrift", "false", "the proxy speaks memcached's protocols only"),
     _unsupported("thrift-port", "0", "the proxy speaks memcached's protocols only"),
     _unsupported("thrift-listen-sock-fd", "-1", "the proxy speaks memcached's protocols only"),
