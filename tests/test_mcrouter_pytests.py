@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import Client, Memcached, Proxy, connect, poll
+from conftest import Client, Memcached, Proxy, connect, free_port, poll
 
 MemcachedFactory = Callable[..., Memcached]
 ProxyFactory = Callable[..., Proxy]
@@ -821,3 +821,26 @@ def test_listen_sock_fd_that_is_no_socket_is_refused() -> None:
         )  # fmt: skip
     assert result.returncode == 2
     assert f"--listen-sock-fd {fd}: not a TCP socket" in result.stderr
+
+
+def test_tko_reconfigure(proxy_factory: ProxyFactory, tmp_path: Path) -> None:
+    """test_tko_reconfigure.py test_tko_reconfigure: a down server is TKO after one
+    failure (`--timeouts-until-tko 1`); a config without it clears its TKO and logs so.
+    mcrouter's test changes only the pool's server_timeout: there a new destination
+    replaces the TKO one, while this proxy keeps one connection (and its health) per
+    server whatever the timeout, so the server is dropped from the config instead."""
+    port = free_port()  # nothing listens there
+    proxy = proxy_factory(
+        mcrouter_config("test_tko_reconfigure1", [port]), "--timeouts-until-tko", "1",
+        "-v", "3", "--reconfiguration-delay-ms", "100",
+    )  # fmt: skip
+    with mc(proxy) as mcr:
+        reply = mcr.get("hit")
+        assert isinstance(reply, str) and "SERVER_ERROR" in reply
+        suspects = mcr.stats("suspect_servers")
+        assert list(suspects) == [f"127.0.0.1:{port}"]
+        assert suspects[f"127.0.0.1:{port}"].startswith("status:tko num_failures:")
+        config_file = next(tmp_path.glob("config-*.json"))
+        config_file.write_text(mcrouter_config("test_probe_timeout_reconfig"))
+        assert poll(lambda: mcr.stats("suspect_servers") == {}, seconds=10)
+    assert poll(lambda: f"127.0.0.1:{port} was TKO, removed from config" in proxy.log())

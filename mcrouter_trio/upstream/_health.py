@@ -188,6 +188,9 @@ class TkoTracker:
         if destination in self.destinations:
             self.destinations.remove(destination)
         if self.responsible is destination:
+            if self.refusal is not None:
+                # mcrouter's words: tools grep the log for them.
+                log.info("%s was TKO, removed from config", self.address)
             self._clear()
 
     def _mark(self, destination: Destination, reason: Result, *, hard: bool) -> None:
