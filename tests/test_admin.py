@@ -68,7 +68,7 @@ def test_admin_keys_are_answered_not_forwarded(
     assert admin_get(proxy.port, "options(enable_flush_cmd)") == b"0"
     assert f"ports {proxy.port}\n".encode() in admin_get(proxy.port, "options") + b"\n"
     assert admin_get(proxy.port, "options(nope)") == b"ERROR: options: option nope not found"
-    assert admin_get(proxy.port, "version").startswith(b"1.6.18 mcrouter-trio/")
+    assert admin_get(proxy.port, "version").startswith(b"1.6.18+mcrouter-trio-")
     assert int(admin_get(proxy.port, "hostid")) >= 0
     assert int(admin_get(proxy.port, "config_age")) >= 0
     assert admin_get(proxy.port, "verbosity(3)").endswith(b" -> 3")
@@ -206,7 +206,7 @@ def test_mcrouter_stats_groups(memcached: Memcached, proxy_factory: ProxyFactory
     assert b"STAT cmd_get_count 2\r\n" in ods and b"STAT uptime " in ods
     assert b"STAT version" not in ods
     assert b"STAT cmd_get 2\r\n" in detailed
-    assert version.startswith(b"STAT mcrouter-version 1.6.18 mcrouter-trio/")
+    assert version.startswith(b"STAT mcrouter-version 1.6.18+mcrouter-trio-")
 
 
 def test_stats_files_are_written_as_mcrouter_names_them(

@@ -419,7 +419,7 @@ def test_version_answered_by_the_proxy(memcached: Memcached, proxy_factory: Prox
             memcached_version = direct.call(b"version\r\n")
     # The memcached generation first (clients parse it), then the proxy's own version.
     assert re.fullmatch(
-        rb"VERSION 1\.6\.\d+ mcrouter-trio/%s\r\n" % re.escape(__version__.encode()), reply
+        rb"VERSION 1\.6\.\d+\+mcrouter-trio-%s\r\n" % re.escape(__version__.encode()), reply
     )
     assert reply != memcached_version
 
