@@ -177,7 +177,7 @@ NO_EFFECT: Final[dict[str, tuple[McrouterFlag, ...]]] = {
 IMPLEMENTED: Final[tuple[tuple[McrouterFlag, str], ...]] = (
     (
         McrouterFlag("allow-only-gets", toggle=True),
-        "testing: route only reads (get, gets, gat, gats, mg); answer every other "
+        "testing: route only reads (get, gets, gat, gats, mg, me); answer every other "
         "command with its default reply (NOT_STORED, NOT_FOUND)",
     ),
     (
