@@ -451,6 +451,7 @@ def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
     host's addresses (for `@isLocalIp`) are listed afresh, as mcrouter does on
     each load.
     """
+    mcrouter_options = mcrouter_option_values(args)
     options: dict[str, Any] = {
         "default_timeout_ms": args.server_timeout,
         "host_id": host_id,
@@ -460,7 +461,8 @@ def load(args: argparse.Namespace, host_id: int) -> ProxyConfig:
         "big_value_split_threshold": args.big_value_split_threshold,
         "big_value_batch_size": args.big_value_batch_size,
         "big_value_hide_reply_flag": args.big_value_hide_reply_flag,
-        "mcrouter_options": mcrouter_option_values(args),
+        "logging_route": mcrouter_options["enable_logging_route"] == "1",
+        "mcrouter_options": mcrouter_options,
         "local_addresses": local_addresses_or_none(),
     }
     if args.config and args.config.startswith("file:"):
@@ -501,6 +503,17 @@ def _setup_logging(args: argparse.Namespace) -> None:
         filename=args.log_path,
         format=f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s",
     )
+
+
+def config_failure(exc: ConfigError | OSError) -> str:
+    """The startup error for a config that did not load: mcrouter's words first (`Can not
+    read config from <source>`, which scripts grep for), then each problem with its path."""
+    if not isinstance(exc, ConfigError):
+        return f"mcrouter-trio: Can not read config: {exc}"
+    first, *rest = exc.errors or ["invalid config"]
+    lines = [f"mcrouter-trio: Can not read config from {exc.source}: {first}"]
+    lines += [f"{exc.source}: {error}" for error in rest]
+    return "\n".join(lines)
 
 
 def main_import_twemproxy(argv: Sequence[str]) -> int:
@@ -552,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(args, host_id)
     except (ConfigError, OSError) as exc:
-        print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
+        print(config_failure(exc), file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.validate_config == "exit":
         print("config is valid")
@@ -583,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         open_files, servers=len(servers), listeners=listeners
     )
     log.info("open-files limit %s: at most %s client connections", open_files, max_conns or "any")
+    mcrouter_options = mcrouter_option_values(args)
     settings = ServerSettings(
         ports=ports,
         listen_addresses=addresses,
@@ -594,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_timeout=args.client_timeout / 1000,
         max_conns=max_conns,
         max_pending_per_server=args.target_max_pending_requests,
+        max_shadow_requests=int(mcrouter_options["target_max_shadow_requests"]),
         batch_gets=_BATCH_GETS[args.batch_gets],
         grace_period=args.graceful_shutdown_timeout,
         ssl_ports=ssl_ports(args),
@@ -611,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_route=default_route,
         enable_flush_cmd=args.enable_flush_cmd,
         send_invalid_route_to_default=args.send_invalid_route_to_default,
+        allow_only_gets=mcrouter_options["allow_only_gets"] == "1",
     )
     plan = ProxyPlan(
         config=config,
@@ -779,7 +795,7 @@ def main_replay(argv: Sequence[str]) -> int:
                 args.config_file, host_id=local_host_id(), local_addresses=local_addresses_or_none()
             )
         except (ConfigError, OSError) as exc:
-            print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
+            print(config_failure(exc), file=sys.stderr)
             return EXIT_BAD_CONFIG
         servers = frozenset(s for pool in config.pools.values() for s in pool.servers)
     if not os.path.isdir(args.dir):
@@ -837,7 +853,7 @@ def main_route(argv: Sequence[str]) -> int:
             num_proxies=args.num_proxies,
         )
     except (ConfigError, OSError) as exc:
-        print(f"mcrouter-trio: invalid config: {exc}", file=sys.stderr)
+        print(config_failure(exc), file=sys.stderr)
         return EXIT_BAD_CONFIG
     tree = config.tree(_normalise_prefix(args.route_prefix))
     status = 0

@@ -189,6 +189,28 @@ def test_background_drops_what_is_beyond_its_cap() -> None:
     assert background.failed == 0
 
 
+@pytest.mark.parametrize(
+    ("limit", "shadows_sent"),
+    [(2, 2), (1, 1), (0, 4)],  # 0: no limit of its own (mcrouter's `> 0 &&`)
+)
+def test_background_limits_a_names_share_in_flight(limit: int, shadows_sent: int) -> None:
+    """`--target-max-shadow-requests`: the shadows' own cap, under the overall one."""
+    background = Background(cap=10, limits={"ShadowRoute": limit})
+    sends: list[Pending] = []
+
+    def send() -> Pending:
+        sends.append(Pending())
+        return sends[-1]
+
+    started = [background.start("ShadowRoute", send) for _ in range(4)]
+    assert started.count(True) == shadows_sent
+    assert background.dropped == 4 - shadows_sent
+    assert background.start("AllAsyncRoute", send)  # other names are not limited by it
+    sends[0].resolve(STORED)  # one answered: room for one more
+    assert background.start("ShadowRoute", send)
+    assert background.in_flight == len(sends) - 1
+
+
 def test_background_counts_error_replies_as_failed(caplog: pytest.LogCaptureFixture) -> None:
     background = Background()
     errors = [Pending(), Pending(), Pending()]

@@ -17,7 +17,7 @@ from conftest import Client, Memcached, free_port, pool_config, stats_on, wait_f
 
 import mcrouter_trio
 from mcrouter_trio.counters import PROXY_STATS, SERVER_STATS, Kind, Source, Stat
-from mcrouter_trio.messages import Op
+from mcrouter_trio.messages import Op, Request
 from mcrouter_trio.ops import ProxyStats, SharedStats, StatsBoard
 from mcrouter_trio.routing._specs import ServerSpec
 from mcrouter_trio.upstream import Destination
@@ -88,14 +88,14 @@ def test_stats_servers_shows_every_server_stat_and_tls_ones_only_for_tls() -> No
     lines = dict(stats_lines(stats.reply([b"servers"], destinations).raw))
     for server, dest in destinations.items():
         (line,) = [v for k, v in lines.items() if k.startswith(f"{server.address}:")]
-        gauges, counters = line.split(f" {dest.state}; ")
+        gauges, counters = line.split(f" {dest.state}:1; ")
         shown = {s.name for s in SERVER_STATS if server.mech == "ssl" or not s.tls_only}
         fields = dict(field.split(":") for field in [*gauges.split(" "), *counters.split(" ")])
         assert set(fields) == shown, line
         # mcrouter's fields where mcrouter has them: its gauges before the state, the
         # rest after in table order; the proxy's own (ejection) fields are appended.
         leading = [field.split(":")[0] for field in gauges.split(" ")]
-        assert leading == ["avg_latency_us", "pending_reqs"]
+        assert leading == ["avg_latency_us", "pending_reqs", "inflight_reqs"]
         assert list(fields) == [s.name for s in SERVER_STATS if s.name in shown]
         assert list(fields)[-2:] == ["ejections", "ejected"]
         for stat in SERVER_STATS:
@@ -229,3 +229,13 @@ def wait_for_every_worker(port: int, pids: set[int], name: str, value: str) -> N
             agreed.discard(int(seen["pid"]))
             time.sleep(0.1)
     assert agreed == pids, (name, value, seen)
+
+
+def test_stats_servers_counts_a_request_not_written_yet_as_pending() -> None:
+    """mcrouter's `pending_reqs` (queued) apart from `inflight_reqs` (written)."""
+    dest = Destination(PLAIN)  # never connected: what is sent stays queued
+    dest.send(Request(Op.GET, b"k", (b"k",)), 1.0)
+    dest.send(Request(Op.SET, b"k", None, (b"0", b"0", b"1"), b"v"), 1.0)
+    assert dest.outstanding() == (2, 0)
+    (line,) = [v for _, v in stats_lines(ProxyStats().reply([b"servers"], {PLAIN: dest}).raw)]
+    assert line.startswith("avg_latency_us:0.000 pending_reqs:2 inflight_reqs:0 new:1; "), line

@@ -8,6 +8,7 @@ read, connections it accepted) or, for connects nobody can accept, by the proxy'
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 
@@ -71,9 +72,12 @@ def field(line: str, name: str) -> int:
 
 
 def state_of(line: str) -> str:
-    """The state words of a `stats servers` value: `hard_tko down`, `up`, ..."""
-    before = line.split(";")[0]
-    return " ".join(word for word in before.split() if ":" not in word)
+    """The state of a `stats servers` value in words: `hard_tko down`, `up`,
+    `soft_tko up probing`... (mcrouter's ` hard_tko; ` and `down:1`, our `probing:1`)."""
+    tko = re.findall(r" (hard_tko|soft_tko); ", line)
+    states = re.findall(r" (new|up|down|closed):1\b", line)
+    probing = ["probing"] if " probing:1 " in line else []
+    return " ".join([*tko, *states, *probing])
 
 
 # -- the probe schedule (pure) ---------------------------------------------------------

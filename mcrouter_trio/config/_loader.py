@@ -82,6 +82,7 @@ from mcrouter_trio.routing._tree import RouteTree, reachable_servers
 from mcrouter_trio.routing.handles.bigvalue import BigValueRoute
 from mcrouter_trio.routing.handles.destination import pool_destinations
 from mcrouter_trio.routing.handles.shadow import ShadowSpec
+from mcrouter_trio.routing.handles.simple import LoggingRoute
 
 log = logging.getLogger("mcrouter_trio.config")
 
@@ -148,6 +149,7 @@ def load_config(
     big_value_split_threshold: int = 0,
     big_value_batch_size: int = 10,
     big_value_hide_reply_flag: bool = False,
+    logging_route: bool = False,
     mcrouter_options: Mapping[str, str] | None = None,
     local_addresses: Collection[IPv4Address | IPv6Address] | None = (),
 ) -> ProxyConfig:
@@ -157,7 +159,9 @@ def load_config(
     `config_params` are `--config-params`; `@import` paths are relative to
     `base_dir` (the config file's directory; the working directory if None).
     A `big_value_split_threshold` (`--big-value-split-threshold`) puts every root
-    behind a BigValueRoute (with the batch size and hide-reply-flag options).
+    behind a BigValueRoute (with the batch size and hide-reply-flag options);
+    `logging_route` (`--enable-logging-route`) puts every root behind a LoggingRoute,
+    outermost, as mcrouter wraps its root.
     `mcrouter_options` (mcrouter's integer and toggle options by name, rendered)
     become `%mcr_opts-<name>%`; `local_addresses` are this host's, for
     `@isLocalIp` (None: they could not be listed).
@@ -168,6 +172,7 @@ def load_config(
         base_dir,
         num_proxies,
         (big_value_split_threshold, big_value_batch_size, big_value_hide_reply_flag),
+        logging_route,
         dict(mcrouter_options or {}),
         local_addresses,
     )
@@ -213,6 +218,8 @@ class _Env:
     #: `--big-value-split-threshold` (0: off), `--big-value-batch-size` and
     #: `--big-value-hide-reply-flag`.
     big_values: tuple[int, int, bool] = (0, 10, False)
+    #: `--enable-logging-route`.
+    logging_route: bool = False
     #: mcrouter's options, rendered, for `%mcr_opts-<name>%`.
     mcrouter_options: Mapping[str, str] = attrs.field(factory=dict)
     #: This host's addresses for `isLocalIp` (None: they could not be listed).
@@ -267,6 +274,8 @@ def _load(text: str, source: str, defaults: PoolDefaults, host_id: int, env: _En
             prefix: BigValueRoute(root, threshold, batch_size, hide_flag)
             for prefix, root in roots.items()
         }
+    if env.logging_route:
+        roots = {prefix: LoggingRoute(root) for prefix, root in roots.items()}
     pools = {name: builder.pools[name] for name in library}  # in config order
     all_pools = MappingProxyType({**pools, **builder.inline_pools})
     return ProxyConfig(

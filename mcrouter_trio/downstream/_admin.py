@@ -51,6 +51,7 @@ from mcrouter_trio.routing._tree import RouteTree
 from mcrouter_trio.routing.handles.bigvalue import BigValueRoute
 from mcrouter_trio.routing.handles.destination import DestinationRoute, split_routing_prefix
 from mcrouter_trio.routing.handles.hash import PoolRoute
+from mcrouter_trio.routing.handles.simple import LoggingRoute
 
 ADMIN_PREFIX: Final = b"__mcrouter__."
 #: What a send to a down server answers (the route then fails over as it would).
@@ -392,6 +393,8 @@ def _route_name(node: Route, places: Mapping[ServerSpec, tuple[str, int]]) -> st
             f"big-value|split_threshold={node.split_threshold}|batch_size={node.batch_size}"
             f"|hide_reply_flag={str(node.hide_reply_flag).lower()}"
         )
+    if isinstance(node, LoggingRoute):
+        return "logging"  # mcrouter's name, which tools look for (--enable-logging-route)
     load_handles()
     for name, entry in REGISTRY.items():
         if entry.cls is type(node):

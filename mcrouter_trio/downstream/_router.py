@@ -24,10 +24,20 @@ import attrs
 
 from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.downstream._admin import ADMIN_PREFIX, AdminCommands, AdminInfo
-from mcrouter_trio.messages import GET_LIKE, Op, Pending, Reply, Request, Result, error_reply
+from mcrouter_trio.messages import (
+    ARITHMETIC,
+    GET_LIKE,
+    STORAGE,
+    Op,
+    Pending,
+    Reply,
+    Request,
+    Result,
+    error_reply,
+)
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.protocol import strtol
-from mcrouter_trio.routing._base import NO_ROUTE, Route
+from mcrouter_trio.routing._base import NO_ROUTE, Route, default_reply
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, failing_handle, gather
 from mcrouter_trio.routing._multiget import SLICE_KEYS, SlicedGet, merge
 from mcrouter_trio.routing._specs import ServerSpec
@@ -50,6 +60,8 @@ class RouterSettings:
     #: A routing prefix that reaches no root goes to the default root instead of
     #: failing (`--send-invalid-route-to-default`).
     send_invalid_route_to_default: bool = False
+    #: Answer every routed request but reads with its default reply (`--allow-only-gets`).
+    allow_only_gets: bool = False
 
 
 class Router:
@@ -211,6 +223,26 @@ class Router:
         if request.args and strtol(request.args[0]) is None:
             return Pending(_BAD_EXPTIME)
         return self.tree.broadcast.route(request, self.ctx)
+
+
+#: What `--allow-only-gets` answers with the default reply: every routed command but
+#: the reads (get, gets, gat, gats, mg, me); the proxy's own commands still answer.
+_NOT_READS: Final = STORAGE | ARITHMETIC | {Op.DELETE, Op.TOUCH, Op.MS, Op.MD, Op.MA}
+
+
+class GetsOnlyRouter(Router):
+    """`--allow-only-gets` (mcrouter's testing flag): reads are routed, other commands
+    are answered with their default reply, "nothing happened" (`NOT_STORED`,
+    `NOT_FOUND`, `NS`, `NF`), and reach no server, as mcrouter's RootRoute answers them.
+
+    A class of its own so that the usual router pays nothing for the flag.
+    """
+
+    def route(self, request: Request) -> Pending:
+        if request.op in _NOT_READS:
+            self._op_counts[request.op] += 1
+            return Pending(default_reply(request))
+        return super().route(request)
 
 
 def _failed(exc: Exception) -> Pending:

@@ -31,11 +31,12 @@ from mcrouter_trio.downstream._accept import AcceptShortage, serve_listener
 from mcrouter_trio.downstream._admin import AdminCommands
 from mcrouter_trio.downstream._keeper import SessionKeeper
 from mcrouter_trio.downstream._reactor import ClientReactor
-from mcrouter_trio.downstream._router import Router, RouterSettings
+from mcrouter_trio.downstream._router import GetsOnlyRouter, Router, RouterSettings
 from mcrouter_trio.downstream._session import ClientSession
 from mcrouter_trio.ops._delete_stream import DeleteStreamSettings, start_delete_stream
 from mcrouter_trio.ops._stats import ProxyStats
 from mcrouter_trio.routing._specs import ServerSpec
+from mcrouter_trio.routing.handles.shadow import DEFAULT_MAX_SHADOW_REQUESTS
 from mcrouter_trio.transport._tls import TLSSocket
 from mcrouter_trio.upstream._context import ProxyContext
 from mcrouter_trio.upstream._health import HealthSettings
@@ -61,6 +62,8 @@ class ServerSettings:
     #: Client connections served at once; 0: no cap (the command line derives one).
     max_conns: int = 0
     max_pending_per_server: int = 100_000
+    #: Shadow copies in flight before more are dropped (0: no limit of their own).
+    max_shadow_requests: int = DEFAULT_MAX_SHADOW_REQUESTS
     #: Send a pass's single-key gets to a server as one multi-key get: True, False,
     #: or None for TLS servers only (`--batch-gets`).
     batch_gets: bool | None = None
@@ -232,10 +235,12 @@ async def serve(
             host_id=host_id,
             worker_index=worker_index,
             health=settings.health,
+            max_shadow_requests=settings.max_shadow_requests,
         )
         router_settings = router_settings or RouterSettings()
         tree = config.tree(router_settings.default_route)
-        router = Router(tree, ctx, stats, router_settings, admin)
+        router_class = GetsOnlyRouter if router_settings.allow_only_gets else Router
+        router = router_class(tree, ctx, stats, router_settings, admin)
         stats.background = ctx.background
         stats.ejections = ctx.ejections
         if settings.asynclog is not None:

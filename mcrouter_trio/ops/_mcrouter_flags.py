@@ -8,7 +8,9 @@ access checks) are refused at start unless given mcrouter's default value
 (`UNSUPPORTED`): serving differently from what the script asked for would be worse
 than not starting. A flag mcrouter never had is still argparse's error.
 
-The flags the proxy implements are declared in `cli.py` (and `tls/_setup.py`).
+The flags the proxy implements are declared in `cli.py` (and `tls/_setup.py`), but
+for mcrouter's own options that take mcrouter's toggle syntax (`IMPLEMENTED`,
+declared here, read through `_mcrouter_options`).
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ NO_EFFECT: Final[dict[str, tuple[McrouterFlag, ...]]] = {
             "min-rxmit-reconnect-threshold",
             "max-rxmit-reconnect-threshold",
         ),
-        *_toggles("disable-failure-logging", "test-mode", "enable-logging-route"),
+        *_toggles("disable-failure-logging", "test-mode"),
     ),
     "the config is reloaded on file system events, --reconfiguration-delay-ms after a change": (
         *_values(
@@ -136,7 +138,6 @@ NO_EFFECT: Final[dict[str, tuple[McrouterFlag, ...]]] = {
     "--target-max-pending-requests": (
         *_values(
             "target-max-inflight-requests",
-            "target-max-shadow-requests",
             "proxy-max-inflight-requests",
             "proxy-max-inflight-shadow-requests",
             "proxy-max-throttled-requests",
@@ -171,6 +172,25 @@ NO_EFFECT: Final[dict[str, tuple[McrouterFlag, ...]]] = {
 }
 
 
+#: mcrouter's options the proxy implements, with their help: read as mcrouter reads
+#: them (`mcrouter_option_values`), so a toggle takes `--flag`, `--flag=1` or `--flag=0`.
+IMPLEMENTED: Final[tuple[tuple[McrouterFlag, str], ...]] = (
+    (
+        McrouterFlag("allow-only-gets", toggle=True),
+        "testing: route only reads (get, gets, gat, gats, mg, me); answer every other "
+        "command with its default reply (NOT_STORED, NOT_FOUND)",
+    ),
+    (
+        McrouterFlag("enable-logging-route", toggle=True),
+        "put every route behind a LoggingRoute (requests and replies logged at debug)",
+    ),
+    (
+        McrouterFlag("target-max-shadow-requests"),
+        "shadow copies in flight per worker before more are dropped (default 1000; 0: no limit)",
+    ),
+)
+
+
 @attrs.frozen
 class Unsupported:
     flag: McrouterFlag
@@ -195,7 +215,6 @@ UNSUPPORTED: Final = (
     _unsupported(
         "group-remote-errors", "false", "not implemented: error replies are passed on as they are"
     ),
-    _unsupported("allow-only-gets", "false", "not implemented"),
     _unsupported(
         "cross-region-timeout-ms",
         "0",
@@ -223,21 +242,34 @@ UNSUPPORTED: Final = (
 
 def add_mcrouter_flags(parser: argparse.ArgumentParser) -> None:
     """Accept mcrouter's flags listed above (absent from the namespace unless given)."""
-    flags = [flag for group in NO_EFFECT.values() for flag in group]
-    flags += [unsupported.flag for unsupported in UNSUPPORTED]
-    for flag in flags:
+    flags = [(flag, argparse.SUPPRESS) for group in NO_EFFECT.values() for flag in group]
+    flags += [(unsupported.flag, argparse.SUPPRESS) for unsupported in UNSUPPORTED]
+    flags += IMPLEMENTED
+    implemented = {flag for flag, _help in IMPLEMENTED}
+    for flag, help_text in flags:
         names = [f"--{flag.name}", *([f"-{flag.short}"] if flag.short else [])]
         if flag.toggle:
             # Bare, the value is "": the flag flips mcrouter's default (see _mcrouter_options).
             parser.add_argument(
                 *names, dest=flag.dest, nargs="?", const="", default=argparse.SUPPRESS,
-                metavar="0|1", help=argparse.SUPPRESS,
+                metavar="0|1", help=help_text,
             )  # fmt: skip
         else:
+            # The implemented ones are counts, checked here; the others are never read.
             parser.add_argument(
                 *names, dest=flag.dest, default=argparse.SUPPRESS, metavar="VALUE",
-                help=argparse.SUPPRESS,
+                help=help_text, type=_count if flag in implemented else str,
             )  # fmt: skip
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}")
+    return value
 
 
 def check_mcrouter_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -208,11 +209,27 @@ class ProxyStats(ProxyCounters):
     def servers(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
         """The `stats servers` lines: one per server, summed over workers."""
         values = self.server_totals(destinations)
+        states = self.server_states(destinations)
         lines = []
         for server, dest in sorted(destinations.items(), key=lambda item: item[0].address):
-            line = _server_line(values[server], dest.status, tls=server.mech == "ssl")
+            tko = dest.tracker.state if dest.tracker is not None else ""
+            line = _server_line(values[server], states[server], tko, tls=server.mech == "ssl")
             lines.append((_server_key(server), line))
         return lines
+
+    def server_states(
+        self, destinations: Mapping[ServerSpec, Destination]
+    ) -> dict[ServerSpec, Counter[str]]:
+        """Per server, how many workers' connections are in each state (`new`, `up`,
+        `down`, `closed`) and how many are `probing`: mcrouter counts its proxies'."""
+        states = {server: Counter(_state_words(dest)) for server, dest in destinations.items()}
+        by_key = {_server_key(server): server for server in destinations}
+        for other in self.shared.others() if self.shared is not None else []:
+            for key, words in other.get("states", {}).items():
+                server = by_key.get(key)
+                if server is not None:
+                    states[server].update(words)
+        return states
 
     def server_totals(
         self, destinations: Mapping[ServerSpec, Destination]
@@ -267,6 +284,7 @@ class ProxyStats(ProxyCounters):
             "basic": {stat.name: values[stat.name] for stat in _SUMMED_PROXY_STATS},
             "servers": servers,
             "latency": latency,
+            "states": {_server_key(s): _state_words(d) for s, d in destinations.items()},
         }
 
 
@@ -299,7 +317,12 @@ def _number(text: str) -> int | float:
 
 def _server_values(dest: Destination) -> dict[str, float]:
     """This process's value of every stat in `SERVER_STATS` for one destination, by name."""
-    computed = {"pending_reqs": dest.pending_count, "avg_latency_us": dest.latencies.mean * 1e6}
+    pending, inflight = dest.outstanding()
+    computed = {
+        "pending_reqs": pending,
+        "inflight_reqs": inflight,
+        "avg_latency_us": dest.latencies.mean * 1e6,
+    }
     return {
         stat.name: getattr(dest.stats, stat.name)
         if stat.source is Source.STORED
@@ -308,21 +331,38 @@ def _server_values(dest: Destination) -> dict[str, float]:
     }
 
 
-def _server_line(values: Mapping[str, float], state: str, *, tls: bool) -> str:
-    """`avg_latency_us:0.000 pending_reqs:0 up; requests:5 ...`.
+def _state_words(dest: Destination) -> list[str]:
+    """The destination's connection state, and `probing` while a probe is out."""
+    return [dest.state, "probing"] if dest.probing else [dest.state]
 
-    The leading gauges, the state, then the rest (counters, and gauges of the proxy's
-    own after mcrouter's fields).
 
-    The state is `[soft_tko|hard_tko] new|connecting|up|closed|down [probing]`.
+#: mcrouter's connection states, in the order its lines show them.
+_CONNECTION_STATES: Final = ("new", "up", "down", "closed")
 
-    The TLS counters only show for servers reached over TLS, where a low resumed share
-    means every reconnect pays a full handshake.
+
+def _server_line(
+    values: Mapping[str, float], states: Mapping[str, int], tko: str, *, tls: bool
+) -> str:
+    """mcrouter's line, `avg_latency_us:0.000 pending_reqs:0 inflight_reqs:0 up:1`, then
+    the proxy's own fields after `; ` (where mcrouter lists reply results).
+
+    mcrouter's part: the leading gauges, ` hard_tko; ` or ` soft_tko; ` while the server
+    is TKO, and `state:count` per connection state in use (one connection per worker).
+    The proxy's part: `probing:N` while probes are out, then the counters (and gauges of
+    the proxy's own). The TLS counters only show for servers reached over TLS, where a
+    low resumed share means every reconnect pays a full handshake.
     """
     fields = [
         f"{s.name}:{values[s.name]:{s.format}}" for s in SERVER_STATS if tls or not s.tls_only
     ]
-    return " ".join([*fields[:_BEFORE_STATE], f"{state};", *fields[_BEFORE_STATE:]])
+    line = " ".join(fields[:_BEFORE_STATE])
+    if tko:
+        line += f" {tko}; "
+    line += "".join(f" {state}:{states[state]}" for state in _CONNECTION_STATES if states[state])
+    extras = fields[_BEFORE_STATE:]
+    if states["probing"]:
+        extras.insert(0, f"probing:{states['probing']}")
+    return f"{line}; {' '.join(extras)}"
 
 
 #: How many `SERVER_STATS` fields come before the state: the leading gauges (the

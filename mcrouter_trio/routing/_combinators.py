@@ -17,7 +17,7 @@ task that resolved the reply never sees the exception.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Final
 
@@ -236,20 +236,28 @@ class Background:
 
     Beyond the cap a request is not sent and is counted as dropped: a slow server
     must not make the proxy hold an unbounded amount of work nobody waits for.
-    Error replies are counted and logged once per handle and error line.
+    `limits` caps some handles' share by name (mcrouter's `--target-max-shadow-requests`
+    for ShadowRoute's copies); a limit of 0 is none. Error replies are counted and
+    logged once per handle and error line.
     """
 
-    def __init__(self, cap: int = DEFAULT_BACKGROUND_CAP) -> None:
+    def __init__(
+        self, cap: int = DEFAULT_BACKGROUND_CAP, limits: Mapping[str, int] | None = None
+    ) -> None:
         self.cap = cap
         self.in_flight = 0
         self.started = 0
         self.dropped = 0
         self.failed = 0
         self._logged: set[tuple[str, bytes]] = set()
+        self.limits = {name: limit for name, limit in (limits or {}).items() if limit > 0}
+        #: Requests in flight per limited name.
+        self.in_flight_of = dict.fromkeys(self.limits, 0)
 
     def start(self, name: str, send: Callable[[], Pending]) -> bool:
-        """Send now unless the cap is reached; whether it was sent."""
-        if self.in_flight >= self.cap:
+        """Send now unless the cap (or `name`'s limit) is reached; whether it was sent."""
+        limit = self.limits.get(name)
+        if self.in_flight >= self.cap or (limit is not None and self.in_flight_of[name] >= limit):
             self.dropped += 1
             return False
         try:
@@ -260,11 +268,15 @@ class Background:
             return False
         self.in_flight += 1
         self.started += 1
+        if limit is not None:
+            self.in_flight_of[name] += 1
         pending.then(partial(self._finished, name))
         return True
 
     def _finished(self, name: str, reply: Reply) -> None:
         self.in_flight -= 1
+        if name in self.in_flight_of:
+            self.in_flight_of[name] -= 1
         if not reply.is_error:
             return
         self.failed += 1

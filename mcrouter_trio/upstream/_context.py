@@ -27,6 +27,7 @@ from mcrouter_trio.routing._multiget import split_multiget
 from mcrouter_trio.routing._specs import ConnectionKey, ServerSpec
 from mcrouter_trio.routing._timers import Timer, TimerQueue
 from mcrouter_trio.routing._tree import RouteTree
+from mcrouter_trio.routing.handles.shadow import DEFAULT_MAX_SHADOW_REQUESTS, SHADOW_NAME
 from mcrouter_trio.transport._socket import Parker, WriteBatch
 from mcrouter_trio.upstream._destination import DEFAULT_MAX_PENDING, Destination
 from mcrouter_trio.upstream._health import HealthSettings, TkoRegistry
@@ -47,6 +48,7 @@ class ProxyContext:
         host_id: int = 0,
         worker_index: int = 0,
         health: HealthSettings | None = None,
+        max_shadow_requests: int = DEFAULT_MAX_SHADOW_REQUESTS,
     ) -> None:
         self.rng = random.Random()
         self.health = health or HealthSettings()
@@ -58,7 +60,9 @@ class ProxyContext:
         #: The delete spool (`--async-dir`), set when serving starts unless disabled.
         self.asynclog: DeleteSpool | None = None
         self.dry_run = False
-        self.background = Background()
+        #: Fire-and-forget work; shadow copies in flight are capped apart
+        #: (`--target-max-shadow-requests`, 0: only by the overall cap).
+        self.background = Background(limits={SHADOW_NAME: max_shadow_requests})
         self._by_identity: dict[ConnectionKey, Destination] = {}
         #: Every destination, by the spec it was opened for (live, for stats).
         self.destinations: dict[ServerSpec, Destination] = {}

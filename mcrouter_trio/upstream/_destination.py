@@ -212,7 +212,7 @@ class Destination:
 
     @property
     def status(self) -> str:
-        """The true state for `stats servers`: [soft_tko|hard_tko] connection state [probing]."""
+        """`[soft_tko|hard_tko] new|up|down|closed [probing]`, for log lines and repr."""
         words = [self.tracker.state] if self.tracker is not None else []
         words.append(self.state)
         if self.probing:
@@ -223,6 +223,20 @@ class Destination:
     def pending_count(self) -> int:
         """Requests sent or waiting to be, each key of a batched get counted."""
         return len(self._queue) + self._batched_extra + len(self._get_keys)
+
+    def outstanding(self) -> tuple[int, int]:
+        """`pending_count` split as mcrouter's `stats servers` splits it: (pending,
+        inflight), the requests not handed to the server yet and those written to it
+        and awaiting their reply.
+
+        Worked out from the queue's write stamps when stats are asked for, so the
+        request path keeps a single count.
+        """
+        inflight = 0
+        for _op, pending, _timeout, write in self._queue:
+            if write[0] != _UNWRITTEN:
+                inflight += len(pending.pendings) if isinstance(pending, _GetBatch) else 1
+        return self.pending_count - inflight, inflight
 
     # -- called by route handles (synchronous, any task) ----------------------------
 
@@ -474,7 +488,7 @@ class Destination:
             self.refresh_refusal()
 
     async def _connect(self) -> trio.abc.Stream | None:
-        self.state = "connecting"
+        # The state stays what it was until the connect ends, as mcrouter's does.
         try:
             with trio.fail_after(self.connect_timeout):
                 stream: trio.abc.Stream = await trio.open_tcp_stream(

@@ -25,7 +25,11 @@ from mcrouter_trio.routing._base import KeyByKey, Route, RouteContext, SplitRout
 from mcrouter_trio.routing._checks import Invalid, check_str, describe
 from mcrouter_trio.routing._registry import config_field, route_type
 
-_NAME: Final = "ShadowRoute"
+#: Also the name its copies go to the background work under, which caps them
+#: (`--target-max-shadow-requests`).
+SHADOW_NAME: Final = "ShadowRoute"
+#: Shadow copies in flight per proxy worker before more are dropped (mcrouter's default).
+DEFAULT_MAX_SHADOW_REQUESTS: Final = 1000
 #: The largest SpookyHashV2-32 value: `key_fraction_range` is a share of it.
 _HASH_MAX: Final = 0xFFFF_FFFF
 #: mcrouter's only shadow policy: the shadow gets an exact copy, its reply is dropped.
@@ -183,7 +187,7 @@ class ShadowedRoute:
         for shadow, (low, high) in zip(self.shadows, self._bucket_ranges, strict=True):
             in_buckets = None if bucket is None else low <= bucket <= high
             if shadow.wants(key, ctx, in_buckets):
-                ctx.background.start(_NAME, partial(shadow.target.route, request, ctx))
+                ctx.background.start(SHADOW_NAME, partial(shadow.target.route, request, ctx))
         return pending
 
     def route_whole(
@@ -206,7 +210,7 @@ def shadowed(
     return tuple(out)
 
 
-@route_type(_NAME)
+@route_type(SHADOW_NAME)
 @attrs.frozen
 class ShadowRoute(KeyByKey):
     """`children`, each with the `shadows` that cover its slot (mcrouter ShadowRoute).
