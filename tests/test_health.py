@@ -73,11 +73,12 @@ def field(line: str, name: str) -> int:
 
 def state_of(line: str) -> str:
     """The state of a `stats servers` value in words: `hard_tko down`, `up`,
-    `soft_tko up probing`... (mcrouter's ` hard_tko; ` and `down:1`, our `probing:1`)."""
+    `soft_tko up probing`... (mcrouter's ` hard_tko; ` and `down:1`, our `connecting:1`
+    and `probing:1`)."""
     tko = re.findall(r" (hard_tko|soft_tko); ", line)
     states = re.findall(r" (new|up|down|closed):1\b", line)
-    probing = ["probing"] if " probing:1 " in line else []
-    return " ".join([*tko, *states, *probing])
+    own = re.findall(r" (connecting|probing):1\b", line)
+    return " ".join([*tko, *states, *own])
 
 
 # -- the probe schedule (pure) ---------------------------------------------------------
@@ -153,6 +154,21 @@ def test_a_connect_timeout_marks_hard_tko(
         assert client.call(b"get k\r\n") == b"SERVER_ERROR connection timeout\r\n"
         assert client.call(b"get k\r\n") == TKO_CONNECT_TIMEOUT
     assert state_of(server_line(proxy, address)) == "hard_tko down"
+
+
+def test_a_connect_under_way_shows_as_connecting(
+    unanswered_listener: int, proxy_factory: ProxyFactory
+) -> None:
+    address = f"127.0.0.1:{unanswered_listener}"
+    proxy = proxy_factory(pool_config(address, connect_timeout=30_000))
+    assert state_of(server_line(proxy, address)) == "new"
+    with connect(proxy.port) as client:
+        client.send(b"get k\r\n")  # its connect never completes while the test looks
+        assert poll(lambda: state_of(server_line(proxy, address)) == "new connecting")
+        line = server_line(proxy, address)
+        # mcrouter's part of the line is unchanged: the proxy's own state follows the `; `.
+        assert line.split("; ")[0].endswith(" new:1"), line
+        assert field(line, "pending_reqs") == 1 and field(line, "inflight_reqs") == 0
 
 
 def test_disable_tko_tracking_sends_every_request(

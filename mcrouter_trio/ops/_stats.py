@@ -332,12 +332,20 @@ def _server_values(dest: Destination) -> dict[str, float]:
 
 
 def _state_words(dest: Destination) -> list[str]:
-    """The destination's connection state, and `probing` while a probe is out."""
-    return [dest.state, "probing"] if dest.probing else [dest.state]
+    """The destination's connection state, then `connecting` while a connect is under
+    way and `probing` while a probe is out."""
+    words = [dest.state]
+    if dest.connecting:
+        words.append("connecting")
+    if dest.probing:
+        words.append("probing")
+    return words
 
 
 #: mcrouter's connection states, in the order its lines show them.
 _CONNECTION_STATES: Final = ("new", "up", "down", "closed")
+#: The proxy's own, shown after mcrouter's part of the line.
+_OWN_STATES: Final = ("connecting", "probing")
 
 
 def _server_line(
@@ -348,9 +356,10 @@ def _server_line(
 
     mcrouter's part: the leading gauges, ` hard_tko; ` or ` soft_tko; ` while the server
     is TKO, and `state:count` per connection state in use (one connection per worker).
-    The proxy's part: `probing:N` while probes are out, then the counters (and gauges of
-    the proxy's own). The TLS counters only show for servers reached over TLS, where a
-    low resumed share means every reconnect pays a full handshake.
+    The proxy's part: `connecting:N` while connects and `probing:N` while probes are
+    out, then the counters (and gauges of the proxy's own). The TLS counters only show
+    for servers reached over TLS, where a low resumed share means every reconnect pays a
+    full handshake.
     """
     fields = [
         f"{s.name}:{values[s.name]:{s.format}}" for s in SERVER_STATS if tls or not s.tls_only
@@ -359,9 +368,9 @@ def _server_line(
     if tko:
         line += f" {tko}; "
     line += "".join(f" {state}:{states[state]}" for state in _CONNECTION_STATES if states[state])
-    extras = fields[_BEFORE_STATE:]
-    if states["probing"]:
-        extras.insert(0, f"probing:{states['probing']}")
+    # The proxy's own states: mcrouter's parsers read only the part before the `; `.
+    extras = [f"{word}:{states[word]}" for word in _OWN_STATES if states[word]]
+    extras += fields[_BEFORE_STATE:]
     return f"{line}; {' '.join(extras)}"
 
 

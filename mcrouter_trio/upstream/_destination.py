@@ -202,6 +202,9 @@ class Destination:
         #: This connection has read a reply.
         self._replied = False
         self.probing = False
+        #: A connect is under way (the state keeps its last value meanwhile, as
+        #: mcrouter's does; `stats servers` shows `connecting:1` among its own fields).
+        self.connecting = False
         self._probes_this_tko = 0
         self._probe_wanted = Parker()
         #: No route tree uses this server any more: close once idle (`retire`).
@@ -212,9 +215,12 @@ class Destination:
 
     @property
     def status(self) -> str:
-        """`[soft_tko|hard_tko] new|up|down|closed [probing]`, for log lines and repr."""
+        """`[soft_tko|hard_tko] new|up|down|closed [connecting] [probing]`, for log lines
+        and repr."""
         words = [self.tracker.state] if self.tracker is not None else []
         words.append(self.state)
+        if self.connecting:
+            words.append("connecting")
         if self.probing:
             words.append("probing")
         return " ".join(word for word in words if word)
@@ -489,6 +495,13 @@ class Destination:
 
     async def _connect(self) -> trio.abc.Stream | None:
         # The state stays what it was until the connect ends, as mcrouter's does.
+        self.connecting = True
+        try:
+            return await self._dial()
+        finally:
+            self.connecting = False
+
+    async def _dial(self) -> trio.abc.Stream | None:
         try:
             with trio.fail_after(self.connect_timeout):
                 stream: trio.abc.Stream = await trio.open_tcp_stream(
