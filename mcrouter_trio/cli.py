@@ -107,6 +107,24 @@ def _size(text: str) -> int:
     return value
 
 
+#: memcached's default item size limit (`-I`), the proxy's own without big values.
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
+
+
+def max_value_size(args: argparse.Namespace) -> int:
+    """`--max-value-size`, or its default: memcached's 1 MiB, so that a value is
+    refused as a default memcached refuses it; but values are split for the servers
+    with `--big-value-split-threshold` (mcrouter's BigValueRoute stores values far
+    over the servers' limit, and mcrouter has no limit of its own), and then only
+    the client buffer bounds them: half of it, below which a client is served as
+    usual."""
+    if args.max_value_size is not None:
+        return int(args.max_value_size)
+    if not args.big_value_split_threshold:
+        return DEFAULT_MAX_VALUE_SIZE
+    return args.max_client_buffer // 2 if args.max_client_buffer else sys.maxsize
+
+
 def _delay_ms(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 3_600_000:
@@ -253,9 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--max-value-size",
         type=_size,
-        default=1024 * 1024,
+        default=None,
         metavar="BYTES",
-        help="largest value accepted from clients (default 1048576)",
+        help="largest value accepted from clients (default 1048576; with "
+        "--big-value-split-threshold, half of --max-client-buffer)",
     )
     add(
         "--max-line-length",
@@ -587,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ports=ports,
         listen_addresses=addresses,
         listen_fds=listen_fds,
-        max_value_size=args.max_value_size,
+        max_value_size=max_value_size(args),
         max_line_length=args.max_line_length,
         max_outstanding=args.max_client_outstanding_reqs,
         max_client_buffer=args.max_client_buffer,
