@@ -579,13 +579,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = tuple(port for group in args.port for port in group)
     listen_fds = (args.listen_sock_fd,) if args.listen_sock_fd >= 0 else ()
     try:
-        inherited_ports = tuple(inherited_port(fd) for fd in listen_fds)
+        for fd in listen_fds:
+            inherited_port(fd)  # a TCP socket, or OSError
     except OSError as exc:
         parser.error(f"--listen-sock-fd {args.listen_sock_fd}: not a TCP socket: {exc}")
     if not ports and not ssl_ports(args) and not listen_fds:
         parser.error("at least one -p PORT, --ssl-port PORT or --listen-sock-fd FD is required")
-    # The ports that name this proxy (stats files, spool directory).
-    named_ports = ports or inherited_ports or ssl_ports(args)
     for warning in tls_warnings(args):
         log.warning("%s", warning)
     try:
@@ -618,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_ports=ssl_ports(args),
         server_ssl_context=tls.server_context(),
         handshake_timeout=args.ssl_handshake_timeout,
-        asynclog=_delete_stream(args, named_ports, default_route),
+        asynclog=_delete_stream(args, ports, default_route),
         health=HealthSettings(
             tko_tracking=not args.disable_tko_tracking,
             timeouts_until_tko=args.timeouts_until_tko,
@@ -641,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_reload_interval=args.tls_reload_interval,
         host_id=host_id,
         reload=reload,
-        stats_files=_stats_files(args, named_ports),
+        stats_files=_stats_files(args, ports),
         stats_interval=args.stats_logging_interval / 1000,
         metrics=(args.metrics_address, args.metrics_port) if args.metrics_port else None,
     )
@@ -750,6 +749,8 @@ def admin_info(
 
 
 def _stats_files(args: argparse.Namespace, ports: Sequence[int]) -> StatsFiles | None:
+    """Named after the first -p port, "0" without one, as mcrouter's router name is
+    (an inherited socket or TLS ports alone do not name it)."""
     if not args.stats_root or args.stats_logging_interval == 0:
         return None
     router_name = str(ports[0]) if ports else "0"
