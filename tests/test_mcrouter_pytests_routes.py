@@ -15,10 +15,14 @@ replayed; tests/data/mcrouter-configs/README.md says which and why.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +31,7 @@ from test_mcrouter_pytests import (
     CONFIGS,
     McClient,
     get_on,
+    harness_listen_socket,
     mc,
     mcrouter_config,
     set_on,
@@ -60,6 +65,15 @@ def error_server(message: str) -> Callable[[Conn], None]:
             conn.send(message.encode() + b"\r\n")
 
     return handler
+
+
+@contextmanager
+def mc_port(port: int) -> Iterator[McClient]:
+    client = McClient(port)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def pipelined_gets(mcr: McClient, keys: Sequence[str], batch: int = 500) -> list[object]:
@@ -615,3 +629,72 @@ def test_mcrouter_states(memcached: Memcached, proxy_factory: ProxyFactory) -> N
     finally:
         mcr.close()
         c2.close()
+
+
+# -- test_modify_key.py ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["/c/d/", "/d/e/", "/i/j/"])
+def test_modify_key_invalid_empty_key_message(
+    key: str, memcached: Memcached, start_mcrouter: StartMcrouter
+) -> None:
+    """test_modify_key.py assertInvalidEmptyKey (over ASCII, where mcrouter's local
+    error is a SERVER_ERROR): a key left empty once modified is refused with
+    mcrouter's exact message."""
+    mcr = start_mcrouter("test_modify_key", [memcached], route="/a/a/")
+    reply = mcr.client.call(f"set {key} 0 0 5\r\nvalue\r\n".encode())
+    assert reply == b"SERVER_ERROR ModifyKeyRoute: invalid key: invalid key: missing\r\n"
+
+
+# -- test_async_files.py ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "config_hash"),
+    [
+        ("mcrouter_test_basic_1_1_1", "837ae7d82f2fe7cb785b941dae505811"),
+        ("mcrouter_test_basic_3_1_1", "37ba14d3319c638d970353f6f3861c68"),
+    ],
+    ids=["TestAsyncFiles", "TestNamedAsyncFiles"],
+)
+def test_async_files(config: str, config_hash: str, tmp_path: Path) -> None:
+    """test_async_files.py test_async_files (and test_stats_no_requests), started as
+    mcrouter's harness starts mcrouter (MCProcess.McrouterBase): an inherited listening
+    socket, `-a` spool and `--stats-root`; the config file as it is (no server was
+    started, so its ports are not replaced and nothing listens there). A failed
+    delete is spooled in asynclog version 2, naming the pool; the stats files
+    (`libmcrouter.mcrouter.0.*`: no port, router name 0) are rewritten every 100 ms."""
+    spool, stats_dir = tmp_path / "spool.mcrouter", tmp_path / "stats"
+    spool.mkdir()
+    stats_dir.mkdir()
+    listen_sock = harness_listen_socket()
+    port = listen_sock.getsockname()[1]
+    command = [
+        sys.executable, "-m", "mcrouter_trio", "--config", f"file:{CONFIGS / config}.json",
+        "-L", str(tmp_path / "mcrouter.log"), "-a", str(spool), "--stats-root", str(stats_dir),
+        "--listen-sock-fd", str(listen_sock.fileno()), "--stats-logging-interval", "100",
+        "--use-asynclog-version2",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, pass_fds=[listen_sock.fileno()], stderr=subprocess.PIPE)
+    listen_sock.close()
+    prefix = "libmcrouter.mcrouter.0."
+    files = [stats_dir / f"{prefix}{name}" for name in ("stats", "startup_options",
+                                                        "config_sources_info")]  # fmt: skip
+    try:
+        with mc_port(port) as mcr:
+            assert not mcr.delete("key")  # mcrouter's client: None, a SERVER_ERROR
+
+            def spooled() -> list[Path]:
+                return [path for path in spool.rglob("*") if path.is_file()]
+
+            assert poll(lambda: len(spooled()) == 1 and "foo" in spooled()[0].read_text())
+        assert poll(lambda: all(path.exists() for path in files), seconds=10)
+        stats_file, startup_file, sources_file = files
+        assert json.loads(stats_file.read_text())[f"{prefix}uptime"] >= 0
+        assert json.loads(startup_file.read_text())["default_route"] == "/././"
+        assert json.loads(sources_file.read_text())["mcrouter_config"] == config_hash
+        now = time.time()
+        assert poll(lambda: all(path.stat().st_mtime > now for path in files), seconds=5)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
