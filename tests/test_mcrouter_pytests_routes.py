@@ -46,17 +46,6 @@ StartMcrouter = Callable[..., McClient]
 ProxyFactory = Callable[..., Proxy]
 
 
-def answer_every_request(reply: Callable[[bytes], bytes]) -> Callable[[Conn], None]:
-    """A fault-server handler answering each request line with `reply(line)`."""
-
-    def handler(conn: Conn) -> None:
-        while (line := conn.readline()) is not None:
-            if not conn.send(reply(line)):
-                return
-
-    return handler
-
-
 def error_server(message: str) -> Callable[[Conn], None]:
     """mcrouter's CustomErrorServer: one request answered `message`, then closed."""
 
@@ -106,18 +95,16 @@ def test_wch3(fault_server: FaultServerFactory, start_mcrouter: StartMcrouter) -
     and a shorter one, its missing weight 0.5, in /test/B/ and /test/C/) decide
     who serves which key, the same for the three routes."""
 
-    def echo_port(server: list[FaultServer]) -> Callable[[bytes], bytes]:
-        def reply(line: bytes) -> bytes:
-            port = str(server[0].port).encode()
-            return b"VALUE hit 0 %d\r\n%s\r\nEND\r\n" % (len(port), port)
+    def echo_port(conn: Conn) -> None:
+        """mcrouter's EchoServer: every get answered `hit` with the server's port."""
+        port = str(conn.server.port).encode()
+        while (line := conn.readline()) is not None:
+            if line.startswith(b"get") and not conn.send(
+                b"VALUE hit 0 %d\r\n%s\r\nEND\r\n" % (len(port), port)
+            ):
+                return
 
-        return reply
-
-    servers = []
-    for _ in range(8):
-        holder: list[FaultServer] = []
-        holder.append(fault_server(answer_every_request(echo_port(holder))))
-        servers.append(holder[0])
+    servers = [fault_server(echo_port) for _ in range(8)]
     ports = [server.port for server in servers]
     mcr = start_mcrouter("test_wch3", ports, route="/test/A/")
     n = 20000
