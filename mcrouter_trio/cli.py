@@ -107,6 +107,24 @@ def _size(text: str) -> int:
     return value
 
 
+#: memcached's default item size limit (`-I`), the proxy's own without big values.
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
+
+
+def max_value_size(args: argparse.Namespace) -> int:
+    """`--max-value-size`, or its default: memcached's 1 MiB, so that a value is
+    refused as a default memcached refuses it; but values are split for the servers
+    with `--big-value-split-threshold` (mcrouter's BigValueRoute stores values far
+    over the servers' limit, and mcrouter has no limit of its own), and then only
+    the client buffer bounds them: half of it, below which a client is served as
+    usual."""
+    if args.max_value_size is not None:
+        return int(args.max_value_size)
+    if not args.big_value_split_threshold:
+        return DEFAULT_MAX_VALUE_SIZE
+    return args.max_client_buffer // 2 if args.max_client_buffer else sys.maxsize
+
+
 def _delay_ms(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 3_600_000:
@@ -253,9 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--max-value-size",
         type=_size,
-        default=1024 * 1024,
+        default=None,
         metavar="BYTES",
-        help="largest value accepted from clients (default 1048576)",
+        help="largest value accepted from clients (default 1048576; with "
+        "--big-value-split-threshold, half of --max-client-buffer)",
     )
     add(
         "--max-line-length",
@@ -573,13 +592,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = tuple(port for group in args.port for port in group)
     listen_fds = (args.listen_sock_fd,) if args.listen_sock_fd >= 0 else ()
     try:
-        inherited_ports = tuple(inherited_port(fd) for fd in listen_fds)
+        for fd in listen_fds:
+            inherited_port(fd)  # a TCP socket, or OSError
     except OSError as exc:
         parser.error(f"--listen-sock-fd {args.listen_sock_fd}: not a TCP socket: {exc}")
     if not ports and not ssl_ports(args) and not listen_fds:
         parser.error("at least one -p PORT, --ssl-port PORT or --listen-sock-fd FD is required")
-    # The ports that name this proxy (stats files, spool directory).
-    named_ports = ports or inherited_ports or ssl_ports(args)
     for warning in tls_warnings(args):
         log.warning("%s", warning)
     try:
@@ -601,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ports=ports,
         listen_addresses=addresses,
         listen_fds=listen_fds,
-        max_value_size=args.max_value_size,
+        max_value_size=max_value_size(args),
         max_line_length=args.max_line_length,
         max_outstanding=args.max_client_outstanding_reqs,
         max_client_buffer=args.max_client_buffer,
@@ -614,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_ports=ssl_ports(args),
         server_ssl_context=tls.server_context(),
         handshake_timeout=args.ssl_handshake_timeout,
-        asynclog=_delete_stream(args, named_ports, default_route),
+        asynclog=_delete_stream(args, ports, default_route),
         health=HealthSettings(
             tko_tracking=not args.disable_tko_tracking,
             timeouts_until_tko=args.timeouts_until_tko,
@@ -638,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_reload_interval=args.tls_reload_interval,
         host_id=host_id,
         reload=reload,
-        stats_files=_stats_files(args, named_ports),
+        stats_files=_stats_files(args, ports),
         stats_interval=args.stats_logging_interval / 1000,
         metrics=(args.metrics_address, args.metrics_port) if args.metrics_port else None,
     )
@@ -747,6 +765,8 @@ def admin_info(
 
 
 def _stats_files(args: argparse.Namespace, ports: Sequence[int]) -> StatsFiles | None:
+    """Named after the first -p port, "0" without one, as mcrouter's router name is
+    (an inherited socket or TLS ports alone do not name it)."""
     if not args.stats_root or args.stats_logging_interval == 0:
         return None
     router_name = str(ports[0]) if ports else "0"

@@ -88,8 +88,8 @@ def _connections(name: str, help: str) -> Stat:
 
 
 def _servers_in(state: str) -> Stat:
-    help = f"servers whose connection is {state}, in the worker answering"
-    return Stat(f"num_servers_{state}", Kind.GAUGE, Source.COMPUTED, help, summed=False)
+    help = f"server connections that are {state}, every worker's"
+    return Stat(f"num_servers_{state}", Kind.GAUGE, Source.COMPUTED, help)
 
 
 def _requests(name: str, op: Op) -> Stat:
@@ -123,7 +123,11 @@ PROXY_STATS: Final = (
     _connections("ssl_handshakes", "client TLS handshakes completed"),
     _connections("ssl_handshakes_resumed", "client TLS handshakes that resumed a session"),
     _connections("ssl_handshakes_refused", "client TLS handshakes refused or failed"),
-    Stat("num_servers", Kind.GAUGE, Source.COMPUTED, "servers configured", summed=False),
+    # Each worker has its own connection to each server: mcrouter adds these up
+    # over its proxies (one server and two proxies is `num_servers 2`).
+    Stat(
+        "num_servers", Kind.GAUGE, Source.COMPUTED, "server connections configured, every worker's"
+    ),
     _servers_in("up"),
     _servers_in("down"),
     _servers_in("closed"),
@@ -132,8 +136,7 @@ PROXY_STATS: Final = (
         "num_suspect_servers",
         Kind.GAUGE,
         Source.COMPUTED,
-        "servers with failures in a row (TKO or not), in the worker answering",
-        summed=False,
+        "servers with failures in a row (TKO or not), counted in every worker",
     ),
     Stat(
         "server_ejects",

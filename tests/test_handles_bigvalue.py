@@ -10,7 +10,8 @@ from handle_helpers import MISS, STORED, TIMEOUT, destinations, request
 
 from mcrouter_trio.config import ConfigError, load_config
 from mcrouter_trio.hashing._spooky import spooky_hash64
-from mcrouter_trio.messages import Reply, Result
+from mcrouter_trio.messages import Reply, Request, Result
+from mcrouter_trio.protocol import RequestParser
 from mcrouter_trio.routing.handles.bigvalue import BigValueRoute, parse_index, value_suffix
 from mcrouter_trio.routing.testing import FakeContext
 
@@ -75,6 +76,25 @@ def test_a_big_set_writes_chunks_in_batches_then_the_index(
         5 | 0x8000, len(index_value), index_value)  # fmt: skip
     index.answer(STORED)
     assert pending.reply is STORED
+
+
+@pytest.mark.parametrize("at_once", [True, False], ids=["answered-at-once", "answered-later"])
+def test_thousands_of_batches_neither_nest_nor_lose_the_reply(at_once: bool) -> None:
+    """mcrouter's test_bigvalue: 21 MB in 5000-byte chunks, 2 at a time, is 2100
+    batches; answered as they are sent (a TKO server) or each later."""
+    value = b"abc" * 3_500_000
+    ctx = FakeContext(answer=(lambda _server, _request: STORED) if at_once else None)
+    route = BigValueRoute(TARGET, 5000, 2)
+    parser = RequestParser(max_value_size=len(value))
+    parser.feed(b"set k 0 0 %d\r\n%s\r\n" % (len(value), value))
+    big_set = parser.next_event()
+    assert isinstance(big_set, Request)
+    pending = route.route(big_set, ctx)
+    while pending.reply is None:
+        for sent in ctx.waiting:
+            sent.answer(STORED)
+    assert pending.reply is STORED
+    assert len(ctx.sent) == 2100 + 1  # the chunks, then the index item
 
 
 def test_a_failed_chunk_answers_its_reply_and_writes_no_index() -> None:

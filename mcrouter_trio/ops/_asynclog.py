@@ -29,8 +29,6 @@ import attrs
 FILE_LIFETIME: Final = 15 * 60
 #: The replay progress file, in the spool root (never matches a spool hour directory).
 PROGRESS_FILE: Final = "replay-progress.json"
-#: Held (flock) by whoever replays the spool: the proxy or `mcrouter-trio replay`.
-LOCK_FILE: Final = "replay.lock"
 
 _MAGIC_V1: Final = "AS1.0"
 _MAGIC_V2: Final = "AS2.0"

@@ -31,7 +31,6 @@ import trio
 
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result
 from mcrouter_trio.ops._asynclog import (
-    LOCK_FILE,
     PROGRESS_FILE,
     Progress,
     SpooledDelete,
@@ -118,11 +117,15 @@ class Replayer:
 
     @contextlib.contextmanager
     def locked(self, *, wait: bool) -> Iterator[bool]:
-        """Hold the spool's replay lock; yields False if another holds it (and not `wait`)."""
+        """Hold the spool's replay lock; yields False if another holds it (and not `wait`).
+
+        The lock is a flock of the spool directory itself: no file of the replayer's
+        joins the writers' spool files there (mcrouter's tests count them).
+        """
         if not self.root.is_dir():
             yield False
             return
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

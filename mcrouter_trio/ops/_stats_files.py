@@ -7,7 +7,8 @@ mcrouter's files read these. In the stats root, each named
 
 - `stats`: the `ods` stats group as one JSON object of numbers, each key prefixed
   `libmcrouter.<service>.<router>.` (`libmcrouter.mcrouter.5000.uptime`);
-- `startup_options`: every option by name, as text, and the `pid` (written once);
+- `startup_options`: every option by name, as text, and the `pid` (written once,
+  then touched at every interval, as mcrouter does);
 - `config_sources_info`: what `get __mcrouter__.config_sources_info` answers.
 
 Each file is JSON with sorted keys and two-space indents, written to a temporary
@@ -51,6 +52,11 @@ class StatsFiles:
     def write_startup_options(self, options: Mapping[str, str]) -> None:
         self._write("startup_options", {**options, "pid": str(os.getpid())})
 
+    def touch_startup_options(self) -> None:
+        """Its modification time now, as mcrouter touches it at every interval: a
+        reader sees from each file's mtime that the proxy is alive."""
+        os.utime(self.path("startup_options"))
+
     def write_config_sources_info(self, info: Mapping[str, object]) -> None:
         self._write("config_sources_info", info)
 
@@ -93,6 +99,11 @@ async def write_stats_files(
         ) -> None:
             if first:
                 files.write_startup_options(startup_options)
+            else:
+                try:
+                    files.touch_startup_options()
+                except FileNotFoundError:  # removed by someone: written again
+                    files.write_startup_options(startup_options)
             files.write_stats(values)
             files.write_config_sources_info(info)
 

@@ -29,7 +29,7 @@ from mcrouter_trio.routing._base import (
     policy_name,
 )
 from mcrouter_trio.routing._checks import check_int
-from mcrouter_trio.routing._combinators import gather, sequence
+from mcrouter_trio.routing._combinators import gather, guarded, sequence
 from mcrouter_trio.routing._meta_items import (
     ItemKey,
     item_of,
@@ -146,23 +146,33 @@ class BigValueRoute:
     def _batches(self, requests: list[Request], ctx: RouteContext, replies: list[Reply]) -> Pending:
         """Every request through the target, `batch_size` at a time (mcrouter's
         collectAllByBatches); `replies` gets their replies in request order. Resolves
-        with the worst reply."""
+        with the worst reply.
+
+        A loop, not a chain of Pendings: a value of thousands of chunks is thousands
+        of batches, which must nest neither when their replies come at once (an
+        error, a TKO server) nor when the last one comes."""
         size = self.batch_size or len(requests)
         target = self.target
+        out = Pending()
+        next_start = 0
 
-        def batch(start: int) -> Pending:
-            sent = [target.route(chunk, ctx) for chunk in requests[start : start + size]]
-            return gather(sent, partial(done, start + size), name=_NAME)
-
-        def done(
-            next_start: int, batch_replies: list[Reply], _arrival: list[int]
-        ) -> Reply | Pending:
+        def collect(batch_replies: list[Reply], _arrival: list[int]) -> Reply:
             replies.extend(batch_replies)
-            if next_start < len(requests):
-                return batch(next_start)
-            return _worst(replies)
+            return batch_replies[0]
 
-        return batch(0)
+        def send_batches(_previous: Reply | None = None) -> None:
+            nonlocal next_start
+            while next_start < len(requests):
+                chunk = requests[next_start : next_start + size]
+                next_start += size
+                answered = gather([target.route(one, ctx) for one in chunk], collect, name=_NAME)
+                if answered.reply is None:
+                    answered.then(guarded(_NAME, out, send_batches))
+                    return
+            out.resolve(_worst(replies))
+
+        send_batches()
+        return out
 
     def _split(
         self,

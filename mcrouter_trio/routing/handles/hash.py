@@ -298,7 +298,9 @@ class HashRoute(OverChildren):
     hash_func: str = config_field(default="Ch3", check=check_mcrouter_hash_func)
     salt: str = ""
     weights: tuple[float, ...] | None = config_field(default=None, check=check_optional_weights)
-    name: str = "HashRoute"
+    #: Only named in the error of a route without children, as mcrouter's (empty
+    #: unless the config gives one: "HashRoute with empty children, name: ").
+    name: str = ""
     select: Callable[[bytes], int] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
