@@ -825,10 +825,9 @@ def test_listen_sock_fd_that_is_no_socket_is_refused() -> None:
 
 def test_tko_reconfigure(proxy_factory: ProxyFactory, tmp_path: Path) -> None:
     """test_tko_reconfigure.py test_tko_reconfigure: a down server is TKO after one
-    failure (`--timeouts-until-tko 1`); a config without it clears its TKO and logs so.
-    mcrouter's test changes only the pool's server_timeout: there a new destination
-    replaces the TKO one, while this proxy keeps one connection (and its health) per
-    server whatever the timeout, so the server is dropped from the config instead."""
+    failure (`--timeouts-until-tko 1`); a config that changes only the pool's
+    server_timeout replaces its destination (one per server timeout, as mcrouter's),
+    which clears the TKO and logs so."""
     port = free_port()  # nothing listens there
     proxy = proxy_factory(
         mcrouter_config("test_tko_reconfigure1", [port]), "--timeouts-until-tko", "1",
@@ -841,6 +840,6 @@ def test_tko_reconfigure(proxy_factory: ProxyFactory, tmp_path: Path) -> None:
         assert list(suspects) == [f"127.0.0.1:{port}"]
         assert suspects[f"127.0.0.1:{port}"].startswith("status:tko num_failures:")
         config_file = next(tmp_path.glob("config-*.json"))
-        config_file.write_text(mcrouter_config("test_probe_timeout_reconfig"))
+        config_file.write_text(mcrouter_config("test_tko_reconfigure2", [port]))
         assert poll(lambda: mcr.stats("suspect_servers") == {}, seconds=10)
     assert poll(lambda: f"127.0.0.1:{port} was TKO, removed from config" in proxy.log())

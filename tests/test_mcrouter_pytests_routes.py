@@ -685,3 +685,19 @@ def test_async_files(config: str, config_hash: str, tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("name", "timeouts"),
+    [("test_duplicate_servers", [1000]), ("test_duplicate_servers_difftimeouts", [1000, 2000])],
+)
+def test_duplicate_servers(
+    memcached: Memcached, proxy_factory: ProxyFactory, name: str, timeouts: list[int]
+) -> None:
+    """test_mcrouter.py TestDuplicateServers and TestDuplicateServersDiffTimeouts: a
+    server listed several times is one destination per server timeout, each with its
+    `stats servers` line, before any request."""
+    proxy = proxy_factory(mcrouter_config(name, [memcached]), "-R", "/a/a/")
+    with mc(proxy) as mcr:
+        keys = sorted(mcr.stats("servers"))
+    assert keys == [f"{memcached.address}:ascii:plain:notcompressed-{ms}" for ms in timeouts]

@@ -8,8 +8,8 @@ from mcrouter_trio.routing._base import Route
 
 DEFAULT_SERVER_TIMEOUT_MS = 1000
 
-#: (host, port, protocol, mech, server name): one destination per distinct key.
-ConnectionKey = tuple[str, int, str, str, str | None]
+#: (host, port, protocol, mech, server name, timeout): one destination per distinct key.
+ConnectionKey = tuple[str, int, str, str, str | None, int]
 
 
 @attrs.frozen(cache_hash=True)  # hashed per request to find its destination
@@ -41,13 +41,15 @@ class ServerSpec:
 
     @property
     def identity(self) -> ConnectionKey:
-        """What makes two specs one connection: the address, protocol and TLS settings.
+        """What makes two specs one connection: the address, protocol, TLS settings and
+        server timeout.
 
-        Timeouts are not part of it: they travel with each request, so pools that
-        list a server with different timeouts share its connection, and a reload
-        that changes a timeout keeps the connection.
+        As mcrouter's destinations, one connection per server timeout: pools that list
+        a server with different timeouts get a connection (and a `stats servers` line)
+        each, and a reload that changes a server's timeout replaces its connection. TKO
+        state is the host:port's, whatever the timeout.
         """
-        return (self.host, self.port, self.protocol, self.mech, self.server_name)
+        return (self.host, self.port, self.protocol, self.mech, self.server_name, self.timeout_ms)
 
     @property
     def address(self) -> str:

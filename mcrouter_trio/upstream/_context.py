@@ -1,7 +1,7 @@
 """The routing context at run time: what route handles reach I/O and time through.
 
 `ProxyContext` owns the destination registry: one `Destination` per connection
-identity (address, protocol, TLS settings; see `ServerSpec.identity`), shared by
+identity (address, protocol, TLS settings, timeout; see `ServerSpec.identity`), shared by
 every client and by every route tree, so a new tree keeps the connections. Each
 destination's task starts in the destination nursery the first time it is needed.
 It also owns the proxy's one timer task (`call_later`), the cap on
