@@ -597,8 +597,11 @@ def test_flush_all(
 
 
 def test_largeobj(start_mcrouter: Callable[..., McClient]) -> None:
-    """test_largeobj.py: a 2 MiB + 1 value is refused by the proxy itself (mcrouter's
-    test asserts only that the set does not succeed); its server is never reached."""
+    """test_largeobj.py, as this proxy answers it: a 2 MiB + 1 value is refused by the
+    proxy itself with memcached's reply, and its server is never reached. mcrouter has
+    no limit of its own (its test's mock server stores the value); here
+    `--max-value-size` stands for the servers' `-I` (1 MiB, memcached's default), so
+    that the proxy's answers to bad and oversized data blocks are memcached's."""
     mcr = start_mcrouter("test_largeobj")
     value = b"x" * (1024 * 1024 * 2 + 1)
     mcr.client.send(b"set test_largeobj 0 0 %d\r\n%s\r\n" % (len(value), value))
