@@ -4,11 +4,12 @@ Each case runs one of memcached's Perl test files with
 `tests/memcached_t/ProxiedMemcached.pm` loaded first: every server the file starts
 is a real memcached with the file's server arguments and `python -m mcrouter_trio`
 in front of it (a PoolRoute of that memcached; a few files also with a pool of
-two), and the file's sockets talk to the proxy. A case passes when every subtest
-passes, except the subtests listed against the file: those check something the
-proxy answers itself by design (its own `stats`, `slabs`), and they must fail, so
-that a list gone stale is noticed. Files that cannot apply to a proxy are listed
-as skipped, with the reason. tests/memcached_t/README.md has the provenance.
+two, and over TLS to memcached -Z), and the file's sockets talk to the proxy. A
+case passes when every subtest passes, except the subtests listed against the
+file: those check something the proxy answers itself by design (its own `stats`,
+`slabs`), and they must fail, so that a list gone stale is noticed. Files that
+cannot apply to a proxy are listed as skipped, with the reason.
+tests/memcached_t/README.md has the provenance.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from _pki import make_pki
 
 SUITE = Path(__file__).parent / "memcached_t"
 #: One file's longest run here is about 15 s (getset.t, 37991 subtests).
@@ -162,7 +164,7 @@ class TapRun:
         )
 
 
-def _run_perl_test(name: str, servers: int) -> subprocess.CompletedProcess[str]:
+def _run_perl_test(name: str, env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
     perl = shutil.which("perl")
     if perl is None or subprocess.run([perl, "-MTest::More", "-e", "1"]).returncode:
         pytest.skip("perl (with Test::More) is not installed: apt-get install -y perl")
@@ -172,7 +174,7 @@ def _run_perl_test(name: str, servers: int) -> subprocess.CompletedProcess[str]:
         **os.environ,
         "MEMCACHED_BIN": shutil.which("memcached") or "memcached",
         "MCROUTER_TRIO_PYTHON": sys.executable,
-        "MEMCACHED_T_SERVERS": str(servers),
+        **env_overrides,
     }
     # A session of its own, so that a file which hangs is killed with the memcached
     # and proxy processes it started.
@@ -197,8 +199,9 @@ def _failure_report(output: str, numbers: set[int]) -> str:
     return "\n".join(block[:1500] for block in chosen[:10])
 
 
-def _check_test_file(name: str, servers: int) -> None:
-    run = _run_perl_test(name, servers)
+def _check_test_file(name: str, **env_overrides: str) -> None:
+    """Run `name` (the shim's environment variables in `env_overrides`) and judge it."""
+    run = _run_perl_test(name, env_overrides)
     tap = TapRun.parse(run.stdout)
     assert tap.planned is not None, f"{name} printed no plan:\n{run.stdout[-4000:]}"
     missing = set(range(1, tap.planned + 1)) - tap.seen
@@ -223,7 +226,7 @@ def _check_test_file(name: str, servers: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(KNOWN_DIFFERENCES))
 def test_memcached_test_file_passes_through_the_proxy(name: str) -> None:
-    _check_test_file(name, servers=1)
+    _check_test_file(name)
 
 
 #: Files whose keys, multi-gets, pipelines or flush_all a pool of two servers splits
@@ -234,7 +237,23 @@ TWO_SERVER_FILES = ["cas.t", "flush-all.t", "getandtouch.t", "incrdecr.t", "meta
 
 @pytest.mark.parametrize("name", TWO_SERVER_FILES)
 def test_memcached_test_file_passes_through_a_two_server_pool(name: str) -> None:
-    _check_test_file(name, servers=2)
+    _check_test_file(name, MEMCACHED_T_SERVERS="2")
+
+
+#: Files with large values, pipelines and multi-gets, run with the proxy talking TLS to
+#: memcached -Z: the TLS client path, and single gets batched (--batch-gets' default).
+TLS_FILES = ["getset.t", "metaget.t", "noreply.t", "cas.t", "issue_70.t"]
+
+
+@pytest.mark.parametrize("name", TLS_FILES)
+def test_memcached_test_file_passes_through_the_proxy_over_tls(name: str, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    _check_test_file(
+        name,
+        MEMCACHED_T_SERVER_ARGS=f"-Z -o ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key}",
+        MEMCACHED_T_SERVER_MECH="ascii:ssl",
+        MCROUTER_TRIO_ARGS=f"--pem-ca-path {pki.ca_file} --ssl-verify-peers",
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SKIPPED))
@@ -246,8 +265,9 @@ def test_every_copied_test_file_is_run() -> None:
     copied = {path.name for path in (SUITE / "t").glob("*.t")}
     assert copied == set(KNOWN_DIFFERENCES)
     assert not copied & set(SKIPPED)
-    assert set(TWO_SERVER_FILES) <= copied
-    assert not any(KNOWN_DIFFERENCES[name] for name in TWO_SERVER_FILES)
+    for variant in (TWO_SERVER_FILES, TLS_FILES):
+        assert set(variant) <= copied
+        assert not any(KNOWN_DIFFERENCES[name] for name in variant)
 
 
 def test_tap_parse_reads_plan_and_failures() -> None:

@@ -13,7 +13,9 @@ package ProxiedMemcached;
 # (the interpreter that runs the proxy, default python3), MEMCACHED_T_DIRECT=1
 # (no proxy: the test talks to memcached itself, the baseline to compare with),
 # MEMCACHED_T_SERVERS (how many memcached the pool holds, default 1),
-# MCROUTER_TRIO_ARGS (more proxy flags, split on spaces).
+# MEMCACHED_T_SERVER_ARGS (more memcached flags, split on spaces: -Z ...),
+# MEMCACHED_T_SERVER_MECH (after each server's host:port in the config, as
+# "ascii:ssl"), MCROUTER_TRIO_ARGS (more proxy flags, split on spaces).
 use strict;
 use warnings;
 use FindBin qw($Bin);
@@ -62,7 +64,9 @@ no warnings 'redefine';
 
 *MemcachedTest::new_memcached = sub {
     my ($args, $passed_port) = @_;
-    my @server_args = split ' ', defined $args ? $args : "";
+    my @server_args = (split(' ', defined $args ? $args : ""),
+                       split(' ', $ENV{MEMCACHED_T_SERVER_ARGS} || ""));
+    my $mech = $ENV{MEMCACHED_T_SERVER_MECH} ? ":$ENV{MEMCACHED_T_SERVER_MECH}" : "";
     push @server_args, "-u", "root" if $< == 0;
     # The proxy listens where the test asked for memcached; each memcached gets
     # a port of its own, loopback only, and no UDP port.
@@ -88,7 +92,7 @@ no warnings 'redefine';
             );
         }
         $conn->close;
-        push @servers, qq("127.0.0.1:$port");
+        push @servers, qq("127.0.0.1:$port$mech");
     }
 
     my $config = qq({"pools": {"A": {"servers": [) . join(", ", @servers) . qq(]}},)
