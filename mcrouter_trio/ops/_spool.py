@@ -99,7 +99,7 @@ class AsyncLogWriter:
         *,
         version2: bool = False,
         client_writes: WriteBatch | None = None,
-        on_spooled: Callable[[int], None] | None = None,
+        on_spooled: Callable[[int, bool], None] | None = None,
     ) -> None:
         self._file = file
         self._names = names
@@ -162,8 +162,8 @@ class AsyncLogWriter:
     def _answer(self, batch: list[tuple[bytes, Pending, Reply]], written: bool) -> None:
         if not batch:
             return
-        if written and self._on_spooled is not None:
-            self._on_spooled(len(batch))
+        if self._on_spooled is not None:
+            self._on_spooled(len(batch), written)
         writes = self._client_writes
         writes.hold()
         try:
