@@ -239,6 +239,20 @@ RESULT_FAMILIES: Final = {
 }
 
 
+#: How the help of each `result_*` family names its results.
+_RESULT_WORDS: Final = {
+    "error": "an error",
+    "connect_error": "a connect error",
+    "connect_timeout": "a connect timeout",
+    "data_timeout": "no reply in time",
+    "busy": "busy (too many requests pending)",
+    "tko": "TKO (refused unsent)",
+    "client_error": "CLIENT_ERROR",
+    "local_error": "a local error (the proxy shutting down)",
+    "remote_error": "SERVER_ERROR or a broken connection",
+}
+
+
 def _result_counts() -> tuple[Stat, ...]:
     groups = Group.ODS | Group.COUNT
     return tuple(
@@ -246,8 +260,8 @@ def _result_counts() -> tuple[Stat, ...]:
             f"result_{family}{every}_count",
             Kind.COUNTER,
             Source.STORED,
-            f"requests to servers answered {family.replace('_', ' ')}"
-            + (" (failover and shadow ones too)" if every else " (not as a failover)"),
+            f"requests to servers that got {_RESULT_WORDS[family]}"
+            + (", failovers and shadow copies too" if every else ", not as a failover"),
             resets=True,
             groups=groups,
         )

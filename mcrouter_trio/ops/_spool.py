@@ -105,6 +105,7 @@ class AsyncLogWriter:
         self._names = names
         self._version2 = version2
         self._client_writes = client_writes or WriteBatch()
+        #: Told of every batch answered: its deletes, and whether they were written.
         self._on_spooled = on_spooled
         self._batch: list[tuple[bytes, Pending, Reply]] = []
         #: The batch being written (answered with its errors if the task is cancelled).
