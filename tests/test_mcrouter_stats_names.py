@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import test_mcrouter_pytests
+import test_tls_e2e
+from _pki import Pki
 from conftest import (
     Client,
     Conn,
@@ -31,8 +33,10 @@ from test_metrics import scrape
 
 from mcrouter_trio.counters import PROXY_STATS
 
-#: The sibling module's fixture, made this module's too (pytest finds it by name).
+#: The sibling modules' fixtures, made this module's too (pytest finds them by name).
 start_mcrouter = test_mcrouter_pytests.start_mcrouter
+pki = test_tls_e2e.pki
+relay_factory = test_tls_e2e.relay_factory
 
 FaultServerFactory = Callable[[Callable[[Conn], None]], FaultServer]
 
@@ -267,6 +271,33 @@ def test_successes_count_as_replies_not_errors(
     assert stats["destination_requests_sum"] > 0  # per second over the window
     assert stats["destination_batch_size"] == 1
     assert stats["duration_us"] > 0  # the mean server latency of the window
+
+
+def test_tls_connections_and_resumption(
+    proxy_factory: ProxyFactory,
+    memcached_factory: Callable[..., Memcached],
+    pki: Pki,
+    relay_factory: Callable[[int], test_tls_e2e.RecordingRelay],
+) -> None:
+    """`num_ssl_connections_*` and `num_ssl_resumption_*`, as ProxyDestination.cpp counts
+    them: a handshake that offered a session is an attempt, one that resumed it a
+    success. A broken connection is closed and the next one resumes the session."""
+    server = memcached_factory(*test_tls_e2e.memcached_tls_args(pki, "ssl_session_cache"))
+    relay = relay_factory(server.port)
+    proxy = proxy_factory(test_tls_e2e.ssl_pool(relay.address), *pki.client_flags())
+    with closing(Client(proxy.port)) as client:
+        assert client.call(SET) == b"STORED\r\n"
+        stats = stats_all(client)
+    assert stats["num_ssl_servers"] == stats["num_ssl_servers_up"] == "1"
+    assert stats["num_ssl_connections_opened"] == stats["num_connections_opened"] == "1"
+    assert stats["num_ssl_resumption_attempts"] == "0"
+    relay.drop_connections()
+    assert poll(lambda: test_tls_e2e.reconnected(proxy.port, b"k"), 10)
+    with closing(Client(proxy.port)) as client:
+        stats = stats_all(client)
+    assert stats["num_ssl_connections_opened"] == "2"
+    assert stats["num_ssl_connections_closed"] == stats["num_connections_closed"] == "1"
+    assert stats["num_ssl_resumption_attempts"] == stats["num_ssl_resumption_successes"] == "1"
 
 
 # -- failover ------------------------------------------------------------------------

@@ -178,10 +178,6 @@ class ProxyStats(ProxyCounters):
         body = "".join(f"STAT {name} {value}\r\n" for name, value in lines)
         return Reply(Result.OK, body.encode() + b"END\r\n")
 
-    def basic(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
-        """The `stats` lines: this process's values, plus the other workers' summed ones."""
-        return self.group(Group.BASIC, destinations)
-
     def group(
         self, groups: Group, destinations: Mapping[ServerSpec, Destination]
     ) -> list[tuple[str, str]]:
@@ -419,11 +415,6 @@ def suspect_servers(destinations: Mapping[ServerSpec, Destination]) -> list[tupl
         if t.failures > 0
     ]
     return sorted(lines)
-
-
-#: Basic stats whose value is text, left out of `ods` and the stats file (as mcrouter's
-#: string stats are).
-_TEXT_STATS: Final = frozenset(stat.name for stat in PROXY_STATS if stat.text)
 
 
 def _number(text: str) -> int | float:
