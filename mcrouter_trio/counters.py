@@ -1,7 +1,8 @@
 """Every stat the proxy reports, declared once.
 
-`PROXY_STATS` is mcrouter's basic `stats` group, line by line in the order `stats`
-shows it; `SERVER_STATS` is the fields of one `stats servers` line. Everything that
+`PROXY_STATS` is every line of `stats all`, in order, each in the groups (`stats`,
+`stats detailed`, `ods`, `count`) that show it and with mcrouter's name where mcrouter
+has the stat; `SERVER_STATS` is the fields of one `stats servers` line. Everything that
 reports stats is rendered from these two tables: `stats`, `stats servers`, `stats reset`,
 the snapshot each `--num-proxies` worker puts on the stats board, and the Prometheus
 metrics (`ops/_metrics.py`, where each stat's kind picks counter or gauge).
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from mcrouter_trio.messages import Op
+from mcrouter_trio.messages import Op, Result
 
 
 class Kind(enum.Enum):
@@ -32,6 +33,34 @@ class Kind(enum.Enum):
     GAUGE = "gauge"
     #: A fact about the process: its version, pid, the time.
     INFO = "info"
+
+
+class Group(enum.Flag):
+    """mcrouter's stat groups (`stats.h`): which `stats <group>` shows a stat, and how.
+
+    A stat in `RATE` shows events per second over the last four minutes, one in `MAX`
+    or `MAX_MAX` the highest value seen in that window, one in `AVG` a mean over it
+    (`StatWindow`); the others show their value.
+    """
+
+    BASIC = enum.auto()
+    DETAILED = enum.auto()
+    ODS = enum.auto()
+    COUNT = enum.auto()
+    RATE = enum.auto()
+    MAX = enum.auto()
+    MAX_MAX = enum.auto()
+    AVG = enum.auto()
+
+
+#: Where the proxy's own stats show: `stats`, `stats detailed`, `stats all` and, when
+#: numeric, `stats ods` (mcrouter's names among them keep mcrouter's groups).
+OWN_GROUPS: Final = Group.BASIC | Group.DETAILED | Group.ODS
+#: Every group: what `stats all` shows.
+ALL_GROUPS: Final = (
+    Group.BASIC | Group.DETAILED | Group.ODS | Group.COUNT
+    | Group.RATE | Group.MAX | Group.MAX_MAX | Group.AVG
+)  # fmt: skip
 
 
 class Source(enum.Enum):
@@ -65,6 +94,11 @@ class Stat:
     text: bool = False
     """Its value is text, not a number (left out of `ods`, the stats files and metrics'
     numbers; a label of the `info` metric)."""
+    groups: Group = OWN_GROUPS
+    """The `stats` groups that show it (mcrouter's `GROUP` in `stat_list.h`)."""
+    rate_of: str | None = None
+    """For a `RATE` stat with a `_count` twin: the twin, whose count it is the rate of
+    (the stat then has no value of its own: it is neither summed nor a metric)."""
 
     def __attrs_post_init__(self) -> None:
         if (self.op is not None) != (self.source is Source.OP):
@@ -73,6 +107,10 @@ class Stat:
             raise ValueError(f"{self.name}: a computed stat has nothing to reset")
         if self.text and (self.kind is not Kind.INFO or self.summed):
             raise ValueError(f"{self.name}: only an info stat, never summed, is text")
+        if self.rate_of is not None and (
+            Group.RATE not in self.groups or self.source is not Source.COMPUTED or self.summed
+        ):
+            raise ValueError(f"{self.name}: a rate of a twin is a computed, unsummed RATE stat")
 
 
 def _info(name: str, help: str, *, text: bool = False) -> Stat:
@@ -96,7 +134,203 @@ def _requests(name: str, op: Op) -> Stat:
     return Stat(name, Kind.COUNTER, Source.OP, f"{op.name} requests received", resets=True, op=op)
 
 
-#: The basic `stats` group, in the order `stats` shows it.
+def _mcrouter_counter(name: str, help: str, *, groups: Group | None = None) -> Stat:
+    groups = Group.ODS | Group.BASIC | Group.DETAILED if groups is None else groups
+    return Stat(name, Kind.COUNTER, Source.STORED, help, resets=True, groups=groups)
+
+
+def _ssl_servers() -> tuple[Stat, ...]:
+    groups = Group.ODS | Group.BASIC | Group.DETAILED
+    help = "servers reached over TLS, in the worker answering"
+    return (
+        Stat("num_ssl_servers", Kind.GAUGE, Source.COMPUTED, help, summed=False, groups=groups),
+        *(
+            Stat(
+                f"num_ssl_servers_{state}",
+                Kind.GAUGE,
+                Source.COMPUTED,
+                f"servers reached over TLS whose connection is {state}, in the worker answering",
+                summed=False,
+                groups=groups,
+            )
+            for state in ("new", "up", "down", "closed")
+        ),
+    )
+
+
+def _tko_servers(kind: str) -> Stat:
+    return Stat(
+        f"num_{kind}_tko_count",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        f"servers {kind} TKO now (each worker's count, added up)",
+        groups=Group.ODS | Group.BASIC | Group.DETAILED,
+    )
+
+
+def _process(name: str, kind: Kind, help: str, format: str = "") -> Stat:
+    groups = Group.BASIC | Group.DETAILED
+    return Stat(name, kind, Source.COMPUTED, help, format=format, groups=groups)
+
+
+def _rate_of(name: str, twin: str, groups: Group = Group.ODS | Group.DETAILED) -> Stat:
+    return Stat(
+        name,
+        Kind.GAUGE,
+        Source.COMPUTED,
+        f"{twin} per second, within the window",
+        summed=False,
+        format="g",
+        groups=groups | Group.RATE,
+        rate_of=twin,
+    )
+
+
+def _failover(name: str, help: str, *, groups: Group | None = None) -> Stat:
+    """A counter of a routing event; in the RATE group `stats` shows it per second."""
+    groups = Group.ODS | Group.DETAILED | Group.RATE if groups is None else groups
+    return Stat(name, Kind.COUNTER, Source.STORED, help, resets=True, groups=groups)
+
+
+#: FailoverRoute's orders, by the names mcrouter gives their stats.
+FAILOVER_POLICIES: Final = ("inorder", "least_failures", "deterministic_order")
+
+
+def _failover_policies() -> tuple[Stat, ...]:
+    return tuple(
+        stat
+        for policy in FAILOVER_POLICIES
+        for stat in (
+            _failover(
+                f"failover_{policy}_policy",
+                f"requests a FailoverRoute ordered by its {policy} policy sent on",
+            ),
+            _failover(
+                f"failover_{policy}_policy_failed",
+                f"requests every child of such a FailoverRoute ({policy} policy) failed",
+            ),
+        )
+    )
+
+
+#: The result families of mcrouter's `result_*` stats, and the results each counts.
+RESULT_FAMILIES: Final = {
+    "error": frozenset(
+        {
+            Result.TIMEOUT,
+            Result.CONNECT_ERROR,
+            Result.CONNECT_TIMEOUT,
+            Result.BUSY,
+            Result.TKO,
+            Result.REMOTE_ERROR,
+            Result.LOCAL_ERROR,
+            Result.CLIENT_ERROR,
+            Result.ERROR,
+        }
+    ),
+    "connect_error": frozenset({Result.CONNECT_ERROR}),
+    "connect_timeout": frozenset({Result.CONNECT_TIMEOUT}),
+    "data_timeout": frozenset({Result.TIMEOUT}),
+    "busy": frozenset({Result.BUSY}),
+    "tko": frozenset({Result.TKO}),
+    "client_error": frozenset({Result.CLIENT_ERROR}),
+    "local_error": frozenset({Result.LOCAL_ERROR}),
+    "remote_error": frozenset({Result.REMOTE_ERROR}),
+}
+
+
+#: How the help of each `result_*` family names its results.
+_RESULT_WORDS: Final = {
+    "error": "an error",
+    "connect_error": "a connect error",
+    "connect_timeout": "a connect timeout",
+    "data_timeout": "no reply in time",
+    "busy": "busy (too many requests pending)",
+    "tko": "TKO (refused unsent)",
+    "client_error": "CLIENT_ERROR",
+    "local_error": "a local error (the proxy shutting down)",
+    "remote_error": "SERVER_ERROR or a broken connection",
+}
+
+
+def _result_counts() -> tuple[Stat, ...]:
+    groups = Group.ODS | Group.COUNT
+    return tuple(
+        Stat(
+            f"result_{family}{every}_count",
+            Kind.COUNTER,
+            Source.STORED,
+            f"requests to servers that got {_RESULT_WORDS[family]}"
+            + (", failovers and shadow copies too" if every else ", not as a failover"),
+            resets=True,
+            groups=groups,
+        )
+        for family in RESULT_FAMILIES
+        for every in ("", "_all")
+    )
+
+
+def _result_rates() -> tuple[Stat, ...]:
+    return tuple(
+        _rate_of(f"result_{family}{every}", f"result_{family}{every}_count")
+        for family in RESULT_FAMILIES
+        for every in ("", "_all")
+    )
+
+
+def _results_named(suffix: str) -> dict[Result, tuple[str, ...]]:
+    return {
+        result: tuple(
+            f"result_{family}{suffix}"
+            for family, results in RESULT_FAMILIES.items()
+            if result in results
+        )
+        for result in Result
+    }
+
+
+#: Per result, the `result_*_count` stats (requests not sent as a failover) it counts in.
+RESULT_COUNTS: Final = _results_named("_count")
+#: Per result, every `result_*` stat a request to a server with that result counts in.
+RESULT_ALL_COUNTS: Final = {
+    result: names + _results_named("_all_count")[result] for result, names in RESULT_COUNTS.items()
+}
+
+
+def count_result(counters: _Counters, result: Result, requests: int = 1) -> None:
+    """`requests` sent to servers (or refused before sending) got `result`.
+
+    Called where an error reply is made (failure paths only): a success is counted
+    in no `result_*` stat.
+    """
+    for name in RESULT_ALL_COUNTS[result]:
+        setattr(counters, name, getattr(counters, name) + requests)
+
+
+def count_failover_result(counters: _Counters, result: Result) -> None:
+    """A failover child's request got `result`: mcrouter counts it in the `_all` stats
+    only, so it is taken back out of the others (`count_result` put it in both)."""
+    for name in RESULT_COUNTS[result]:
+        # Never below zero: a reply some route made up (ErrorRoute) was not counted.
+        setattr(counters, name, max(0, getattr(counters, name) - 1))
+
+
+def _destination_sum(name: str, help: str) -> Stat:
+    """A count over every server's counters, shown per second (`BASIC | RATE`)."""
+    return Stat(name, Kind.COUNTER, Source.COMPUTED, help, groups=Group.BASIC | Group.RATE)
+
+
+def _outstanding(name: str, help: str) -> Stat:
+    return Stat(name, Kind.GAUGE, Source.COMPUTED, help, groups=Group.ODS | Group.BASIC)
+
+
+def _window(name: str, help: str, groups: Group) -> Stat:
+    """Worked out by the answering worker over the window, from summed values."""
+    fmt = "g" if Group.MAX not in groups and Group.MAX_MAX not in groups else ""
+    return Stat(name, Kind.GAUGE, Source.COMPUTED, help, summed=False, format=fmt, groups=groups)
+
+
+#: Every proxy stat, in the order `stats all` shows them.
 PROXY_STATS: Final = (
     _info("version", "mcrouter-trio's version", text=True),
     _info("commandargs", "the command line the proxy was started with", text=True),
@@ -214,6 +448,139 @@ PROXY_STATS: Final = (
         Kind.GAUGE,
         Source.STORED,
         "seconds since the oldest delete not replayed yet was spooled (last replay pass)",
+    ),
+    # mcrouter's names (`stat_list.h`), in its order and groups, where they mean
+    # something here (docs/operations.md lists the ones left out, and why).
+    Stat(
+        "num_client_connections",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        "client connections open (curr_connections, by mcrouter's name)",
+        groups=Group.ODS | Group.DETAILED,
+    ),
+    *_ssl_servers(),
+    _mcrouter_counter("num_connections_opened", "connections to servers opened"),
+    _mcrouter_counter("num_connections_closed", "connections to servers closed (or lost)"),
+    _mcrouter_counter("num_ssl_connections_opened", "TLS connections to servers opened"),
+    _mcrouter_counter("num_ssl_connections_closed", "TLS connections to servers closed"),
+    _mcrouter_counter(
+        "num_ssl_resumption_attempts", "TLS connections to servers that offered a session"
+    ),
+    _mcrouter_counter(
+        "num_ssl_resumption_successes", "TLS connections to servers that resumed a session"
+    ),
+    _tko_servers("soft"),
+    _tko_servers("hard"),
+    Stat(
+        "ps_rss",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        "resident memory, bytes (/proc/self/stat)",
+        groups=Group.ODS | Group.BASIC,
+    ),
+    _process("ps_num_minor_faults", Kind.COUNTER, "page faults served without I/O"),
+    _process("ps_num_major_faults", Kind.COUNTER, "page faults that read from disk"),
+    _process("ps_user_time_sec", Kind.COUNTER, "CPU seconds in user mode (/proc)", "g"),
+    _process("ps_system_time_sec", Kind.COUNTER, "CPU seconds in the kernel (/proc)", "g"),
+    _process("ps_vsize", Kind.GAUGE, "virtual memory size, bytes"),
+    Stat(
+        "proxy_request_num_outstanding",
+        Kind.GAUGE,
+        Source.COMPUTED,
+        "requests received from clients and not answered yet",
+        groups=Group.ODS | Group.DETAILED,
+    ),
+    Stat(
+        "request_sent_count",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "requests received from clients and routed (every command)",
+        groups=Group.COUNT,
+    ),
+    _mcrouter_counter(
+        "request_error_count",
+        "requests whose reply to the client was an error",
+        groups=Group.COUNT,
+    ),
+    Stat(
+        "request_success_count",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "requests whose reply to the client was not an error",
+        groups=Group.COUNT,
+    ),
+    Stat(
+        "request_replied_count",
+        Kind.COUNTER,
+        Source.COMPUTED,
+        "requests answered",
+        groups=Group.COUNT,
+    ),
+    _rate_of("request_sent", "request_sent_count"),
+    _rate_of("request_error", "request_error_count"),
+    _rate_of("request_success", "request_success_count"),
+    _rate_of("request_replied", "request_replied_count"),
+    _failover("failover_all", "requests a FailoverRoute sent on past its first child"),
+    _rate_of("failover_all_failed", "failover_all_failed_count"),
+    _failover("failover_rate_limited", "failovers a FailoverRoute's failover_limit did not allow"),
+    *_failover_policies(),
+    _failover(
+        "total_latency_injected",
+        "requests a LatencyInjectionRoute padded out to its total latency",
+    ),
+    *_result_counts(),
+    _failover(
+        "failover_policy_result_error",
+        "errors (not TKO) that made a FailoverRoute try another child",
+        groups=Group.ODS | Group.COUNT,
+    ),
+    _failover(
+        "failover_all_failed_count",
+        "requests every child of a FailoverRoute failed (an error from the last)",
+        groups=Group.ODS | Group.COUNT,
+    ),
+    _failover(
+        "failover_policy_tko_error",
+        "TKO, connect error or connect timeout replies that made a FailoverRoute move on",
+        groups=Group.ODS | Group.COUNT,
+    ),
+    _rate_of("final_result_error", "request_error_count"),
+    *_result_rates(),
+    _failover(
+        "asynclog_requests_rate",
+        "failed deletes offered to the spool, written or not (per second)",
+        groups=Group.ODS | Group.BASIC | Group.RATE,
+    ),
+    _rate_of("asynclog_spool_success_rate", "asynclog_spooled", Group.ODS | Group.BASIC),
+    _destination_sum("destination_batches_sum", "writes to servers (per second)"),
+    _destination_sum("destination_requests_sum", "requests written to servers (per second)"),
+    _window(
+        "max_num_tko",
+        "the most servers TKO at once, within the window",
+        Group.ODS | Group.BASIC | Group.MAX_MAX,
+    ),
+    _outstanding("destination_pending_reqs", "requests queued for servers, not written yet"),
+    _outstanding("destination_inflight_reqs", "requests written to servers, awaiting replies"),
+    _window(
+        "destination_batch_size",
+        "requests per write to a server, within the window",
+        Group.ODS | Group.BASIC,
+    ),
+    _window(
+        "duration_us",
+        "mean microseconds from a request's write to a server to its reply, within the window",
+        Group.ODS | Group.BASIC | Group.AVG,
+    ),
+    _window(
+        "destination_max_pending_reqs",
+        "the most requests queued for servers at once (sampled each second), within the window",
+        Group.ODS | Group.BASIC | Group.MAX,
+    ),
+    _window(
+        "destination_max_inflight_reqs",
+        "the most requests awaiting servers' replies at once (sampled each second), "
+        "within the window",
+        Group.ODS | Group.BASIC | Group.MAX,
     ),
     # Per command, named as memcached and mcrouter name them.
     _requests("cmd_get", Op.GET),

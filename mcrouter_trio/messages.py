@@ -137,6 +137,9 @@ FAILOVER_ERRORS: Final = frozenset(
     }
 )
 ERRORS: Final = FAILOVER_ERRORS | {Result.CLIENT_ERROR, Result.ERROR}
+#: The results from this one on are the errors: `result >= FIRST_ERROR` is `result in
+#: ERRORS` at the cost of an integer comparison (for per-reply counting).
+FIRST_ERROR: Final = Result.TIMEOUT
 #: Results that count as a hit for warm-up and miss-failover logic.
 HITS: Final = frozenset({Result.FOUND, Result.DELETED, Result.TOUCHED, Result.OK})
 

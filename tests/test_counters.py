@@ -16,7 +16,7 @@ import pytest
 from conftest import Client, Memcached, free_port, pool_config, stats_on, wait_for_port
 
 import mcrouter_trio
-from mcrouter_trio.counters import PROXY_STATS, SERVER_STATS, Kind, Source, Stat
+from mcrouter_trio.counters import PROXY_STATS, SERVER_STATS, Group, Kind, Source, Stat
 from mcrouter_trio.messages import Op, Request
 from mcrouter_trio.ops import ProxyStats, SharedStats, StatsBoard
 from mcrouter_trio.routing._specs import ServerSpec
@@ -68,17 +68,49 @@ def test_names_are_unique_and_declarations_consistent() -> None:
         Stat("x", Kind.COUNTER, Source.STORED, "x", op=Op.GET)
 
 
-def test_stats_shows_every_proxy_stat_in_table_order() -> None:
+def test_stats_all_shows_every_proxy_stat_in_table_order() -> None:
     stats = ProxyStats()
     destinations = {PLAIN: Destination(PLAIN)}
     bump_everything(stats, destinations, 0)
-    lines = dict(stats_lines(stats.reply([], destinations).raw))
-    assert list(lines) == [stat.name for stat in PROXY_STATS]
+    shown = stats_lines(stats.reply([b"all"], destinations).raw)
+    commands = [f"{stat.name}_count" for stat in PROXY_STATS if stat.op is not None]
+    assert [name for name, _ in shown] == [stat.name for stat in PROXY_STATS] + commands
+    lines = dict(shown)
     for stat in PROXY_STATS:
+        if Group.RATE in stat.groups:
+            continue  # per second over the window (test_stats_window.py)
         if stat.source is Source.STORED:
             assert lines[stat.name] == str(getattr(stats, stat.name))
         elif stat.op is not None:
             assert lines[stat.name] == str(stats.ops[stat.op])
+
+
+@pytest.mark.parametrize(
+    ("word", "group"),
+    [(b"", Group.BASIC), (b"detailed", Group.DETAILED), (b"count", Group.COUNT)],
+)
+def test_each_stats_group_shows_the_stats_of_its_group(word: bytes, group: Group) -> None:
+    stats = ProxyStats()
+    destinations = {PLAIN: Destination(PLAIN)}
+    shown = [name for name, _ in stats_lines(stats.reply([word] if word else [], destinations).raw)]
+    expected = [stat.name for stat in PROXY_STATS if group in stat.groups]
+    if group is Group.COUNT:
+        expected += [f"{stat.name}_count" for stat in PROXY_STATS if stat.op is not None]
+    assert shown == expected
+
+
+def test_stats_ods_shows_the_numbers_of_its_group_then_the_requests_per_command() -> None:
+    stats = ProxyStats()
+    destinations = {PLAIN: Destination(PLAIN)}
+    shown = [name for name, _ in stats_lines(stats.reply([b"ods"], destinations).raw)]
+    expected = [
+        stat.name
+        for stat in PROXY_STATS
+        if Group.ODS in stat.groups and not stat.text and stat.op is None
+    ]
+    expected += [f"{stat.name}_count" for stat in PROXY_STATS if stat.op is not None]
+    assert shown == expected
+    assert "result_client_error_count" in shown and "ps_rss" in shown
 
 
 def test_stats_servers_shows_every_server_stat_and_tls_ones_only_for_tls() -> None:
@@ -132,6 +164,20 @@ def vars_of(dest: Destination) -> Iterator[tuple[str, int]]:
             yield stat.name, getattr(dest.stats, stat.name)
 
 
+#: Computed stats that hold still between two looks in a test (no clock, no CPU time).
+_STILL_COMPUTED = frozenset(
+    {
+        "proxy_reqs_processing",
+        "destination_pending_reqs",
+        "destination_inflight_reqs",
+        "request_sent_count",
+        "request_replied_count",
+        "request_success_count",
+        "num_client_connections",
+    }
+)
+
+
 def test_a_worker_snapshot_carries_every_summed_stat_through_the_board() -> None:
     board = StatsBoard.for_servers(workers=2, servers=2)
     mine, theirs = ProxyStats(), ProxyStats()
@@ -143,12 +189,14 @@ def test_a_worker_snapshot_carries_every_summed_stat_through_the_board() -> None
     theirs.publish(their_dests)
     own = mine.values(my_dests)
     other = theirs.values(their_dests)
-    basic = dict(stats_lines(mine.reply([], my_dests).raw))
+    every = dict(stats_lines(mine.reply([b"all"], my_dests).raw))
     for stat in PROXY_STATS:
-        if stat.source is Source.COMPUTED and stat.name != "proxy_reqs_processing":
+        if stat.source is Source.COMPUTED and stat.name not in _STILL_COMPUTED:
             continue  # the clock and CPU time move on
+        if Group.RATE in stat.groups:
+            continue  # per second over the window (test_stats_window.py)
         expected = own[stat.name] + other[stat.name] if stat.summed else own[stat.name]
-        assert basic[stat.name] == format(expected, stat.format), stat.name
+        assert every[stat.name] == format(expected, stat.format), stat.name
     servers = dict(stats_lines(mine.reply([b"servers"], my_dests).raw))
     for spec in my_dests:
         (line,) = [v for k, v in servers.items() if k.startswith(f"{spec.address}:")]

@@ -34,6 +34,7 @@ import attrs
 
 from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.config._jsonc import ConfigError, loads_jsonc
+from mcrouter_trio.counters import ProxyCounters
 from mcrouter_trio.downstream._admin_request import (
     ROUTABLE_OPS,
     AdminError,
@@ -230,6 +231,8 @@ class RecordingContext:
         self.worker_index = worker_index
         self.asynclog: DeleteSpool | None = None  # a dry run spools nothing
         self.dry_run = True
+        #: Counted apart, and shown nowhere: a dry run is not traffic.
+        self.counters = ProxyCounters()
         self.background = Background()
         #: Each send recorded: the server and the request as it reached the server.
         self.sends: list[tuple[ServerSpec, Request]] = []

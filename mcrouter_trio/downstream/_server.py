@@ -96,6 +96,10 @@ class Proxy:
         self.keeper = SessionKeeper(self.reactor, stats)
         self.accept_shortage = AcceptShortage()
 
+    def unanswered(self) -> int:
+        """Requests the clients sent that have no reply yet (`proxy_request_num_outstanding`)."""
+        return sum(client.unanswered for client in self.reactor.clients.values())
+
     def handle(self, stream: trio.SocketStream | TLSSocket) -> None:
         """Serve one accepted connection; never lets an exception reach the listener."""
         try:
@@ -236,6 +240,7 @@ async def serve(
             worker_index=worker_index,
             health=settings.health,
             max_shadow_requests=settings.max_shadow_requests,
+            counters=stats,
         )
         router_settings = router_settings or RouterSettings()
         tree = config.tree(router_settings.default_route)
@@ -249,7 +254,9 @@ async def serve(
             )
         destination_nursery.start_soon(ctx.run_timers, name="route timers")
         proxy = Proxy(router, settings, stats)
+        stats.unanswered = proxy.unanswered
         destination_nursery.start_soon(proxy.reactor.run, name="client reactor")
+        destination_nursery.start_soon(stats.keep_window, ctx.destinations, name="stats window")
         reuse = settings.reuse_port
         plain = await open_listeners(settings.ports, settings.listen_addresses, reuse_port=reuse)
         plain += [inherited_listener(fd) for fd in settings.listen_fds]

@@ -61,7 +61,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from mcrouter_trio.downstream._reactor import ClientReactor
-from mcrouter_trio.messages import META, Op, Pending, Reply, Request, Result
+from mcrouter_trio.messages import FIRST_ERROR, META, Op, Pending, Reply, Request, Result
 from mcrouter_trio.protocol import (
     NEED_DATA,
     CloseConnection,
@@ -230,6 +230,11 @@ class ClientSession:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    @property
+    def unanswered(self) -> int:
+        """Requests read and routed whose reply has not gone to the output yet."""
+        return len(self._waiting) if self._waiting is not None else 0
 
     def _unsent(self) -> int:
         unsent = len(self._out)
@@ -434,6 +439,8 @@ class ClientSession:
                     pending.then(self._on_reply)
                 return
             waiting.popleft()
+            if reply.result >= FIRST_ERROR:
+                self.proxy.stats.request_error_count += 1  # one comparison per reply
             if (
                 request is None
                 or not request.noreply

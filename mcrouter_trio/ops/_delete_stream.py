@@ -40,8 +40,10 @@ def start_delete_stream(
 ) -> None:
     """Spool the deletes routes hand to `ctx.asynclog`; replay them (first worker only)."""
 
-    def spooled(count: int) -> None:
-        stats.asynclog_spooled += count
+    def spooled(count: int, written: bool) -> None:
+        stats.asynclog_requests_rate += count  # offered, as mcrouter counts them
+        if written:
+            stats.asynclog_spooled += count
 
     writer = AsyncLogWriter(
         SpoolFile(settings.root, settings.names, f"{os.getpid()}"),

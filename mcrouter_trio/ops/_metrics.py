@@ -4,7 +4,9 @@ Every metric comes from `PROXY_STATS` or `SERVER_STATS` (`counters.py`), read th
 the same sums over `--num-proxies` workers as `stats` and `stats servers`, so nothing
 is declared twice. The mapping, applied to the tables by `FAMILIES`:
 
-- a numeric proxy stat `x` is `mcrouter_x` (a counter is exposed as `mcrouter_x_total`);
+- a numeric proxy stat `x` is `mcrouter_x` (a counter is exposed as `mcrouter_x_total`,
+  as a count even where `stats` shows it per second); mcrouter's per-second twins of
+  `_count` stats (`result_error` of `result_error_count`, ...) are left out;
 - the requests per command (`cmd_get`, ...) are one counter, `mcrouter_requests_total`,
   labelled `command` (`get`, `meta_get`, ...);
 - the text stats (`version`, `commandargs`) are the labels of `mcrouter_info`;
@@ -86,7 +88,10 @@ def _metric_type(stat: Stat) -> str:
 
 _TEXT_STATS: Final = tuple(stat for stat in PROXY_STATS if stat.text)
 _COMMAND_STATS: Final = tuple(stat for stat in PROXY_STATS if stat.op is not None)
-_NUMERIC_STATS: Final = tuple(stat for stat in PROXY_STATS if not stat.text and stat.op is None)
+#: A `rate_of` stat is left out: its `_count` twin is the counter, whose `rate()` it is.
+_NUMERIC_STATS: Final = tuple(
+    stat for stat in PROXY_STATS if not stat.text and stat.op is None and stat.rate_of is None
+)
 
 INFO: Final = Family(
     f"{PREFIX}", "info", "the proxy: " + "; ".join(s.help for s in _TEXT_STATS),

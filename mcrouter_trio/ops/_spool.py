@@ -99,12 +99,13 @@ class AsyncLogWriter:
         *,
         version2: bool = False,
         client_writes: WriteBatch | None = None,
-        on_spooled: Callable[[int], None] | None = None,
+        on_spooled: Callable[[int, bool], None] | None = None,
     ) -> None:
         self._file = file
         self._names = names
         self._version2 = version2
         self._client_writes = client_writes or WriteBatch()
+        #: Told of every batch answered: its deletes, and whether they were written.
         self._on_spooled = on_spooled
         self._batch: list[tuple[bytes, Pending, Reply]] = []
         #: The batch being written (answered with its errors if the task is cancelled).
@@ -162,8 +163,8 @@ class AsyncLogWriter:
     def _answer(self, batch: list[tuple[bytes, Pending, Reply]], written: bool) -> None:
         if not batch:
             return
-        if written and self._on_spooled is not None:
-            self._on_spooled(len(batch))
+        if self._on_spooled is not None:
+            self._on_spooled(len(batch), written)
         writes = self._client_writes
         writes.hold()
         try:

@@ -1,10 +1,14 @@
 """`stats [group]`, `stats reset` and worker snapshots, all rendered from `counters`.
 
-Groups, as mcrouter's `stats.cpp` names them: the basic group (no word), `detailed` and
-`all` (the basic lines: the proxy tracks nothing more detailed), `ods` (the numeric
-basic lines and the `count` lines: what the stats file holds), `count` (requests per
-command, `cmd_<op>_count`), `servers`, `suspect_servers`, `version`, and `cmd-error`
-and `external`, which the proxy does not track and so answers with no lines.
+Groups, as mcrouter's `stats.cpp` names them: the basic group (no word), `detailed`,
+`all` (every line), `ods` (the numeric lines of the `ods` group, then the requests per
+command: what the stats file holds), `count` (the `count` group's counters, then the
+requests per command, `cmd_<op>_count`), `servers`, `suspect_servers`, `version`, and
+`cmd-error` and `external`, which the proxy does not track and so answers with no
+lines. Which group shows a stat is its `groups` in the table; a stat of mcrouter's
+`rate` group shows events per second and a `max` or `avg` one a high or a mean, all
+over mcrouter's four-minute window (`StatWindow`), worked out from the counters
+summed over workers.
 
 memcached's own groups (`items`, `slabs`, `sizes`, `conns`, `settings`, `cachedump`,
 `detail dump`, `extstore`) describe one memcached's memory and connections; the proxy
@@ -18,13 +22,17 @@ import os
 import resource
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
+
+import trio
 
 from mcrouter_trio import SERVER_VERSION
 from mcrouter_trio.counters import (
+    ALL_GROUPS,
     PROXY_STATS,
     SERVER_STATS,
+    Group,
     Kind,
     Latencies,
     ProxyCounters,
@@ -33,6 +41,7 @@ from mcrouter_trio.counters import (
 from mcrouter_trio.messages import Op, Reply, Result
 from mcrouter_trio.ops._board import SharedStats, Snapshot
 from mcrouter_trio.ops._reload import ConfigStatus
+from mcrouter_trio.ops._window import StatWindow
 from mcrouter_trio.routing._combinators import FAILURES, Background
 from mcrouter_trio.routing._ejection import EjectionStore
 
@@ -51,6 +60,31 @@ _MEMCACHED_GROUPS: Final = frozenset(
 )
 #: The OP stats (requests per command), as the `count` group shows them.
 _COUNT_STATS: Final = tuple(stat for stat in PROXY_STATS if stat.op is not None)
+#: The groups `stats <word>` shows from the table.
+_TABLE_GROUPS: Final = {
+    b"": Group.BASIC,
+    b"detailed": Group.DETAILED,
+    b"all": ALL_GROUPS,
+    b"ods": Group.ODS,
+    b"count": Group.COUNT,
+}
+#: The stats worked out over the window from sampled values, and how.
+_FROM_WINDOW: Final[dict[str, Callable[[StatWindow], float]]] = {
+    "max_num_tko": lambda window: window.highest("num_tko"),
+    "destination_max_pending_reqs": lambda window: window.highest("destination_pending_reqs"),
+    "destination_max_inflight_reqs": lambda window: window.highest("destination_inflight_reqs"),
+    "destination_batch_size": lambda window: window.ratio(
+        "destination_requests_sum", "destination_batches_sum"
+    ),
+    "duration_us": lambda window: window.ratio("latency_us", "latency_count"),
+}
+#: What each look samples: every rate's count, and the values `_FROM_WINDOW` reads
+#: (the latency ones are not stats: they are added up from the histograms).
+_SAMPLED: Final = (
+    *dict.fromkeys(stat.rate_of or stat.name for stat in PROXY_STATS if Group.RATE in stat.groups),
+    "destination_pending_reqs",
+    "destination_inflight_reqs",
+)
 
 #: What `stats` adds up over workers, and so what each worker's snapshot carries.
 _SUMMED_PROXY_STATS: Final = tuple(stat for stat in PROXY_STATS if stat.summed)
@@ -65,11 +99,26 @@ class ProxyStats(ProxyCounters):
     stats board and `stats` adds the other workers' published counters to this worker's own.
     """
 
-    __slots__ = ("background", "commandargs", "config", "ejections", "ops", "shared", "started")
+    __slots__ = (
+        "background",
+        "commandargs",
+        "config",
+        "ejections",
+        "ops",
+        "shared",
+        "started",
+        "unanswered",
+        "window",
+    )
 
     def __init__(self, commandargs: str = "") -> None:
         super().__init__()
         self.started = time.time()
+        #: Samples for the rates, highs and means (`stats` groups RATE, MAX, AVG).
+        self.window = StatWindow(time.monotonic())
+        #: How many requests clients sent that are not answered yet (set when
+        #: serving starts: the sessions know).
+        self.unanswered: Callable[[], int] = lambda: 0
         self.commandargs = commandargs
         self.ops: dict[Op, int] = dict.fromkeys(Op, 0)
         self.shared: SharedStats | None = None
@@ -90,6 +139,13 @@ class ProxyStats(ProxyCounters):
                 self.ops[stat.op] = value  # in place: the router holds on to this dict
             else:
                 setattr(self, stat.name, value)
+        self.window.restart(time.monotonic())
+
+    async def keep_window(self, destinations: Mapping[ServerSpec, Destination]) -> None:
+        """Look at the counters once a second, as mcrouter fills a bin a second."""
+        while True:
+            await trio.sleep(1.0)
+            self.totals(destinations)
 
     def reply(self, args: Sequence[bytes], destinations: Mapping[ServerSpec, Destination]) -> Reply:
         group = args[0] if args else b""
@@ -101,16 +157,13 @@ class ProxyStats(ProxyCounters):
             return _DETAIL_SET  # memcached's answer; per-prefix stats are the servers' own
         if len(args) > 1:
             return _BAD_GROUP
-        if group == b"" or group == b"detailed" or group == b"all":
-            lines = self.basic(destinations)
+        groups = _TABLE_GROUPS.get(group)
+        if groups is not None:
+            lines = self.group(groups, destinations)
         elif group == b"servers":
             lines = self.servers(destinations)
         elif group == b"suspect_servers":
             lines = suspect_servers(destinations)
-        elif group == b"count":
-            lines = self.counts()
-        elif group == b"ods":
-            lines = self.ods(destinations)
         elif group == b"version":
             lines = [("mcrouter-version", SERVER_VERSION)]
         elif group == b"reset":
@@ -125,35 +178,61 @@ class ProxyStats(ProxyCounters):
         body = "".join(f"STAT {name} {value}\r\n" for name, value in lines)
         return Reply(Result.OK, body.encode() + b"END\r\n")
 
-    def basic(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
-        """The `stats` lines: this process's values, plus the other workers' summed ones."""
+    def group(
+        self, groups: Group, destinations: Mapping[ServerSpec, Destination]
+    ) -> list[tuple[str, str]]:
+        """The lines of the stats in `groups`, in table order; then, for `ods`, `count` and
+        `all`, the requests per command as `cmd_<op>_count` (mcrouter puts its
+        per-command counts last)."""
         values = self.totals(destinations)
-        return [(stat.name, format(values[stat.name], stat.format)) for stat in PROXY_STATS]
+        window = self.window
+        lines = []
+        for stat in PROXY_STATS:
+            if not stat.groups & groups:
+                continue
+            if groups is Group.ODS and (stat.text or stat.op is not None):
+                continue  # numbers only; the per-command counts come last
+            if Group.RATE in stat.groups:
+                lines.append((stat.name, format(window.rate(stat.rate_of or stat.name), "g")))
+            else:
+                lines.append((stat.name, format(values[stat.name], stat.format)))
+        if groups & (Group.ODS | Group.COUNT):
+            lines += self.counts(values)
+        return lines
 
     def totals(self, destinations: Mapping[ServerSpec, Destination]) -> dict[str, Any]:
-        """Every stat of `PROXY_STATS` by name, the summed ones added up over workers."""
+        """Every stat of `PROXY_STATS` by name, the summed ones added up over workers.
+
+        A RATE stat's value is its count (its twin's, for a `rate_of` one); the
+        windowed highs and means are worked out here, after a look at the counters.
+        """
         values = self.values(destinations)
+        latency_seconds, latency_count = _latencies(destinations)
         for other in self.shared.others() if self.shared is not None else []:
             for stat in _SUMMED_PROXY_STATS:
                 values[stat.name] += other["basic"].get(stat.name, 0)
+            for histogram in other.get("latency", {}).values():
+                latency_seconds += histogram[-1]
+                latency_count += sum(histogram[:-1])
+        for stat in PROXY_STATS:
+            if stat.rate_of is not None:
+                values[stat.name] = values[stat.rate_of]
+        sample = {name: values[name] for name in _SAMPLED}
+        sample["num_tko"] = values["num_soft_tko_count"] + values["num_hard_tko_count"]
+        sample["latency_us"] = latency_seconds * 1e6
+        sample["latency_count"] = latency_count
+        self.window.look(time.monotonic(), sample)
+        for name, work_out in _FROM_WINDOW.items():
+            values[name] = work_out(self.window)
         return values
 
-    def counts(self) -> list[tuple[str, str]]:
-        """The `count` group: requests per command, summed over workers (`cmd_get_count`)."""
-        totals = {stat.name: self.ops[stat.op] for stat in _COUNT_STATS if stat.op is not None}
-        for other in self.shared.others() if self.shared is not None else []:
-            for name in totals:
-                totals[name] += other["basic"].get(name, 0)
-        return [(f"{name}_count", str(value)) for name, value in totals.items()]
+    def counts(self, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Requests per command, summed over workers (`cmd_get_count`)."""
+        return [(f"{stat.name}_count", str(values[stat.name])) for stat in _COUNT_STATS]
 
     def ods(self, destinations: Mapping[ServerSpec, Destination]) -> list[tuple[str, str]]:
-        """The `ods` group: the numeric basic lines, then the `count` lines."""
-        numeric = [
-            (name, value)
-            for name, value in self.basic(destinations)
-            if name not in _TEXT_STATS and not name.startswith("cmd_")
-        ]
-        return numeric + self.counts()
+        """The `ods` group: its numeric lines, then the requests per command."""
+        return self.group(Group.ODS, destinations)
 
     def numbers(self, destinations: Mapping[ServerSpec, Destination]) -> dict[str, int | float]:
         """The `ods` group as numbers, by name (what a stats file holds)."""
@@ -168,8 +247,10 @@ class ProxyStats(ProxyCounters):
                 values[stat.name] = getattr(self, stat.name)
             elif stat.op is not None:
                 values[stat.name] = self.ops[stat.op]
-            else:
+            elif stat.name in computed:
                 values[stat.name] = computed[stat.name]
+            else:
+                values[stat.name] = 0  # over the window or a twin's rate: see `totals`
         return values
 
     def _computed(self, destinations: Mapping[ServerSpec, Destination]) -> dict[str, object]:
@@ -177,8 +258,38 @@ class ProxyStats(ProxyCounters):
         now = time.time()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         states = [d.state for d in destinations.values()]
+        ssl_states = [d.state for s, d in destinations.items() if s.mech == "ssl"]
+        trackers = {id(d.tracker): d.tracker for d in destinations.values() if d.tracker}
+        tko = [t.hard for t in trackers.values() if t.refusal is not None]
+        pending = inflight = batches = requests = 0
+        for dest in destinations.values():
+            queued, written = dest.outstanding()
+            pending += queued
+            inflight += written
+            batches += dest.stats.batches
+            requests += dest.stats.requests
+        sent = sum(self.ops.values())
+        unanswered = self.unanswered()
+        replied = max(0, sent - unanswered)
         background = self.background
         return {
+            **_proc_stat(),
+            "num_client_connections": self.curr_connections,
+            "num_ssl_servers": len(ssl_states),
+            "num_ssl_servers_new": ssl_states.count("new"),
+            "num_ssl_servers_up": ssl_states.count("up"),
+            "num_ssl_servers_down": ssl_states.count("down"),
+            "num_ssl_servers_closed": ssl_states.count("closed"),
+            "num_soft_tko_count": tko.count(False),
+            "num_hard_tko_count": tko.count(True),
+            "proxy_request_num_outstanding": unanswered,
+            "request_sent_count": sent,
+            "request_replied_count": replied,
+            "request_success_count": max(0, replied - self.request_error_count),
+            "destination_batches_sum": batches,
+            "destination_requests_sum": requests,
+            "destination_pending_reqs": pending,
+            "destination_inflight_reqs": inflight,
             "version": SERVER_VERSION,
             "commandargs": self.commandargs,
             "pid": os.getpid(),
@@ -306,13 +417,55 @@ def suspect_servers(destinations: Mapping[ServerSpec, Destination]) -> list[tupl
     return sorted(lines)
 
 
-#: Basic stats whose value is text, left out of `ods` and the stats file (as mcrouter's
-#: string stats are).
-_TEXT_STATS: Final = frozenset(stat.name for stat in PROXY_STATS if stat.text)
-
-
 def _number(text: str) -> int | float:
-    return float(text) if "." in text else int(text)
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # `%g` may write 1e-05
+
+
+def _latencies(destinations: Mapping[ServerSpec, Destination]) -> tuple[float, int]:
+    """Seconds and replies timed, every destination's histogram together."""
+    seconds = 0.0
+    count = 0
+    for dest in destinations.values():
+        seconds += dest.latencies.sum
+        count += dest.latencies.count
+    return seconds, count
+
+
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE: Final = os.sysconf("SC_PAGESIZE")
+
+
+def _proc_stat() -> dict[str, float]:
+    """mcrouter's `ps_*` stats, read from /proc/self/stat as its `get_proc_stat` does."""
+    try:
+        with open("/proc/self/stat", "rb") as file:
+            text = file.read()
+        # The fields after the command name, which is in parentheses and may hold spaces:
+        # fields[0] is field 3 of proc(5), the state.
+        fields = text[text.rindex(b")") + 2 :].split()
+        return {
+            "ps_num_minor_faults": int(fields[7]),
+            "ps_num_major_faults": int(fields[9]),
+            "ps_user_time_sec": int(fields[11]) / _CLOCK_TICKS,
+            "ps_system_time_sec": int(fields[12]) / _CLOCK_TICKS,
+            "ps_vsize": int(fields[20]),
+            "ps_rss": max(0, int(fields[21])) * _PAGE_SIZE,
+        }
+    except (OSError, ValueError, IndexError):
+        return dict.fromkeys(_PROC_STATS, 0)
+
+
+_PROC_STATS: Final = (
+    "ps_num_minor_faults",
+    "ps_num_major_faults",
+    "ps_user_time_sec",
+    "ps_system_time_sec",
+    "ps_vsize",
+    "ps_rss",
+)
 
 
 def _server_values(dest: Destination) -> dict[str, float]:

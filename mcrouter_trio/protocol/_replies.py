@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
+from mcrouter_trio.counters import ProxyCounters, count_result
 from mcrouter_trio.messages import ARITHMETIC, GET_LIKE, Op, Reply, Result
 
 #: The longest reply line accepted before the stream is declared broken.
@@ -93,13 +94,17 @@ class GetProgress:
     blocks from the start after each one would cost time quadratic in its size.
     Offsets are relative to the reply's start, which moves when the caller compacts
     its buffer. One per connection: replies are framed one at a time, in order.
+
+    `results`, if given, counts the error lines framed in the `result_*` stats: the
+    framer tells them apart anyway, so a success costs nothing more.
     """
 
-    __slots__ = ("framed", "hits")
+    __slots__ = ("framed", "hits", "results")
 
-    def __init__(self) -> None:
+    def __init__(self, results: ProxyCounters | None = None) -> None:
         self.framed = 0  # bytes of whole VALUE blocks already walked
         self.hits = 0
+        self.results = results
 
     def reset(self) -> None:
         self.framed = self.hits = 0
@@ -131,11 +136,11 @@ def frame_reply(
     if op in GET_LIKE:
         return _frame_get(buf, start, progress)
     if op is Op.MA_QUIET:
-        return _frame_quiet_ma(buf, start, end)
+        return _frame_quiet_ma(buf, start, end, progress)
     line = bytes(buf[start:end])
     after = end + 2
     if line.startswith(_ERROR_PREFIXES):
-        return _error(line, after)
+        return _error(line, after, progress)
     meta = _META_CODES.get(op)
     if meta is not None:
         return _frame_meta(buf, start, line, after, meta)
@@ -149,11 +154,13 @@ def frame_reply(
     raise ReplyStreamError(f"unexpected reply {line[:80]!r} to {op.name.lower()}")
 
 
-def _frame_quiet_ma(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply, int] | None:
+def _frame_quiet_ma(
+    buf: bytes | bytearray, start: int, end: int, progress: GetProgress | None
+) -> tuple[Reply, int] | None:
     """`ma ... q` then `mn`: MN alone means the reply was suppressed (a success)."""
     if buf[start:end] == b"MN":
         return Reply(Result.FOUND, b""), end + 2
-    framed = frame_reply(buf, start, Op.MA)
+    framed = frame_reply(buf, start, Op.MA)  # counted below, once the MN is here too
     if framed is None:
         return None
     reply, after = framed
@@ -163,16 +170,20 @@ def _frame_quiet_ma(buf: bytes | bytearray, start: int, end: int) -> tuple[Reply
         return None
     if buf[after : after + 4] != b"MN\r\n":
         raise ReplyStreamError("no MN after a quiet ma reply")
+    if progress is not None and progress.results is not None and reply.is_error:
+        count_result(progress.results, reply.result)
     return reply, after + 4
 
 
-def _error(line: bytes, after: int) -> tuple[Reply, int]:
+def _error(line: bytes, after: int, progress: GetProgress | None = None) -> tuple[Reply, int]:
     if line.startswith(b"SERVER_ERROR"):
         result = Result.REMOTE_ERROR
     elif line.startswith(b"CLIENT_ERROR"):
         result = Result.CLIENT_ERROR
     else:
         result = Result.ERROR
+    if progress is not None and progress.results is not None:
+        count_result(progress.results, result)
     return Reply(result, line + b"\r\n"), after
 
 
@@ -223,10 +234,12 @@ def _frame_get(
             continue
         line = bytes(buf[line_start:end])
         if hits == 0 and line.startswith(_ERROR_PREFIXES):
-            return _error(line, end + 2)
+            return _error(line, end + 2, progress)
         if hits and line.startswith(b"SERVER_ERROR"):
             # memcached can fail part-way through a multi-get (out of memory); the
             # error line then ends the reply.
+            if progress is not None and progress.results is not None:
+                count_result(progress.results, Result.REMOTE_ERROR)
             return Reply(Result.REMOTE_ERROR, bytes(buf[start : end + 2])), end + 2
         raise ReplyStreamError(f"unexpected reply {line[:80]!r} to a get")
 
@@ -302,10 +315,12 @@ class GetBatchFramer:
     a long reply that arrives in many reads is not walked again from its start.
     """
 
-    __slots__ = ("_framed", "keys", "replies")
+    __slots__ = ("_framed", "keys", "replies", "results")
 
-    def __init__(self, keys: list[bytes]) -> None:
+    def __init__(self, keys: list[bytes], results: ProxyCounters | None = None) -> None:
         self.keys = keys
+        #: Where the keys an error line answers are counted (`result_*`), if anywhere.
+        self.results = results
         #: One reply per key, in key order, once `frame` returned an index.
         self.replies: list[Reply] = []
         self._framed = 0  # bytes of the reply already framed into `replies`
@@ -356,5 +371,8 @@ class GetBatchFramer:
         ):
             raise ReplyStreamError(f"unexpected reply {line[:80]!r} to a get")
         error = _error(line, after)[0]
-        self.replies.extend([error] * (len(self.keys) - len(self.replies)))
+        answered = len(self.keys) - len(self.replies)
+        if self.results is not None:
+            count_result(self.results, error.result, answered)
+        self.replies.extend([error] * answered)
         return after

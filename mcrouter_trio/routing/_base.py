@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
+from mcrouter_trio.counters import ProxyCounters
 from mcrouter_trio.messages import GET_LIKE, UPDATE_LIKE, Op, Pending, Reply, Request, Result
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class RouteContext(Protocol):
     #: A dry run (the admin keys' `route`): replies are made up, so handles must not
     #: learn from them (ejection counts no failure).
     dry_run: bool
+    #: The proxy's counters, for the stats of routing events (failovers, ...).
+    counters: ProxyCounters
 
     @property
     def background(self) -> BackgroundWork: ...

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Final
 
+from mcrouter_trio.counters import ProxyCounters, count_failover_result
 from mcrouter_trio.messages import Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.routing._base import Route, RouteContext
 
@@ -155,24 +156,95 @@ def recovering(pending: Pending, recover: Callable[[Reply], Pending | None]) -> 
     return out
 
 
-def _next_attempt(
+def _after_first(
     routes: Sequence[Route],
     request: Request,
     ctx: RouteContext,
     acceptable: Callable[[Reply], bool],
     name: str,
-    index: int,
+    policy: str | None,
     reply: Reply,
 ) -> Pending | None:
-    """`first_acceptable`'s step: None keeps `reply`, else the next route's Pending."""
+    """`first_acceptable`'s step after the first route's reply: None keeps it (the
+    common case, with nothing counted), else the second route's Pending."""
     try:
-        if index >= len(routes) or acceptable(reply):
+        if acceptable(reply):
             return None
-        step = partial(_next_attempt, routes, request, ctx, acceptable, name, index + 1)
-        return recovering(routes[index].route(request, ctx), step)
+        if policy is not None:
+            count_failover(ctx.counters, policy, reply, first=True)
+        return _try(routes, request, ctx, acceptable, name, policy, 1)
     except Exception as exc:
         FAILURES.record(name, exc)
         return Pending(ROUTING_FAILED)
+
+
+def _after_failover(
+    routes: Sequence[Route],
+    request: Request,
+    ctx: RouteContext,
+    acceptable: Callable[[Reply], bool],
+    name: str,
+    policy: str | None,
+    index: int,
+    reply: Reply,
+) -> Pending | None:
+    """The step after the reply of route `index - 1` (not the first): keep it, or try
+    route `index`."""
+    try:
+        last = index >= len(routes)
+        if last or acceptable(reply):
+            if policy is not None:
+                count_failover_end(ctx.counters, policy, reply, last=last)
+            return None
+        if policy is not None:
+            count_failover(ctx.counters, policy, reply, first=False)
+        return _try(routes, request, ctx, acceptable, name, policy, index)
+    except Exception as exc:
+        FAILURES.record(name, exc)
+        return Pending(ROUTING_FAILED)
+
+
+def _try(
+    routes: Sequence[Route],
+    request: Request,
+    ctx: RouteContext,
+    acceptable: Callable[[Reply], bool],
+    name: str,
+    policy: str | None,
+    index: int,
+) -> Pending:
+    step = partial(_after_failover, routes, request, ctx, acceptable, name, policy, index + 1)
+    return recovering(routes[index].route(request, ctx), step)
+
+
+#: Results that tell of a server the proxy could not reach (mcrouter's
+#: `isTkoOrHardTkoResult`): failing over from them is a `failover_policy_tko_error`.
+_TKO_LIKE: Final = frozenset({Result.TKO, Result.CONNECT_ERROR, Result.CONNECT_TIMEOUT})
+
+
+def count_failover(counters: ProxyCounters, policy: str, reply: Reply, *, first: bool) -> None:
+    """A FailoverRoute moves on from `reply` (mcrouter's `processReply` and `doRoute`)."""
+    if reply.result in _TKO_LIKE:
+        counters.failover_policy_tko_error += 1
+    elif reply.is_error:
+        counters.failover_policy_result_error += 1
+    if first:
+        counters.failover_all += 1
+        name = f"failover_{policy}_policy"
+        setattr(counters, name, getattr(counters, name) + 1)
+    elif reply.is_error:
+        count_failover_result(counters, reply.result)
+
+
+def count_failover_end(counters: ProxyCounters, policy: str, reply: Reply, *, last: bool) -> None:
+    """A failover child's `reply` is the answer; `last`: no child was left to try."""
+    if not reply.is_error:
+        return
+    count_failover_result(counters, reply.result)
+    if last:
+        counters.failover_all_failed_count += 1
+        name = f"failover_{policy}_policy_failed"
+        setattr(counters, name, getattr(counters, name) + 1)
 
 
 def first_acceptable(
@@ -182,16 +254,19 @@ def first_acceptable(
     acceptable: Callable[[Reply], bool],
     *,
     name: str,
+    policy: str | None = None,
 ) -> Pending:
     """`request` through `routes` in order until a reply is acceptable; else the last reply.
 
     The first route's Pending is returned itself and recovered in place, so the
     common case (the first route answers well) costs no Pending and no callback.
+    With `policy` (a FailoverRoute's order, as mcrouter names its stats), failing
+    over is counted in the `failover_*` stats, on the failover path only.
     """
     first = routes[0].route(request, ctx)
     if len(routes) == 1:
         return first
-    return recovering(first, partial(_next_attempt, routes, request, ctx, acceptable, name, 1))
+    return recovering(first, partial(_after_first, routes, request, ctx, acceptable, name, policy))
 
 
 def quorum(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import attrs
 
+from mcrouter_trio.counters import ProxyCounters
 from mcrouter_trio.messages import Pending, Reply, Request
 from mcrouter_trio.routing._base import DeleteSpool
 from mcrouter_trio.routing._combinators import DEFAULT_BACKGROUND_CAP, Background
@@ -65,6 +66,7 @@ class FakeContext:
         self.worker_index = worker_index
         self.asynclog: DeleteSpool | None = None
         self.dry_run = dry_run
+        self.counters = ProxyCounters()
         self.background = Background(background_cap)
         self.sent: list[Sent] = []
         self.clock = 0.0

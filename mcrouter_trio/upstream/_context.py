@@ -19,6 +19,7 @@ from functools import partial
 
 import trio
 
+from mcrouter_trio.counters import ProxyCounters
 from mcrouter_trio.messages import Op, Pending, Reply, Request
 from mcrouter_trio.routing._base import DeleteSpool
 from mcrouter_trio.routing._combinators import FAILURES, ROUTING_FAILED, Background
@@ -49,8 +50,11 @@ class ProxyContext:
         worker_index: int = 0,
         health: HealthSettings | None = None,
         max_shadow_requests: int = DEFAULT_MAX_SHADOW_REQUESTS,
+        counters: ProxyCounters | None = None,
     ) -> None:
         self.rng = random.Random()
+        #: The proxy's counters: routing events and every destination's results.
+        self.counters = counters if counters is not None else ProxyCounters()
         self.health = health or HealthSettings()
         self.tko = TkoRegistry(self.health)
         #: Every ejecting pool's state (`auto_eject_hosts`); `Router` binds trees to it.
@@ -108,6 +112,7 @@ class ProxyContext:
                 health=self.health,
                 rng=self.rng,
                 census=self._census,
+                counters=self.counters,
             )
             self._by_identity[server.identity] = destination
             self.destinations[server] = destination

@@ -54,7 +54,13 @@ from typing import Final, TypeAlias
 
 import trio
 
-from mcrouter_trio.counters import LATENCY_BOUNDS, Latencies, ServerCounters
+from mcrouter_trio.counters import (
+    LATENCY_BOUNDS,
+    Latencies,
+    ProxyCounters,
+    ServerCounters,
+    count_result,
+)
 from mcrouter_trio.messages import Op, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.protocol import GetBatchFramer, GetProgress, ReplyStreamError, frame_reply
 from mcrouter_trio.routing._combinators import FAILURES
@@ -100,8 +106,8 @@ class _GetBatch:
 
     __slots__ = ("framer", "pendings")
 
-    def __init__(self, keys: list[bytes], pendings: list[Pending]) -> None:
-        self.framer = GetBatchFramer(keys)
+    def __init__(self, keys: list[bytes], pendings: list[Pending], results: ProxyCounters) -> None:
+        self.framer = GetBatchFramer(keys, results)
         self.pendings = pendings
 
     def resolve(self, reply: Reply) -> None:
@@ -137,8 +143,11 @@ class Destination:
         health: HealthSettings | None = None,
         rng: random.Random | None = None,
         census: Callable[[], str] | None = None,
+        counters: ProxyCounters | None = None,
     ) -> None:
         self.server = server
+        #: The proxy's counters: requests' results (`result_*`) and connections.
+        self._counters = counters if counters is not None else ProxyCounters()
         self.connect_timeout = server.connect_timeout_ms / 1000
         # 0 means no limit (as `--max-client-outstanding-reqs 0` does).
         self.max_pending = max_pending or sys.maxsize
@@ -251,8 +260,10 @@ class Destination:
         refuse = self._refuse
         if refuse is not None:
             self.stats.failed_fast += 1
+            count_result(self._counters, refuse.result)
             return Pending(refuse)
         if self.pending_count >= self.max_pending:
+            count_result(self._counters, Result.BUSY)
             return Pending(_BUSY)
         queue = self._queue
         get_keys = self._get_keys
@@ -300,7 +311,8 @@ class Destination:
             self._queue.append((Op.GET, pendings[0], timeout, self._write))
             self._out += b"get " + keys[0] + b"\r\n"
         else:
-            self._queue.append((_GET_BATCH, _GetBatch(keys, pendings), timeout, self._write))
+            batch = _GetBatch(keys, pendings, self._counters)
+            self._queue.append((_GET_BATCH, batch, timeout, self._write))
             self._batched_extra += len(keys) - 1
             self.stats.get_batches += 1
             self._out += b"get " + b" ".join(keys) + b"\r\n"
@@ -516,6 +528,7 @@ class Destination:
             self._connect_failed(error_reply(Result.CONNECT_ERROR, "connection error"), exc)
             return None
         self.stats.connects += 1
+        self._counters.num_connections_opened += 1
         self._connect_failing = False
         self.state = "up"
         log.info("server %s up (%s)", self.server.address, self._census())
@@ -543,8 +556,13 @@ class Destination:
                 self.server.address,
             )
         self.stats.tls_handshakes += 1
+        counters = self._counters
+        counters.num_ssl_connections_opened += 1
+        if offered is not None:
+            counters.num_ssl_resumption_attempts += 1
         if tls.session_reused:
             self.stats.tls_resumed += 1
+            counters.num_ssl_resumption_successes += 1
         log.info(
             "server %s: %s handshake (%s)",
             self.server.address,
@@ -621,6 +639,9 @@ class Destination:
             self._io = None
             self._writer_idle = False
             self.state = "closed"
+            self._counters.num_connections_closed += 1
+            if self._ssl_context is not None:
+                self._counters.num_ssl_connections_closed += 1
             await trio.aclose_forcefully(stream)
             reason = self._break_reply or error_reply(Result.REMOTE_ERROR, "remote error")
             if reason is _TIMEOUT and self.tracker is not None:
@@ -683,7 +704,8 @@ class Destination:
         bucket_of = bisect_left  # a local, not a global to look up per reply
         buf: bytes | bytearray = b""
         pos = 0
-        progress = GetProgress()  # a long get reply is walked once, not once per read
+        # A long get reply is walked once, not once per read; error lines are counted.
+        progress = GetProgress(self._counters)
         try:
             while True:
                 data = await stream.receive_some(RECEIVE_SIZE)
@@ -820,13 +842,17 @@ class Destination:
         self._out = bytearray()
         self._write = [_UNWRITTEN]  # not stamped by a write that never finished
         queue = self._queue
+        counters = self._counters
         while queue:
-            pending = queue.popleft()[1]
+            op, pending, _timeout, _write = queue.popleft()
             if isinstance(pending, _GetBatch):
                 self._batched_extra -= len(pending.pendings) - 1
                 self.stats.errors += len(pending.pendings)
+                count_result(counters, reply.result, len(pending.pendings))
             else:
                 self.stats.errors += 1
+                if op is not Op.VERSION:  # a probe is the proxy's, not a client's request
+                    count_result(counters, reply.result)
             try:
                 pending.resolve(reply)
             except Exception as exc:

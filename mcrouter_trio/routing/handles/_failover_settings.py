@@ -171,6 +171,8 @@ class FailoverOrder:
     max_error_tries: int = 1 << 32
     #: Results that do not count as a try.
     exclude_errors: frozenset[Result] = frozenset()
+    #: Its name in the `failover_<name>_policy` stats, as mcrouter names them.
+    stat_name: str = "inorder"
 
     def order(self, children: Sequence[Route], request: Request) -> Sequence[Route]:
         raise NotImplementedError
@@ -235,6 +237,8 @@ class _LeastFailuresOrder(Sequence[Route]):
 class LeastFailuresPolicy(FailoverOrder):
     """mcrouter's FailoverLeastFailuresPolicy: `max_tries` children, the least failing first."""
 
+    stat_name = "least_failures"
+
     def __init__(self, max_tries: int) -> None:
         self.max_tries = max_tries
         self._errors: list[int] = []
@@ -276,6 +280,8 @@ class DeterministicOrderPolicy(FailoverOrder):
     server it would send the request to, remembered per child once known (as
     mcrouter memoizes it). The order is then drawn try by try, after each reply.
     """
+
+    stat_name = "deterministic_order"
 
     def __init__(
         self,

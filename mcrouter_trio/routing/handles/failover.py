@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from mcrouter_trio.counters import ProxyCounters
 from mcrouter_trio.hashing._per_host import latest_order
 from mcrouter_trio.hashing._weighted import DEFAULT_WEIGHT
 from mcrouter_trio.messages import (
@@ -55,11 +56,20 @@ def no_failover_error(reply: Reply) -> bool:
     return reply.result not in FAILOVER_ERRORS
 
 
-def failover(children: Sequence[Route], request: Request, ctx: RouteContext, name: str) -> Pending:
-    """Try children in order until a reply is not a failover-type error."""
+def failover(
+    children: Sequence[Route],
+    request: Request,
+    ctx: RouteContext,
+    name: str,
+    policy: str | None = None,
+) -> Pending:
+    """Try children in order until a reply is not a failover-type error.
+
+    `policy`: count the failovers in the `failover_*` stats under that policy's name.
+    """
     if not children:
         return Pending(default_reply(request))
-    return first_acceptable(children, request, ctx, no_failover_error, name=name)
+    return first_acceptable(children, request, ctx, no_failover_error, name=name, policy=policy)
 
 
 def failover_whole(
@@ -94,14 +104,19 @@ class _Tries:
     after `max_error_tries` tries the reply is final.
     """
 
-    __slots__ = ("errors", "limit", "order", "tries")
+    __slots__ = ("counters", "errors", "limit", "order", "tries")
 
     def __init__(
-        self, errors: frozenset[Result], limit: FailoverLimit | None, order: FailoverOrder | None
+        self,
+        errors: frozenset[Result],
+        limit: FailoverLimit | None,
+        order: FailoverOrder | None,
+        counters: ProxyCounters,
     ) -> None:
         self.errors = errors
         self.limit = limit
         self.order = order
+        self.counters = counters
         self.tries = 0
 
     def final(self, reply: Reply) -> bool:
@@ -111,6 +126,9 @@ class _Tries:
         if result is Result.TKO:
             return False
         if self.limit is not None and not self.limit.allow_failover():
+            # mcrouter counts the error, then the failover its limit refused.
+            self.counters.failover_policy_result_error += 1
+            self.counters.failover_rate_limited += 1
             return True
         order = self.order
         if order is None:
@@ -158,7 +176,7 @@ class FailoverRoute(OverChildren):
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         if self._plain:
-            return failover(self._attempts, request, ctx, "FailoverRoute")
+            return failover(self._attempts, request, ctx, "FailoverRoute", "inorder")
         children = self.children
         if not children:
             return Pending(default_reply(request))
@@ -167,15 +185,20 @@ class FailoverRoute(OverChildren):
             FAILOVER_ERRORS if errors is None else errors.for_request(request),
             self.failover_limit,
             self.failover_policy,
+            ctx.counters,
         )
         if self.failover_limit is not None:
             self.failover_limit.count_request()
         order: Sequence[Route] = self._attempts
+        policy = "inorder"
         if self.failover_policy is not None:
             order = self.failover_policy.order(children, request)
+            policy = self.failover_policy.stat_name
             if self.failover_tag:
                 order = TaggedOrder(order)
-        return first_acceptable(order, request, ctx, tries.final, name="FailoverRoute")
+        return first_acceptable(
+            order, request, ctx, tries.final, name="FailoverRoute", policy=policy
+        )
 
     def route_whole(
         self, request: Request, ctx: RouteContext, split: SplitRouting

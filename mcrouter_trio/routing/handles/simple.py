@@ -340,6 +340,7 @@ class LatencyInjectionRoute(KeyByKey):
         elapsed = ctx.now() - started + after
         if total > elapsed:
             delay += total - elapsed
+            ctx.counters.total_latency_injected += 1  # padded out to the total: mcrouter's stat
         if delay <= 0:
             return reply
         return sequence(_timer(ctx, delay), lambda _: reply, name="LatencyInjectionRoute")
