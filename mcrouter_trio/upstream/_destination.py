@@ -262,11 +262,12 @@ class Destination:
             self.stats.failed_fast += 1
             count_result(self._counters, refuse.result)
             return Pending(refuse)
-        if self.pending_count >= self.max_pending:
-            count_result(self._counters, Result.BUSY)
-            return Pending(_BUSY)
         queue = self._queue
         get_keys = self._get_keys
+        # `pending_count`, inlined: this is the request path.
+        if len(queue) + self._batched_extra + len(get_keys) >= self.max_pending:
+            count_result(self._counters, Result.BUSY)
+            return Pending(_BUSY)
         pending = Pending()
         out = self._out
         first = not out and not get_keys
