@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from mcrouter_trio.messages import Op, Result
+from mcrouter_trio.messages import ERRORS, Op, Result
 
 
 class Kind(enum.Enum):
@@ -215,19 +215,7 @@ def _failover_policies() -> tuple[Stat, ...]:
 
 #: The result families of mcrouter's `result_*` stats, and the results each counts.
 RESULT_FAMILIES: Final = {
-    "error": frozenset(
-        {
-            Result.TIMEOUT,
-            Result.CONNECT_ERROR,
-            Result.CONNECT_TIMEOUT,
-            Result.BUSY,
-            Result.TKO,
-            Result.REMOTE_ERROR,
-            Result.LOCAL_ERROR,
-            Result.CLIENT_ERROR,
-            Result.ERROR,
-        }
-    ),
+    "error": ERRORS,
     "connect_error": frozenset({Result.CONNECT_ERROR}),
     "connect_timeout": frozenset({Result.CONNECT_TIMEOUT}),
     "data_timeout": frozenset({Result.TIMEOUT}),
