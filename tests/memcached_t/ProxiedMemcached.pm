@@ -97,15 +97,25 @@ no warnings 'redefine';
 
     my $config = qq({"pools": {"A": {"servers": [) . join(", ", @servers) . qq(]}},)
         . qq( "route": "PoolRoute|A"});
-    my $proxy_pid = _spawn(
-        $python, "-m", "mcrouter_trio", "-p", $proxy_port,
-        "--listen-addresses", "127.0.0.1", "--config-str", $config,
-        "--enable-flush-cmd", split(' ', $ENV{MCROUTER_TRIO_ARGS} || ""),
-    );
-    my $conn = eval { _connect_when_listening($proxy_port, $proxy_pid, "mcrouter_trio") };
-    unless ($conn) {
-        _stop($proxy_pid, @server_pids);
-        croak($@);
+    my ($proxy_pid, $conn);
+    for my $attempt (1 .. 5) {
+        $proxy_pid = _spawn(
+            $python, "-m", "mcrouter_trio", "-p", $proxy_port,
+            "--listen-addresses", "127.0.0.1", "--config-str", $config,
+            "--enable-flush-cmd", split(' ', $ENV{MCROUTER_TRIO_ARGS} || ""),
+        );
+        $conn = eval { _connect_when_listening($proxy_port, $proxy_pid, "mcrouter_trio") };
+        last if $conn;
+        my $error = $@;
+        _stop($proxy_pid);
+        # A port free_port() chose may be taken before the proxy binds it (by any
+        # process's outgoing connection: it is in the ephemeral range): choose again.
+        if ($passed_port || $attempt == 5) {
+            _stop(@server_pids);
+            croak($error);
+        }
+        $proxy_port = MemcachedTest::free_port();
+        $proxy_port = MemcachedTest::free_port() while $taken{$proxy_port}++;
     }
     return Memcached::ProxiedHandle->new(
         pid => $proxy_pid, server_pids => \@server_pids, conn => $conn,
