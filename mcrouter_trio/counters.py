@@ -459,6 +459,13 @@ PROXY_STATS: Final = (
     ),
     _tko_servers("soft"),
     _tko_servers("hard"),
+    _mcrouter_counter(
+        "num_fail_open_state_entered",
+        "times a pool's tko_tracker started failing open (too many servers TKO)",
+    ),
+    _mcrouter_counter(
+        "num_fail_open_state_exited", "times a pool's tko_tracker stopped failing open"
+    ),
     Stat(
         "ps_rss",
         Kind.GAUGE,
@@ -508,18 +515,41 @@ PROXY_STATS: Final = (
     _rate_of("request_error", "request_error_count"),
     _rate_of("request_success", "request_success_count"),
     _rate_of("request_replied", "request_replied_count"),
+    _mcrouter_counter(
+        "dev_null_requests", "requests a DevNullRoute swallowed", groups=Group.DETAILED
+    ),
     _failover("failover_all", "requests a FailoverRoute sent on past its first child"),
     _rate_of("failover_all_failed", "failover_all_failed_count"),
     _failover("failover_rate_limited", "failovers a FailoverRoute's failover_limit did not allow"),
     *_failover_policies(),
+    _failover(
+        "before_latency_injected",
+        "requests a LatencyInjectionRoute held back before sending (before_latency_ms)",
+    ),
+    _failover(
+        "after_latency_injected",
+        "replies a LatencyInjectionRoute held back (after_latency_ms)",
+    ),
     _failover(
         "total_latency_injected",
         "requests a LatencyInjectionRoute padded out to its total latency",
     ),
     *_result_counts(),
     _failover(
+        "failover_num_collisions",
+        "DeterministicOrderPolicy draws of a child already tried (or skipped), counted "
+        "when a failover ran out of children or error tries",
+        groups=Group.ODS | Group.COUNT,
+    ),
+    _failover(
+        "failover_num_failed_domain_collisions",
+        "DeterministicOrderPolicy draws of a child in a failure domain that gave a TKO, "
+        "counted when a failover ran out of children or error tries",
+        groups=Group.ODS | Group.COUNT,
+    ),
+    _failover(
         "failover_policy_result_error",
-        "errors (not TKO) that made a FailoverRoute try another child",
+        "errors (not TKO) that made a FailoverRoute try another child, or spent its last try",
         groups=Group.ODS | Group.COUNT,
     ),
     _failover(

@@ -168,6 +168,10 @@ def test_a_pool_fails_open_once_its_limit_of_tko_servers_is_reached(
         for server in range(3):
             assert client.call(b"get " + keys[server] + b"\r\n") == CONNECT_ERROR
         again = [client.call(b"get " + keys[server] + b"\r\n") for server in range(3)]
+        stats = client.call(b"stats all\r\n", b"END\r\n")
+    # Entered once (by the second server), not again by the third; nothing recovered.
+    assert b"STAT num_fail_open_state_entered %d\r\n" % limited in stats
+    assert b"STAT num_fail_open_state_exited 0\r\n" in stats
     if limited:
         # The first server is TKO; the other two are not (the pool failed open):
         # their requests still try, and get the connect error itself.

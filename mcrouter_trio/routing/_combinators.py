@@ -222,12 +222,17 @@ def _try(
 _TKO_LIKE: Final = frozenset({Result.TKO, Result.CONNECT_ERROR, Result.CONNECT_TIMEOUT})
 
 
-def count_failover(counters: ProxyCounters, policy: str, reply: Reply, *, first: bool) -> None:
-    """A FailoverRoute moves on from `reply` (mcrouter's `processReply` and `doRoute`)."""
+def count_failover_error(counters: ProxyCounters, reply: Reply) -> None:
+    """A FailoverRoute weighed `reply` for failing over (mcrouter's `processReply`)."""
     if reply.result in _TKO_LIKE:
         counters.failover_policy_tko_error += 1
     elif reply.is_error:
         counters.failover_policy_result_error += 1
+
+
+def count_failover(counters: ProxyCounters, policy: str, reply: Reply, *, first: bool) -> None:
+    """A FailoverRoute moves on from `reply` (mcrouter's `processReply` and `doRoute`)."""
+    count_failover_error(counters, reply)
     if first:
         counters.failover_all += 1
         name = f"failover_{policy}_policy"

@@ -56,7 +56,7 @@ class ProxyContext:
         #: The proxy's counters: routing events and every destination's results.
         self.counters = counters if counters is not None else ProxyCounters()
         self.health = health or HealthSettings()
-        self.tko = TkoRegistry(self.health)
+        self.tko = TkoRegistry(self.health, self.counters)
         #: Every ejecting pool's state (`auto_eject_hosts`); `Router` binds trees to it.
         self.ejections = EjectionStore(self._ejection_changed)
         self.host_id = host_id

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from mcrouter_trio.counters import ProxyCounters
 from mcrouter_trio.messages import Reply, Result, error_reply
 from mcrouter_trio.routing._specs import PoolSpec, TkoLimitSpec
 
@@ -233,9 +234,13 @@ class PoolTkoLimit:
     that recovered (mcrouter's count stays one too high after it leaves fail-open).
     """
 
-    def __init__(self, pool: str, spec: TkoLimitSpec) -> None:
+    def __init__(
+        self, pool: str, spec: TkoLimitSpec, counters: ProxyCounters | None = None
+    ) -> None:
         self.pool = pool
         self.spec = spec
+        #: Where entering and leaving fail-open are counted (`num_fail_open_state_*`).
+        self.counters = counters if counters is not None else ProxyCounters()
         #: Servers of the pool marked TKO under this limit.
         self.tko = 0
         self.fail_open = False
@@ -246,6 +251,7 @@ class PoolTkoLimit:
             return False
         if self.tko >= self.spec.upper:
             self.fail_open = True
+            self.counters.num_fail_open_state_entered += 1
             log.warning(
                 "pool %s fails open: %d servers TKO already, %s is not marked TKO"
                 " (no more will be until at most %d are)",
@@ -262,6 +268,7 @@ class PoolTkoLimit:
         """A server this limit counted is no longer TKO."""
         if self.fail_open and self.tko <= self.spec.lower:
             self.fail_open = False
+            self.counters.num_fail_open_state_exited += 1
             log.warning("pool %s no longer fails open: %d servers TKO", self.pool, self.tko - 1)
         self.tko -= 1
 
@@ -269,8 +276,10 @@ class PoolTkoLimit:
 class TkoRegistry:
     """Every `TkoTracker` of the proxy, by `host:port`, and the pools' TKO limits."""
 
-    def __init__(self, settings: HealthSettings) -> None:
+    def __init__(self, settings: HealthSettings, counters: ProxyCounters | None = None) -> None:
         self.settings = settings
+        #: The proxy's counters, which the pools' limits count fail-open in.
+        self.counters = counters if counters is not None else ProxyCounters()
         self.trackers: dict[str, TkoTracker] = {}
         #: Each pool's `tko_tracker`, by pool name (kept across reloads while unchanged).
         self.pool_limits: dict[str, PoolTkoLimit] = {}
@@ -284,7 +293,7 @@ class TkoRegistry:
             if pool.tko_limit is not None:
                 limit = self.pool_limits.get(pool.name)
                 if limit is None or limit.spec != pool.tko_limit:
-                    limit = PoolTkoLimit(pool.name, pool.tko_limit)
+                    limit = PoolTkoLimit(pool.name, pool.tko_limit, self.counters)
                 limits[pool.name] = limit
             for server in pool.servers:
                 if limit is not None or server.address not in chosen:

@@ -10,7 +10,7 @@ per route handle), so they compare by identity.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from mcrouter_trio.hashing import ch3, routing_key, weighted_ch3
 from mcrouter_trio.messages import (
@@ -263,6 +263,53 @@ _MAX_ATTEMPTS: Final = 100
 _FAILURE_DOMAIN_ATTEMPTS: Final = 3 * _MAX_ATTEMPTS // 4
 
 
+class Draws:
+    """How many of DeterministicOrderPolicy's draws collided, position by position.
+
+    mcrouter's `failover_num_collisions` counts draws of a child already tried (or
+    skipped), `failover_num_failed_domain_collisions` draws of a child in a failure
+    domain that gave a TKO; a request's counts go to the stats when its failover
+    runs out (`counted_until`).
+    """
+
+    __slots__ = ("collisions", "domain_collisions")
+
+    def __init__(self) -> None:
+        #: Per position drawn (1 on), the collisions of its draw.
+        self.collisions = [0]
+        self.domain_collisions = [0]
+
+    def drew(self, collisions: int, domain_collisions: int) -> None:
+        self.collisions.append(collisions)
+        self.domain_collisions.append(domain_collisions)
+
+    def counted_until(self, position: int) -> tuple[int, int]:
+        """The collisions of the draws of positions 1 to `position`, all drawn already."""
+        end = position + 1
+        return sum(self.collisions[:end]), sum(self.domain_collisions[:end])
+
+
+class DrawnOrder(Protocol):
+    """An order whose draws collisions are counted (DeterministicOrderPolicy's)."""
+
+    def __len__(self) -> int: ...
+
+    def draws_until(self, position: int) -> tuple[int, int]:
+        """The collisions and failed-domain collisions of positions 1 to `position`."""
+        ...
+
+
+class _DrawnOrder(list[Route]):
+    """DeterministicOrderPolicy's order for one request, drawn whole, and its `Draws`."""
+
+    def __init__(self, first: Route) -> None:
+        super().__init__((first,))
+        self.draws = Draws()
+
+    def draws_until(self, position: int) -> tuple[int, int]:
+        return self.draws.counted_until(position)
+
+
 class DeterministicOrderPolicy(FailoverOrder):
     """mcrouter's FailoverDeterministicOrderPolicy: a key-determined order of `max_tries` children.
 
@@ -301,6 +348,17 @@ class DeterministicOrderPolicy(FailoverOrder):
         self._domains: dict[int, int] = {}
         self._children: Sequence[Route] = ()
 
+    def hashed_as(self, weights: tuple[float, ...] | None) -> DeterministicOrderPolicy:
+        """This policy with another hash: Ch3 (`weights` None) or WeightedCh3."""
+        return DeterministicOrderPolicy(
+            self.max_tries,
+            self.max_error_tries,
+            self.exclude_errors,
+            self.ignore_normal_reply_index,
+            weights,
+            self.enable_failure_domains,
+        )
+
     def _pick(self, key: bytes, count: int) -> int:
         if self.weights is None:
             return ch3(key, count)
@@ -318,7 +376,7 @@ class DeterministicOrderPolicy(FailoverOrder):
                 used[normal + 1] = True
         return used
 
-    def order(self, children: Sequence[Route], request: Request) -> Sequence[Route]:
+    def order(self, children: Sequence[Route], request: Request) -> _DrawnOrder | _DomainAwareOrder:
         if self.enable_failure_domains:
             if self._children is not children:
                 self._children = children
@@ -327,17 +385,20 @@ class DeterministicOrderPolicy(FailoverOrder):
         count = len(children)
         used = self._used(children, request)
         key = routing_key(request.key)
-        order = [children[0]]
+        order = _DrawnOrder(children[0])
         salt = 1
         for _ in range(min(self.max_tries, count) - 1):
             index = 0
+            picks = 0
             for _attempt in range(_MAX_ATTEMPTS + 1):
                 salt += 1
+                picks += 1
                 index = self._pick(key + str(salt).encode(), count)
                 if not used[index]:
                     break
             used[index] = True
             order.append(children[index])
+            order.draws.drew(picks - 1, 0)
         return order
 
     def failure_domain(self, children: Sequence[Route], index: int, request: Request) -> int:
@@ -370,6 +431,7 @@ class _DomainAwareOrder(Sequence[Route]):
         self._picked = [0]
         self._failed: set[int] = set()
         self._tries = min(policy.max_tries, len(children))
+        self._draws = Draws()
 
     def __len__(self) -> int:
         return self._tries
@@ -388,6 +450,7 @@ class _DomainAwareOrder(Sequence[Route]):
         used = self._used
         count = len(self._children)
         attempts = 0
+        collisions = domain_collisions = 0
         while True:
             self._salt += 1
             index = policy._pick(self._key + str(self._salt).encode(), count)
@@ -395,11 +458,24 @@ class _DomainAwareOrder(Sequence[Route]):
                 attempts <= _FAILURE_DOMAIN_ATTEMPTS
                 and policy.failure_domain(self._children, index, self._request) in self._failed
             )
+            if failed:
+                domain_collisions += 1
+            else:
+                collisions += 1
             if not (used[index] or failed) or attempts >= _MAX_ATTEMPTS:
                 break
             attempts += 1
         used[index] = True
+        # The last draw, taken, is no collision (as mcrouter takes it back out).
+        self._draws.drew(collisions - 1, domain_collisions)
         return index
+
+    def draws_until(self, position: int) -> tuple[int, int]:
+        """The collisions of the draws up to `position`, drawing it if not yet drawn
+        (mcrouter's iterator has drawn the next child when error tries run out)."""
+        while len(self._picked) <= position:
+            self._picked.append(self._draw())
+        return self._draws.counted_until(position)
 
     def replied(self, index: int, reply: Reply) -> Reply:
         """A TKO marks the domain of the server that gave it (child 0's, a pool's

@@ -38,9 +38,11 @@ from mcrouter_trio.routing._checks import (
     check_weight_numbers,
     check_weight_range,
 )
-from mcrouter_trio.routing._combinators import first_acceptable, sequence
+from mcrouter_trio.routing._combinators import count_failover_error, first_acceptable, sequence
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing.handles._failover_settings import (
+    DeterministicOrderPolicy,
+    DrawnOrder,
     FailoverErrors,
     FailoverLimit,
     FailoverOrder,
@@ -101,10 +103,16 @@ class _Tries:
     A reply is final unless its result fails over for this request's class. A TKO
     reply (nothing was sent) always moves on; another error moves on only if the
     failover limit has a token, and counts as a try unless the policy excludes it;
-    after `max_error_tries` tries the reply is final.
+    after `max_error_tries` tries the reply is final (and counted in the
+    `failover_policy_*_error` stats, as mcrouter weighs it before finding no try left).
+
+    With a DeterministicOrderPolicy (`drawn`), the collisions of its draws are
+    counted as mcrouter counts them: once the failover has run out, that is when
+    the last child is about to be tried or the error tries are spent (the draws of
+    the next child then count too, as mcrouter has drawn it).
     """
 
-    __slots__ = ("counters", "errors", "limit", "order", "tries")
+    __slots__ = ("counters", "drawn", "errors", "limit", "order", "position", "tries")
 
     def __init__(
         self,
@@ -118,12 +126,18 @@ class _Tries:
         self.order = order
         self.counters = counters
         self.tries = 0
+        #: The order's position of the child whose reply `final` is shown next.
+        self.position = 0
+        self.drawn: DrawnOrder | None = None
 
     def final(self, reply: Reply) -> bool:
+        position = self.position
+        self.position = position + 1
         result = reply.result
         if result not in self.errors:
             return True
         if result is Result.TKO:
+            self._moving_on(position)
             return False
         if self.limit is not None and not self.limit.allow_failover():
             # mcrouter counts the error, then the failover its limit refused.
@@ -135,7 +149,26 @@ class _Tries:
             return False
         if result not in order.exclude_errors:
             self.tries += 1
-        return self.tries >= order.max_error_tries
+        if self.tries >= order.max_error_tries:
+            # mcrouter weighs this reply as one to fail over from, then finds no try left.
+            count_failover_error(self.counters, reply)
+            self._count_draws(position + 1)
+            return True
+        self._moving_on(position)
+        return False
+
+    def _moving_on(self, position: int) -> None:
+        drawn = self.drawn
+        if drawn is not None and position + 2 == len(drawn):
+            self._count_draws(position + 1)  # the last child is next
+
+    def _count_draws(self, position: int) -> None:
+        drawn = self.drawn
+        if drawn is None or len(drawn) < 2:
+            return
+        collisions, domain_collisions = drawn.draws_until(min(position, len(drawn) - 1))
+        self.counters.failover_num_collisions += collisions
+        self.counters.failover_num_failed_domain_collisions += domain_collisions
 
 
 @route_type("FailoverRoute", shorthand="children")
@@ -191,9 +224,13 @@ class FailoverRoute(OverChildren):
             self.failover_limit.count_request()
         order: Sequence[Route] = self._attempts
         policy = "inorder"
-        if self.failover_policy is not None:
-            order = self.failover_policy.order(children, request)
-            policy = self.failover_policy.stat_name
+        ordering = self.failover_policy
+        if ordering is not None:
+            if isinstance(ordering, DeterministicOrderPolicy):
+                order = tries.drawn = ordering.order(children, request)
+            else:
+                order = ordering.order(children, request)
+            policy = ordering.stat_name
             if self.failover_tag:
                 order = TaggedOrder(order)
         return first_acceptable(

@@ -12,6 +12,7 @@ from mcrouter_trio.routing._base import Route
 from mcrouter_trio.routing._registry import config_field, route_type
 from mcrouter_trio.routing._specs import PoolSpec
 from mcrouter_trio.routing.handles._failover_settings import (
+    DeterministicOrderPolicy,
     FailoverErrors,
     FailoverLimit,
     FailoverOrder,
@@ -49,7 +50,18 @@ class SaltedFailoverRoute(ThroughInner):
             PoolRoute(self.pool, self.hash, shadows=self.shadows, shadow_policy=self.shadow_policy),
             *pool_destinations(self.pool),
         )
-        inner = FailoverRoute(
-            children, self.failover_errors, self.failover_limit, self.failover_policy
-        )
+        inner = FailoverRoute(children, self.failover_errors, self.failover_limit, self._policy())
         object.__setattr__(self, "_inner", inner)
+
+    def _policy(self) -> FailoverOrder | None:
+        """mcrouter gives a DeterministicOrderPolicy the route's `hash`, when it has one,
+        in place of the policy's own (a hash it cannot draw with is left to the policy)."""
+        policy = self.failover_policy
+        spec = self.hash
+        if not isinstance(policy, DeterministicOrderPolicy) or spec == HashSpec():
+            return policy
+        if spec.hash_func == "Ch3":
+            return policy.hashed_as(None)
+        if spec.hash_func == "WeightedCh3":
+            return policy.hashed_as(spec.weights or ())
+        return policy

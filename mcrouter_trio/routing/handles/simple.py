@@ -33,14 +33,10 @@ from mcrouter_trio.routing._registry import IGNORED_ARGUMENT, config_field, rout
 log = logging.getLogger("mcrouter_trio.routing")
 
 
-@route_type("NullRoute", "DevNullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
+@route_type("NullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
 @attrs.frozen
 class NullRoute:
-    """Answers "nothing happened" at once: a miss, NOT_STORED or NOT_FOUND.
-
-    Also mcrouter's DevNullRoute, which is the same but for a `dev_null_requests`
-    stat this proxy does not keep.
-    """
+    """Answers "nothing happened" at once: a miss, NOT_STORED or NOT_FOUND."""
 
     def route(self, request: Request, ctx: RouteContext) -> Pending:
         return Pending(default_reply(request))
@@ -52,6 +48,27 @@ class NullRoute:
 
     def targets(self) -> Sequence[Route]:
         return ()
+
+
+@route_type("DevNullRoute", shorthand=IGNORED_ARGUMENT, shorthand_optional=True)
+@attrs.frozen
+class DevNullRoute(NullRoute):
+    """NullRoute that counts what it swallows in `dev_null_requests` (mcrouter's DevNullRoute).
+
+    A class of its own so that NullRoute, which other handles default to, counts nothing.
+    """
+
+    def route(self, request: Request, ctx: RouteContext) -> Pending:
+        ctx.counters.dev_null_requests += 1
+        return Pending(default_reply(request))
+
+    def route_whole(
+        self, request: Request, ctx: RouteContext, split: SplitRouting
+    ) -> Pending | None:
+        # mcrouter routes each key of a multi-get on its own: each counts.
+        keys = request.keys
+        ctx.counters.dev_null_requests += len(keys) if keys else 1
+        return Pending(default_reply(request))
 
 
 @route_type("RandomRoute", shorthand="children")
@@ -303,6 +320,7 @@ class LatencyInjectionRoute(KeyByKey):
         total = self._sample_total(ctx)
         if before <= 0:
             return self._after(self.child.route(request, ctx), ctx, started, total)
+        ctx.counters.before_latency_injected += 1
         child = self.child
         sent = sequence(
             _timer(ctx, before / 1000),
@@ -337,6 +355,8 @@ class LatencyInjectionRoute(KeyByKey):
         self, ctx: RouteContext, started: float, after: float, total: float, reply: Reply
     ) -> Reply | Pending:
         delay = after
+        if after > 0:
+            ctx.counters.after_latency_injected += 1
         elapsed = ctx.now() - started + after
         if total > elapsed:
             delay += total - elapsed
