@@ -140,6 +140,10 @@ ERRORS: Final = FAILOVER_ERRORS | {Result.CLIENT_ERROR, Result.ERROR}
 #: The results from this one on are the errors: `result >= FIRST_ERROR` is `result in
 #: ERRORS` at the cost of an integer comparison (for per-reply counting).
 FIRST_ERROR: Final = Result.TIMEOUT
+#: Results that tell of a server the proxy could not reach (mcrouter's
+#: `isTkoOrHardTkoResult`): FailoverRoute counts no try for them, spends no failover
+#: token on them and marks the server's failure domain failed.
+TKO_LIKE: Final = frozenset({Result.TKO, Result.CONNECT_ERROR, Result.CONNECT_TIMEOUT})
 #: Results that count as a hit for warm-up and miss-failover logic.
 HITS: Final = frozenset({Result.FOUND, Result.DELETED, Result.TOUCHED, Result.OK})
 

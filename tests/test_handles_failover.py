@@ -7,6 +7,7 @@ import pytest
 from handle_helpers import (
     CLIENT_ERROR,
     CONNECT_ERROR,
+    CONNECT_TIMEOUT,
     DELETED,
     HIT,
     MISS,
@@ -121,10 +122,12 @@ def test_failover_limit_does_not_spend_tokens_on_tko() -> None:
     assert tried(route, GET, [TIMEOUT, HIT])[0] == [1, 2]  # 0.5 + 0.5 refilled
 
 
-def test_failover_limit_with_rate_zero_never_fails_over_but_on_tko() -> None:
+def test_failover_limit_with_rate_zero_never_fails_over_but_from_an_unreachable_server() -> None:
     route = FailoverRoute(destinations(2), failover_limit=parse_failover_limit({"rate": 0}))
     assert tried(route, GET, [TIMEOUT, HIT]) == ([1], TIMEOUT)
-    assert tried(route, GET, [TKO, HIT]) == ([1, 2], HIT)
+    assert tried(route, GET, [REMOTE_ERROR, HIT]) == ([1], REMOTE_ERROR)
+    for unreachable in (TKO, CONNECT_ERROR, CONNECT_TIMEOUT):
+        assert tried(route, GET, [unreachable, HIT]) == ([1, 2], HIT)
 
 
 @pytest.mark.parametrize(
@@ -188,15 +191,25 @@ def test_deterministic_order_policy_follows_the_key_with_a_growing_salt() -> Non
     assert tried(route, GET, [TIMEOUT, TIMEOUT, TIMEOUT])[0] == ports  # the same every time
 
 
-def test_deterministic_order_policy_stops_after_max_error_tries_tko_aside() -> None:
+@pytest.mark.parametrize(
+    ("replies", "tried_children", "final"),
+    [
+        ([TIMEOUT, REMOTE_ERROR, HIT], 2, REMOTE_ERROR),
+        # mcrouter's isTkoOrHardTkoResult: an unreachable server costs no try.
+        ([TKO, TIMEOUT, CONNECT_ERROR, HIT], 4, HIT),
+        ([CONNECT_TIMEOUT, CONNECT_ERROR, TIMEOUT, HIT], 4, HIT),
+        ([TKO, TIMEOUT, TIMEOUT, HIT], 3, TIMEOUT),
+    ],
+)
+def test_deterministic_order_policy_stops_after_max_error_tries_unreachable_aside(
+    replies: list[Reply], tried_children: int, final: Reply
+) -> None:
     policy = parse_failover_policy(
         {"type": "DeterministicOrderPolicy", "max_tries": 4, "max_error_tries": 2}
     )
     route = FailoverRoute(destinations(5), failover_policy=policy)
-    ports, reply = tried(route, GET, [TIMEOUT, REMOTE_ERROR, HIT])
-    assert (len(ports), reply) == (2, REMOTE_ERROR)
-    ports, reply = tried(route, GET, [TKO, TIMEOUT, CONNECT_ERROR, HIT])
-    assert (len(ports), reply) == (3, CONNECT_ERROR)
+    ports, reply = tried(route, GET, replies)
+    assert (len(ports), reply) == (tried_children, final)
 
 
 def test_deterministic_order_policy_exclude_errors_do_not_count() -> None:

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Final
 
 from mcrouter_trio.counters import ProxyCounters, count_failover_result
-from mcrouter_trio.messages import Pending, Reply, Request, Result, error_reply
+from mcrouter_trio.messages import TKO_LIKE, Pending, Reply, Request, Result, error_reply
 from mcrouter_trio.routing._base import Route, RouteContext
 
 log = logging.getLogger("mcrouter_trio.routing")
@@ -217,14 +217,9 @@ def _try(
     return recovering(routes[index].route(request, ctx), step)
 
 
-#: Results that tell of a server the proxy could not reach (mcrouter's
-#: `isTkoOrHardTkoResult`): failing over from them is a `failover_policy_tko_error`.
-_TKO_LIKE: Final = frozenset({Result.TKO, Result.CONNECT_ERROR, Result.CONNECT_TIMEOUT})
-
-
 def count_failover_error(counters: ProxyCounters, reply: Reply) -> None:
     """A FailoverRoute weighed `reply` for failing over (mcrouter's `processReply`)."""
-    if reply.result in _TKO_LIKE:
+    if reply.result in TKO_LIKE:  # failing over from them is a tko error
         counters.failover_policy_tko_error += 1
     elif reply.is_error:
         counters.failover_policy_result_error += 1

@@ -16,6 +16,7 @@ from mcrouter_trio.hashing import ch3, routing_key, weighted_ch3
 from mcrouter_trio.messages import (
     FAILOVER_ERRORS,
     GET_LIKE,
+    TKO_LIKE,
     UPDATE_LIKE,
     Op,
     Pending,
@@ -478,9 +479,10 @@ class _DomainAwareOrder(Sequence[Route]):
         return self._draws.counted_until(position)
 
     def replied(self, index: int, reply: Reply) -> Reply:
-        """A TKO marks the domain of the server that gave it (child 0's, a pool's
-        pick for this key, is not remembered: mcrouter memoizes drawn children only)."""
-        if reply.result is Result.TKO:
+        """A TKO, connect error or connect timeout marks the domain of the server that
+        gave it (child 0's, a pool's pick for this key, is not remembered: mcrouter
+        memoizes drawn children only)."""
+        if reply.result in TKO_LIKE:
             if index:
                 domain = self._policy.failure_domain(self._children, index, self._request)
             else:

@@ -16,6 +16,7 @@ from mcrouter_trio.messages import (
     FAILOVER_ERRORS,
     GET_LIKE,
     HITS,
+    TKO_LIKE,
     Op,
     Pending,
     Reply,
@@ -100,9 +101,11 @@ def failover_whole(
 class _Tries:
     """One request's failover rule under FailoverRoute settings (mcrouter's `processReply`).
 
-    A reply is final unless its result fails over for this request's class. A TKO
-    reply (nothing was sent) always moves on; another error moves on only if the
-    failover limit has a token, and counts as a try unless the policy excludes it;
+    A reply is final unless its result fails over for this request's class. A TKO,
+    connect error or connect timeout (mcrouter's TKO or hard TKO: the server could not
+    be reached) always moves on, counting no try and spending no failover token;
+    another error moves on only if the failover limit has a token, and counts as a try
+    unless the policy excludes it;
     after `max_error_tries` tries the reply is final (and counted in the
     `failover_policy_*_error` stats, as mcrouter weighs it before finding no try left).
 
@@ -136,7 +139,7 @@ class _Tries:
         result = reply.result
         if result not in self.errors:
             return True
-        if result is Result.TKO:
+        if result in TKO_LIKE:
             self._moving_on(position)
             return False
         if self.limit is not None and not self.limit.allow_failover():
