@@ -186,7 +186,7 @@ def _rate_of(name: str, twin: str, groups: Group = Group.ODS | Group.DETAILED) -
     )
 
 
-def _failover(name: str, help: str, *, groups: Group | None = None) -> Stat:
+def _event(name: str, help: str, *, groups: Group | None = None) -> Stat:
     """A counter of a routing event; in the RATE group `stats` shows it per second."""
     groups = Group.ODS | Group.DETAILED | Group.RATE if groups is None else groups
     return Stat(name, Kind.COUNTER, Source.STORED, help, resets=True, groups=groups)
@@ -201,11 +201,11 @@ def _failover_policies() -> tuple[Stat, ...]:
         stat
         for policy in FAILOVER_POLICIES
         for stat in (
-            _failover(
+            _event(
                 f"failover_{policy}_policy",
                 f"requests a FailoverRoute ordered by its {policy} policy sent on",
             ),
-            _failover(
+            _event(
                 f"failover_{policy}_policy_failed",
                 f"requests every child of such a FailoverRoute ({policy} policy) failed",
             ),
@@ -518,53 +518,53 @@ PROXY_STATS: Final = (
     _mcrouter_counter(
         "dev_null_requests", "requests a DevNullRoute swallowed", groups=Group.DETAILED
     ),
-    _failover("failover_all", "requests a FailoverRoute sent on past its first child"),
+    _event("failover_all", "requests a FailoverRoute sent on past its first child"),
     _rate_of("failover_all_failed", "failover_all_failed_count"),
-    _failover("failover_rate_limited", "failovers a FailoverRoute's failover_limit did not allow"),
+    _event("failover_rate_limited", "failovers a FailoverRoute's failover_limit did not allow"),
     *_failover_policies(),
-    _failover(
+    _event(
         "before_latency_injected",
         "requests a LatencyInjectionRoute held back before sending (before_latency_ms)",
     ),
-    _failover(
+    _event(
         "after_latency_injected",
         "replies a LatencyInjectionRoute held back (after_latency_ms)",
     ),
-    _failover(
+    _event(
         "total_latency_injected",
         "requests a LatencyInjectionRoute padded out to its total latency",
     ),
     *_result_counts(),
-    _failover(
+    _event(
         "failover_num_collisions",
         "DeterministicOrderPolicy draws of a child already tried (or skipped), counted "
         "when a failover ran out of children or error tries",
         groups=Group.ODS | Group.COUNT,
     ),
-    _failover(
+    _event(
         "failover_num_failed_domain_collisions",
         "DeterministicOrderPolicy draws of a child in a failure domain that gave a TKO, "
         "counted when a failover ran out of children or error tries",
         groups=Group.ODS | Group.COUNT,
     ),
-    _failover(
+    _event(
         "failover_policy_result_error",
         "errors (not TKO) that made a FailoverRoute try another child, or spent its last try",
         groups=Group.ODS | Group.COUNT,
     ),
-    _failover(
+    _event(
         "failover_all_failed_count",
         "requests every child of a FailoverRoute failed (an error from the last)",
         groups=Group.ODS | Group.COUNT,
     ),
-    _failover(
+    _event(
         "failover_policy_tko_error",
         "TKO, connect error or connect timeout replies that made a FailoverRoute move on",
         groups=Group.ODS | Group.COUNT,
     ),
     _rate_of("final_result_error", "request_error_count"),
     *_result_rates(),
-    _failover(
+    _event(
         "asynclog_requests_rate",
         "failed deletes offered to the spool, written or not (per second)",
         groups=Group.ODS | Group.BASIC | Group.RATE,

@@ -333,7 +333,7 @@ class ProxyStats(ProxyCounters):
     ) -> dict[ServerSpec, Counter[str]]:
         """Per server, how many workers' connections are in each state (`new`, `up`,
         `down`, `closed`) and how many are `probing`: mcrouter counts its proxies'."""
-        states = {server: Counter(_state_words(dest)) for server, dest in destinations.items()}
+        states = {server: Counter(dest.state_words()) for server, dest in destinations.items()}
         by_key = {_server_key(server): server for server in destinations}
         for other in self.shared.others() if self.shared is not None else []:
             for key, words in other.get("states", {}).items():
@@ -395,7 +395,7 @@ class ProxyStats(ProxyCounters):
             "basic": {stat.name: values[stat.name] for stat in _SUMMED_PROXY_STATS},
             "servers": servers,
             "latency": latency,
-            "states": {_server_key(s): _state_words(d) for s, d in destinations.items()},
+            "states": {_server_key(s): d.state_words() for s, d in destinations.items()},
         }
 
 
@@ -482,17 +482,6 @@ def _server_values(dest: Destination) -> dict[str, float]:
         else computed[stat.name]
         for stat in SERVER_STATS
     }
-
-
-def _state_words(dest: Destination) -> list[str]:
-    """The destination's connection state, then `connecting` while a connect is under
-    way and `probing` while a probe is out."""
-    words = [dest.state]
-    if dest.connecting:
-        words.append("connecting")
-    if dest.probing:
-        words.append("probing")
-    return words
 
 
 #: mcrouter's connection states, in the order its lines show them.

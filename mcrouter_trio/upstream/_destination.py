@@ -226,13 +226,18 @@ class Destination:
     def status(self) -> str:
         """`[soft_tko|hard_tko] new|up|down|closed [connecting] [probing]`, for log lines
         and repr."""
-        words = [self.tracker.state] if self.tracker is not None else []
-        words.append(self.state)
+        tko = [self.tracker.state] if self.tracker is not None else []
+        return " ".join(word for word in [*tko, *self.state_words()] if word)
+
+    def state_words(self) -> list[str]:
+        """The connection state, then `connecting` while a connect is under way and
+        `probing` while a probe is out (`stats servers` counts each over workers)."""
+        words = [self.state]
         if self.connecting:
             words.append("connecting")
         if self.probing:
             words.append("probing")
-        return " ".join(word for word in words if word)
+        return words
 
     @property
     def pending_count(self) -> int:
